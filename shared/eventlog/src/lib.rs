@@ -1,0 +1,541 @@
+//! Each service's append-only event log on sled 0.34.
+//!
+//! Why it looks like this:
+//! - **Global sequence** keys are big-endian `u64`, so sled's ordered iteration is log order.
+//! - **Hash chain**: each record stores the previous record's hash and its own,
+//!   `SHA-256(prev_hash ‖ seq ‖ publish subject ‖ event bytes)`. [`EventLog::audit`] recomputes
+//!   the chain and the head, so any edit, deletion, insertion or reordering is reported.
+//! - **Inbox**: the ids of incoming events already applied, kept for ever (JetStream's dedupe
+//!   window is only two minutes). The inbox mark and the events it caused are written in *one*
+//!   sled transaction by [`EventLog::commit`], which then flushes: a message is acked only after
+//!   that, so a crash anywhere either redelivers it (nothing written) or makes it a no-op.
+//! - **Outbox**: an event appended with a `publish` subject is published by the relay (in
+//!   `huiqi-bus`), which keeps its cursor here. A crash between append and publish republishes
+//!   on restart; consumers drop the duplicate by event id.
+//! - **Per-subject index**: `subject ‖ 0 ‖ seq` → (), so a claim's timeline is a prefix scan.
+
+use huiqi_events::Envelope;
+use sha2::{Digest, Sha256};
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::Transactional;
+use std::path::Path;
+
+pub type Hash = [u8; 32];
+
+const FORMAT: u8 = 1;
+const HEAD_KEY: &[u8] = b"head";
+const CURSOR_KEY: &[u8] = b"outbox_cursor";
+
+/// Errors of the event log.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("sled: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("record {seq} is unreadable: {reason}")]
+    Corrupt { seq: u64, reason: String },
+    #[error("log metadata is unreadable: {0}")]
+    Meta(String),
+}
+
+/// An event to append; `publish` names the NATS subject the relay must publish it on.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    pub envelope: Envelope,
+    pub publish: Option<String>,
+}
+
+impl Pending {
+    pub fn publish(envelope: Envelope, subject: impl Into<String>) -> Self {
+        Pending {
+            envelope,
+            publish: Some(subject.into()),
+        }
+    }
+    pub fn local(envelope: Envelope) -> Self {
+        Pending {
+            envelope,
+            publish: None,
+        }
+    }
+}
+
+/// The effect of one incoming message: mark `inbox_id` as processed and append `events`.
+/// Without an `inbox_id` (work a service starts itself) the events are simply appended.
+#[derive(Debug, Clone, Default)]
+pub struct Commit {
+    pub inbox_id: Option<String>,
+    pub events: Vec<Pending>,
+}
+
+/// What [`EventLog::commit`] did with one [`Commit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// Appended; the sequence numbers of its events are `first..first + count`.
+    Appended { first: u64, count: u64 },
+    /// The inbox id was already processed: nothing written.
+    Duplicate,
+}
+
+/// One record of the log.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub seq: u64,
+    pub prev_hash: Hash,
+    pub hash: Hash,
+    pub publish: Option<String>,
+    pub envelope: Envelope,
+}
+
+/// The result of [`EventLog::audit`].
+#[derive(Debug, Clone, Default)]
+pub struct AuditReport {
+    pub records: u64,
+    pub head_hash: String,
+    pub problems: Vec<String>,
+}
+
+impl AuditReport {
+    pub fn is_clean(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+pub fn hex(h: &[u8]) -> String {
+    h.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn chain_hash(prev: &Hash, seq: u64, publish: &[u8], event: &[u8]) -> Hash {
+    let mut h = Sha256::new();
+    h.update(prev);
+    h.update(seq.to_be_bytes());
+    h.update((publish.len() as u32).to_be_bytes());
+    h.update(publish);
+    h.update(event);
+    h.finalize().into()
+}
+
+fn encode_record(prev: &Hash, hash: &Hash, publish: &[u8], event: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(1 + 64 + 4 + publish.len() + event.len());
+    v.push(FORMAT);
+    v.extend_from_slice(prev);
+    v.extend_from_slice(hash);
+    v.extend_from_slice(&(publish.len() as u32).to_be_bytes());
+    v.extend_from_slice(publish);
+    v.extend_from_slice(event);
+    v
+}
+
+/// The raw parts of a stored record, before the event JSON is decoded.
+struct RawRecord<'a> {
+    prev: Hash,
+    hash: Hash,
+    publish: &'a [u8],
+    event: &'a [u8],
+}
+
+fn split_record(seq: u64, bytes: &[u8]) -> Result<RawRecord<'_>, LogError> {
+    let corrupt = |reason: &str| LogError::Corrupt {
+        seq,
+        reason: reason.to_string(),
+    };
+    if bytes.len() < 69 || bytes[0] != FORMAT {
+        return Err(corrupt("bad header"));
+    }
+    let prev: Hash = bytes[1..33].try_into().expect("32 bytes");
+    let hash: Hash = bytes[33..65].try_into().expect("32 bytes");
+    let plen = u32::from_be_bytes(bytes[65..69].try_into().expect("4 bytes")) as usize;
+    if bytes.len() < 69 + plen {
+        return Err(corrupt("truncated subject"));
+    }
+    Ok(RawRecord {
+        prev,
+        hash,
+        publish: &bytes[69..69 + plen],
+        event: &bytes[69 + plen..],
+    })
+}
+
+fn decode_record(seq: u64, bytes: &[u8]) -> Result<Record, LogError> {
+    let raw = split_record(seq, bytes)?;
+    let publish = if raw.publish.is_empty() {
+        None
+    } else {
+        Some(
+            String::from_utf8(raw.publish.to_vec()).map_err(|_| LogError::Corrupt {
+                seq,
+                reason: "subject is not UTF-8".into(),
+            })?,
+        )
+    };
+    let envelope: Envelope = serde_json::from_slice(raw.event).map_err(|e| LogError::Corrupt {
+        seq,
+        reason: format!("event JSON: {e}"),
+    })?;
+    Ok(Record {
+        seq,
+        prev_hash: raw.prev,
+        hash: raw.hash,
+        publish,
+        envelope,
+    })
+}
+
+fn encode_head(seq: u64, hash: &Hash) -> Vec<u8> {
+    let mut v = seq.to_be_bytes().to_vec();
+    v.extend_from_slice(hash);
+    v
+}
+
+fn decode_head(bytes: Option<&[u8]>) -> Result<(u64, Hash), LogError> {
+    match bytes {
+        None => Ok((0, [0u8; 32])),
+        Some(b) if b.len() == 40 => Ok((
+            u64::from_be_bytes(b[..8].try_into().expect("8 bytes")),
+            b[8..].try_into().expect("32 bytes"),
+        )),
+        Some(_) => Err(LogError::Meta("head has the wrong length".into())),
+    }
+}
+
+fn index_key(subject: &str, seq: u64) -> Vec<u8> {
+    let mut k = subject.as_bytes().to_vec();
+    k.push(0);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// A service's event log. Cheap to share behind an `Arc`; sled is internally synchronised,
+/// but [`EventLog::commit`] is meant to be called by one writer task at a time.
+pub struct EventLog {
+    db: sled::Db,
+    log: sled::Tree,
+    by_subject: sled::Tree,
+    inbox: sled::Tree,
+    meta: sled::Tree,
+}
+
+impl EventLog {
+    /// Opens (or creates) the log in `dir`. sled locks the directory: one process at a time.
+    pub fn open(dir: &Path) -> Result<Self, LogError> {
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(128 * 1024 * 1024)
+            .open()?;
+        Ok(EventLog {
+            log: db.open_tree("log")?,
+            by_subject: db.open_tree("by_subject")?,
+            inbox: db.open_tree("inbox")?,
+            meta: db.open_tree("meta")?,
+            db,
+        })
+    }
+
+    /// Applies a batch of commits in one sled transaction, then flushes to disk. When this
+    /// returns `Ok`, every message in the batch may be acked.
+    pub fn commit(&self, batch: &[Commit]) -> Result<Vec<Applied>, LogError> {
+        // Serialise outside the transaction closure (sled may retry the closure).
+        let encoded: Vec<Vec<(Vec<u8>, Vec<u8>, String)>> = batch
+            .iter()
+            .map(|c| {
+                c.events
+                    .iter()
+                    .map(|p| {
+                        (
+                            p.publish.clone().unwrap_or_default().into_bytes(),
+                            p.envelope.encode(),
+                            p.envelope.subject.clone(),
+                        )
+                    })
+                    .collect()
+            })
+            .collect();
+        let result = (&self.log, &self.by_subject, &self.inbox, &self.meta).transaction(
+            |(log, idx, inbox, meta)| {
+                let (mut seq, mut prev) = decode_head(meta.get(HEAD_KEY)?.as_deref())
+                    .map_err(|e| ConflictableTransactionError::Abort(e.to_string()))?;
+                let mut applied = Vec::with_capacity(batch.len());
+                for (commit, events) in batch.iter().zip(&encoded) {
+                    if let Some(id) = &commit.inbox_id {
+                        if inbox.get(id.as_bytes())?.is_some() {
+                            applied.push(Applied::Duplicate);
+                            continue;
+                        }
+                        inbox.insert(id.as_bytes(), &(seq + 1).to_be_bytes())?;
+                    }
+                    let first = seq + 1;
+                    for (publish, event, subject) in events {
+                        seq += 1;
+                        let hash = chain_hash(&prev, seq, publish, event);
+                        log.insert(
+                            &seq.to_be_bytes(),
+                            encode_record(&prev, &hash, publish, event),
+                        )?;
+                        idx.insert(index_key(subject, seq), &[])?;
+                        prev = hash;
+                    }
+                    applied.push(Applied::Appended {
+                        first,
+                        count: events.len() as u64,
+                    });
+                }
+                meta.insert(HEAD_KEY, encode_head(seq, &prev))?;
+                Ok(applied)
+            },
+        );
+        let applied = match result {
+            Ok(a) => a,
+            Err(TransactionError::Abort(reason)) => return Err(LogError::Meta(reason)),
+            Err(TransactionError::Storage(e)) => return Err(LogError::Sled(e)),
+        };
+        self.db.flush()?;
+        Ok(applied)
+    }
+
+    /// Whether an incoming event id was already applied.
+    pub fn is_processed(&self, id: &str) -> Result<bool, LogError> {
+        Ok(self.inbox.contains_key(id.as_bytes())?)
+    }
+
+    /// The last sequence number and its hash (0 and zeros for an empty log).
+    pub fn head(&self) -> Result<(u64, Hash), LogError> {
+        decode_head(self.meta.get(HEAD_KEY)?.as_deref())
+    }
+
+    /// Records with `seq >= from`, in order.
+    pub fn records_from(&self, from: u64) -> impl Iterator<Item = Result<Record, LogError>> + '_ {
+        self.log.range(from.to_be_bytes()..).map(|item| {
+            let (k, v) = item?;
+            let seq = u64::from_be_bytes(k.as_ref().try_into().map_err(|_| LogError::Corrupt {
+                seq: 0,
+                reason: "key is not a u64".into(),
+            })?);
+            decode_record(seq, &v)
+        })
+    }
+
+    /// Every record whose envelope subject is `subject` (a claim or application id), in order.
+    pub fn subject_records(&self, subject: &str) -> Result<Vec<Record>, LogError> {
+        let mut prefix = subject.as_bytes().to_vec();
+        prefix.push(0);
+        let mut out = Vec::new();
+        for item in self.by_subject.scan_prefix(&prefix) {
+            let (k, _) = item?;
+            let seq = u64::from_be_bytes(
+                k[prefix.len()..]
+                    .try_into()
+                    .map_err(|_| LogError::Meta("index key has the wrong length".into()))?,
+            );
+            if let Some(v) = self.log.get(seq.to_be_bytes())? {
+                out.push(decode_record(seq, &v)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The sequence number of the last record the outbox relay has published.
+    pub fn outbox_cursor(&self) -> Result<u64, LogError> {
+        match self.meta.get(CURSOR_KEY)? {
+            None => Ok(0),
+            Some(b) => Ok(u64::from_be_bytes(b.as_ref().try_into().map_err(|_| {
+                LogError::Meta("outbox cursor has the wrong length".into())
+            })?)),
+        }
+    }
+
+    /// Moves the relay cursor (flushed: a restart must not fall further back than needed).
+    pub fn set_outbox_cursor(&self, seq: u64) -> Result<(), LogError> {
+        self.meta.insert(CURSOR_KEY, &seq.to_be_bytes())?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Recomputes the hash chain from the first record to the head.
+    pub fn audit(&self) -> Result<AuditReport, LogError> {
+        let mut report = AuditReport::default();
+        let mut prev: Hash = [0u8; 32];
+        let mut expected_seq = 1u64;
+        for item in self.log.iter() {
+            let (k, v) = item?;
+            let Ok(kb) = <[u8; 8]>::try_from(k.as_ref()) else {
+                report
+                    .problems
+                    .push("a key is not a sequence number".into());
+                continue;
+            };
+            let seq = u64::from_be_bytes(kb);
+            if seq != expected_seq {
+                report.problems.push(format!(
+                    "sequence gap: expected record {expected_seq}, found {seq} (records deleted?)"
+                ));
+            }
+            match split_record(seq, &v) {
+                Err(e) => report.problems.push(e.to_string()),
+                Ok(raw) => {
+                    if raw.prev != prev {
+                        report.problems.push(format!(
+                            "record {seq}: previous-hash link broken (deleted or reordered records)"
+                        ));
+                    }
+                    let h = chain_hash(&raw.prev, seq, raw.publish, raw.event);
+                    if h != raw.hash {
+                        report.problems.push(format!(
+                            "record {seq}: content does not match its hash (edited)"
+                        ));
+                    }
+                    if serde_json::from_slice::<Envelope>(raw.event).is_err() {
+                        report
+                            .problems
+                            .push(format!("record {seq}: event is not valid JSON"));
+                    }
+                    prev = raw.hash;
+                }
+            }
+            report.records += 1;
+            expected_seq = seq + 1;
+        }
+        let (head_seq, head_hash) = self.head()?;
+        if head_seq != expected_seq - 1 || head_hash != prev {
+            report.problems.push(format!(
+                "head says record {head_seq} but the chain ends at {} (records removed from the end?)",
+                expected_seq - 1
+            ));
+        }
+        report.head_hash = hex(&prev);
+        Ok(report)
+    }
+
+    /// For tests and tamper drills: the raw bytes of a record.
+    pub fn raw_record(&self, seq: u64) -> Result<Option<Vec<u8>>, LogError> {
+        Ok(self.log.get(seq.to_be_bytes())?.map(|v| v.to_vec()))
+    }
+
+    /// For tests and tamper drills: overwrite or remove a raw record, bypassing the chain.
+    pub fn tamper(&self, seq: u64, bytes: Option<Vec<u8>>) -> Result<(), LogError> {
+        match bytes {
+            Some(b) => self.log.insert(seq.to_be_bytes(), b)?,
+            None => self.log.remove(seq.to_be_bytes())?,
+        };
+        self.db.flush()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(subject: &str, n: u32) -> Envelope {
+        Envelope::new(
+            "test",
+            "huiqi.claim.opened.v1",
+            subject,
+            &serde_json::json!({ "n": n }),
+        )
+        .unwrap()
+    }
+
+    fn commit(inbox: Option<&str>, events: Vec<Envelope>) -> Commit {
+        Commit {
+            inbox_id: inbox.map(str::to_string),
+            events: events
+                .into_iter()
+                .map(|e| Pending::publish(e, "huiqi.internal.x"))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn append_read_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let log = EventLog::open(dir.path()).unwrap();
+            let applied = log
+                .commit(&[
+                    commit(Some("in-1"), vec![ev("C-1", 1), ev("C-2", 2)]),
+                    commit(Some("in-2"), vec![ev("C-1", 3)]),
+                ])
+                .unwrap();
+            assert_eq!(applied[0], Applied::Appended { first: 1, count: 2 });
+            assert_eq!(applied[1], Applied::Appended { first: 3, count: 1 });
+        }
+        let log = EventLog::open(dir.path()).unwrap();
+        let all: Vec<Record> = log.records_from(1).map(Result::unwrap).collect();
+        assert_eq!(all.len(), 3);
+        assert_eq!(all[2].envelope.data["n"], 3);
+        assert_eq!(all[1].prev_hash, all[0].hash);
+        let c1 = log.subject_records("C-1").unwrap();
+        assert_eq!(c1.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![1, 3]);
+        assert_eq!(log.head().unwrap().0, 3);
+        assert!(log.audit().unwrap().is_clean());
+    }
+
+    #[test]
+    fn inbox_rejects_a_repeat_even_inside_one_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = EventLog::open(dir.path()).unwrap();
+        let applied = log
+            .commit(&[
+                commit(Some("m-1"), vec![ev("C-1", 1)]),
+                commit(Some("m-1"), vec![ev("C-1", 2)]),
+            ])
+            .unwrap();
+        assert_eq!(applied[1], Applied::Duplicate);
+        let again = log
+            .commit(&[commit(Some("m-1"), vec![ev("C-1", 3)])])
+            .unwrap();
+        assert_eq!(again, vec![Applied::Duplicate]);
+        assert_eq!(log.head().unwrap().0, 1);
+        assert!(log.is_processed("m-1").unwrap());
+        assert!(!log.is_processed("m-2").unwrap());
+    }
+
+    #[test]
+    fn chain_detects_edit_delete_and_reorder() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = EventLog::open(dir.path()).unwrap();
+        for i in 0..5 {
+            log.commit(&[commit(None, vec![ev("C-1", i)])]).unwrap();
+        }
+        assert!(log.audit().unwrap().is_clean());
+
+        // Edit one byte of the event in record 3.
+        let original = log.raw_record(3).unwrap().unwrap();
+        let mut edited = original.clone();
+        let pos = edited.len() - 3;
+        edited[pos] ^= 0x01;
+        log.tamper(3, Some(edited)).unwrap();
+        let r = log.audit().unwrap();
+        assert!(
+            r.problems
+                .iter()
+                .any(|p| p.contains("record 3") && p.contains("edited")),
+            "{:?}",
+            r.problems
+        );
+        log.tamper(3, Some(original.clone())).unwrap();
+        assert!(log.audit().unwrap().is_clean());
+
+        // Delete record 2.
+        let two = log.raw_record(2).unwrap().unwrap();
+        log.tamper(2, None).unwrap();
+        assert!(!log.audit().unwrap().is_clean());
+        log.tamper(2, Some(two.clone())).unwrap();
+
+        // Swap records 2 and 3.
+        log.tamper(2, Some(original)).unwrap();
+        log.tamper(3, Some(two)).unwrap();
+        assert!(!log.audit().unwrap().is_clean());
+    }
+
+    #[test]
+    fn outbox_cursor_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let log = EventLog::open(dir.path()).unwrap();
+            assert_eq!(log.outbox_cursor().unwrap(), 0);
+            log.set_outbox_cursor(42).unwrap();
+        }
+        let log = EventLog::open(dir.path()).unwrap();
+        assert_eq!(log.outbox_cursor().unwrap(), 42);
+    }
+}

@@ -1,0 +1,506 @@
+//! The `data` of every event: the application and award payloads of CONTRACT.md, the check
+//! replies, and the internal events between services.
+
+use crate::money::Money;
+use chrono::{DateTime, FixedOffset, NaiveDate};
+use serde::{Deserialize, Serialize};
+
+// ---------------------------------------------------------------------------------------------
+// Application (portal → intake)
+// ---------------------------------------------------------------------------------------------
+
+/// `huiqi.applications.submitted` data. Unknown fields are refused so that a portal's typo is
+/// reported instead of silently ignored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Application {
+    pub application_id: String,
+    pub measure: String,
+    pub submitted_at: DateTime<FixedOffset>,
+    pub applicant: Applicant,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub employees: Option<Vec<Employee>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub returnees: Option<Vec<Returnee>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exhibitions: Option<Vec<Exhibition>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trips: Option<Vec<Trip>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub charters: Option<Vec<Charter>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placements: Option<Vec<Placement>>,
+}
+
+impl Application {
+    /// Every person's ID number the application names, in roster order, without repeats.
+    pub fn person_ids(&self) -> Vec<String> {
+        let mut seen = std::collections::BTreeSet::new();
+        let mut out = Vec::new();
+        let mut push = |id: &str| {
+            if seen.insert(id.to_string()) {
+                out.push(id.to_string());
+            }
+        };
+        for e in self.employees.iter().flatten() {
+            push(&e.id_number);
+        }
+        for r in self.returnees.iter().flatten() {
+            push(&r.id_number);
+        }
+        for x in self.exhibitions.iter().flatten() {
+            x.travellers.iter().for_each(|t| push(&t.id_number));
+        }
+        for t in self.trips.iter().flatten() {
+            t.travellers.iter().for_each(|t| push(&t.id_number));
+        }
+        for c in self.charters.iter().flatten() {
+            c.passengers.iter().for_each(|p| push(p));
+        }
+        for p in self.placements.iter().flatten() {
+            push(&p.id_number);
+        }
+        out
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApplicantKind {
+    Enterprise,
+    SocialOrg,
+    PrivateNonEnterprise,
+    HrAgency,
+    LaborDispatch,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Applicant {
+    pub uscc: String,
+    pub name: String,
+    pub kind: ApplicantKind,
+    pub street: String,
+    pub bank_account: String,
+    #[serde(default)]
+    pub dispatch_agreement: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Employee {
+    pub id_number: String,
+    pub name: String,
+    #[serde(default)]
+    pub phone: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Returnee {
+    pub id_number: String,
+    pub name: String,
+    pub return_date: NaiveDate,
+    #[serde(default)]
+    pub poverty_alleviated: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Traveller {
+    pub id_number: String,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Exhibition {
+    pub name: String,
+    pub country: String,
+    pub start_date: NaiveDate,
+    pub travellers: Vec<Traveller>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TripTraveller {
+    pub id_number: String,
+    pub airfare: Money,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Trip {
+    pub country: String,
+    pub purpose: String,
+    pub departure_date: NaiveDate,
+    pub travellers: Vec<TripTraveller>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Charter {
+    pub contract_no: String,
+    pub departure_date: NaiveDate,
+    pub origin_province: String,
+    pub applicant_cost: Money,
+    pub passengers: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Placement {
+    pub id_number: String,
+    pub name: String,
+    pub employer_uscc: String,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Intake replies
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IntakeAccepted {
+    pub application_id: String,
+    pub claim_id: String,
+}
+
+/// One specific problem: which field, which rule, and words for a person.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct FieldError {
+    pub field: String,
+    pub code: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, code: &str, message: impl Into<String>) -> Self {
+        FieldError {
+            field: field.into(),
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IntakeRejected {
+    pub application_id: String,
+    pub errors: Vec<FieldError>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Internal events
+// ---------------------------------------------------------------------------------------------
+
+/// Intake opened a claim for an accepted application.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClaimOpened {
+    pub claim_id: String,
+    pub application: Application,
+}
+
+/// Verification received one answer from a check provider (one chunk of a batched check).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckRecorded {
+    pub claim_id: String,
+    pub check: String,
+    pub chunk: u32,
+    pub chunks: u32,
+    pub attempts: u32,
+    pub reply: serde_json::Value,
+}
+
+/// Verification finished every planned check for a claim.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClaimVerified {
+    pub claim_id: String,
+    pub application: Application,
+    pub facts: Facts,
+}
+
+/// Award → payout: pay this approved award.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PaymentOrdered {
+    pub award_id: String,
+    pub claim_id: String,
+    pub application_id: String,
+    pub measure: String,
+    pub payee_uscc: String,
+    pub bank_account: String,
+    pub amount: Money,
+}
+
+/// Payout is about to send (or re-send) an instruction to the treasury.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PaymentAttempted {
+    pub award_id: String,
+    pub attempt: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PayoutSettled {
+    pub award_id: String,
+    pub claim_id: String,
+    pub amount: Money,
+    pub bank_reference: String,
+    pub settled_at: DateTime<FixedOffset>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PayoutFailed {
+    pub award_id: String,
+    pub claim_id: String,
+    pub amount: Money,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DataPackageEntitlement {
+    pub claim_id: String,
+    pub phone: String,
+    pub carrier: String,
+    pub gigabytes: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResidentPointsEntitlement {
+    pub claim_id: String,
+    pub id_number: String,
+    pub points: u32,
+}
+
+/// A message that can never be processed: kept, reported, and out of the way of the rest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MessageParked {
+    pub service: String,
+    pub subject: String,
+    pub stream_sequence: u64,
+    pub delivered: u64,
+    pub reason: String,
+    /// The original bytes, lossily as text (they may not be UTF-8).
+    pub payload: String,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Treasury
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TreasuryPay {
+    pub award_id: String,
+    pub payee_uscc: String,
+    pub bank_account: String,
+    pub amount: Money,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TreasuryStatus {
+    Settled,
+    Refused,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TreasuryReply {
+    pub status: TreasuryStatus,
+    #[serde(default)]
+    pub bank_reference: Option<String>,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Check replies (CONTRACT.md, "System → check providers")
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct EnterpriseReply {
+    pub found: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registration_district: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tax_district: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub independent_legal_person: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub industry: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub foreign_trade: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<ApplicantKind>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Enrolment {
+    pub date: NaiveDate,
+    pub employer_uscc: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InsuredPerson {
+    pub id_number: String,
+    #[serde(default)]
+    pub pension_months_with_applicant: Vec<String>,
+    #[serde(default)]
+    pub first_lucheng_enrolment: Option<Enrolment>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct SocialInsuranceReply {
+    pub persons: Vec<InsuredPerson>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresencePerson {
+    pub id_number: String,
+    pub stayed_whole_window: bool,
+    #[serde(default)]
+    pub arrived_on: Option<NaiveDate>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct PresenceReply {
+    pub persons: Vec<PresencePerson>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Permit {
+    pub issuer_code: String,
+    pub valid_from: NaiveDate,
+    pub valid_to: NaiveDate,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PermitPerson {
+    pub id_number: String,
+    #[serde(default)]
+    pub permit: Option<Permit>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ResidencePermitReply {
+    pub persons: Vec<PermitPerson>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TelecomNumber {
+    pub phone: String,
+    pub carrier: String,
+    pub city_code: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct TelecomReply {
+    pub numbers: Vec<TelecomNumber>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct StatisticsReply {
+    pub above_scale_manufacturing: bool,
+    #[serde(default)]
+    pub upgraded_2022: bool,
+    #[serde(default)]
+    pub q1_2023_output: Option<Money>,
+    #[serde(default)]
+    pub q1_2022_output: Option<Money>,
+    #[serde(default)]
+    pub y2022_output: Option<Money>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Crossing {
+    pub exit_date: NaiveDate,
+    #[serde(default)]
+    pub entry_date: Option<NaiveDate>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TravellerRecord {
+    pub id_number: String,
+    #[serde(default)]
+    pub trips: Vec<Crossing>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ExitEntryReply {
+    pub persons: Vec<TravellerRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PriorPayment {
+    pub item: String,
+    #[serde(default)]
+    pub person: Option<String>,
+    pub amount: Money,
+    pub policy: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct PriorBenefitsReply {
+    pub payments: Vec<PriorPayment>,
+}
+
+/// Every check reply a claim gathered, keyed by check name as in the `huiqi evaluate` facts file.
+/// A check that was not part of the measure's plan is absent.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Facts {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enterprise: Option<EnterpriseReply>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub social_insurance: Option<SocialInsuranceReply>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub presence: Option<PresenceReply>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub residence_permit: Option<ResidencePermitReply>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub telecom: Option<TelecomReply>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub statistics: Option<StatisticsReply>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_entry: Option<ExitEntryReply>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prior_benefits: Option<PriorBenefitsReply>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Award (award → bureau systems)
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AwardStatus {
+    Approved,
+    Rejected,
+}
+
+/// One line of a decision: what, for whom, how much, whether paid, why, and by which rule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AwardLine {
+    pub item: String,
+    pub person: Option<String>,
+    pub amount: Money,
+    pub paid: bool,
+    pub reason: String,
+    pub rule: String,
+}
+
+/// `huiqi.awards.approved.<measure>` / `huiqi.awards.rejected.<measure>` data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AwardDecision {
+    pub claim_id: String,
+    pub application_id: String,
+    pub measure: String,
+    pub applicant_uscc: String,
+    pub policy_version: String,
+    /// SHA-256 of the policy parameter file the decision was made under.
+    pub policy_hash: String,
+    pub status: AwardStatus,
+    pub total: Money,
+    pub lines: Vec<AwardLine>,
+    /// The checked facts used, keyed by the check that supplied them.
+    pub facts: Facts,
+}

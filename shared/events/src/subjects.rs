@@ -1,0 +1,54 @@
+//! NATS subjects. The `huiqi.applications`, `huiqi.intake`, `huiqi.awards`, `huiqi.payouts`,
+//! `huiqi.entitlements`, `huiqi.checks`, `huiqi.treasury` and `huiqi.query` names are fixed by
+//! CONTRACT.md; `huiqi.internal.*` and `huiqi.parked.*` are the project's own.
+
+pub const APPLICATIONS_SUBMITTED: &str = "huiqi.applications.submitted";
+pub const INTAKE_ACCEPTED: &str = "huiqi.intake.accepted";
+pub const INTAKE_REJECTED: &str = "huiqi.intake.rejected";
+pub const AWARDS_APPROVED_PREFIX: &str = "huiqi.awards.approved";
+pub const AWARDS_REJECTED_PREFIX: &str = "huiqi.awards.rejected";
+pub const PAYOUTS_SETTLED: &str = "huiqi.payouts.settled";
+pub const PAYOUTS_FAILED: &str = "huiqi.payouts.failed";
+pub const ENTITLEMENT_DATA_PACKAGE: &str = "huiqi.entitlements.data_package";
+pub const ENTITLEMENT_RESIDENT_POINTS: &str = "huiqi.entitlements.resident_points";
+pub const CHECKS_PREFIX: &str = "huiqi.checks";
+pub const TREASURY_PAY: &str = "huiqi.treasury.pay";
+pub const QUERY_CLAIM: &str = "huiqi.query.claim";
+
+/// Intake → verification: a claim was opened for an accepted application.
+pub const CLAIM_OPENED: &str = "huiqi.internal.claims.opened";
+/// Verification → award: every planned check has a recorded answer.
+pub const CLAIM_VERIFIED: &str = "huiqi.internal.claims.verified";
+/// Award → payout: an approved award must be paid (carries the bank account).
+pub const PAYMENT_ORDERED: &str = "huiqi.internal.payments.ordered";
+/// Poison messages, one subject per consuming service: `huiqi.parked.<service>`.
+pub const PARKED_PREFIX: &str = "huiqi.parked";
+
+/// Subjects captured by the single `HUIQI` JetStream stream. Request/reply subjects (checks,
+/// treasury, query) are deliberately not captured: JetStream would answer them with a PubAck.
+pub const STREAM_SUBJECTS: &[&str] = &[
+    APPLICATIONS_SUBMITTED,
+    "huiqi.intake.>",
+    "huiqi.awards.>",
+    "huiqi.payouts.>",
+    "huiqi.entitlements.>",
+    "huiqi.internal.>",
+    "huiqi.parked.>",
+];
+
+pub fn award_subject(approved: bool, measure: &str) -> String {
+    let prefix = if approved {
+        AWARDS_APPROVED_PREFIX
+    } else {
+        AWARDS_REJECTED_PREFIX
+    };
+    format!("{prefix}.{measure}")
+}
+
+pub fn check_subject(check: &str) -> String {
+    format!("{CHECKS_PREFIX}.{check}")
+}
+
+pub fn parked_subject(service: &str) -> String {
+    format!("{PARKED_PREFIX}.{service}")
+}

@@ -1,1 +1,449 @@
-//! placeholder
+//! Award: decides verified claims by the letter of the policy.
+//!
+//! Why it is built around one fold: a decision depends on the facts *and* on everything decided
+//! before it (one M1 per enterprise, a person once, caps across claims). The service's state —
+//! facts waiting for their claim, and the [`History`] of earlier awards — is a fold over its own
+//! log ([`State::apply`]); the live path appends events and applies them through the same fold,
+//! and [`replay`] re-runs that fold over the log, re-deriving every decision under the policy
+//! version it was made with and reporting any that differ. Decisions come from
+//! `huiqi_policy::evaluate`, which has no clock and no I/O.
+//!
+//! Outputs, per claim exactly once: `huiqi.awards.approved|rejected.<measure>`, a payment order
+//! for the payout service when approved, and M4/M5 entitlement events.
+
+use huiqi_bus::consumer::{BatchHandler, ConsumerSpec, Delivery, Disposition};
+use huiqi_bus::service::{parked, Core};
+use huiqi_bus::{BusError, LogWriter};
+use huiqi_eventlog::{Commit, EventLog, Pending};
+use huiqi_events::payloads::{
+    Application, AwardDecision, AwardStatus, CheckRecorded, ClaimVerified, DataPackageEntitlement,
+    Facts, PaymentOrdered, ResidentPointsEntitlement,
+};
+use huiqi_events::{subjects, types, Envelope};
+use huiqi_policy::{Entitlement, Evaluation, History, PolicySet};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+pub const SERVICE: &str = "award";
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub nats_url: String,
+    pub data_dir: PathBuf,
+}
+
+impl Settings {
+    pub fn new(nats_url: &str, data_dir: PathBuf) -> Self {
+        Settings {
+            nats_url: nats_url.to_string(),
+            data_dir,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AwardError {
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    #[error("event log: {0}")]
+    Log(#[from] huiqi_eventlog::LogError),
+    #[error("policy: {0}")]
+    Policy(#[from] huiqi_policy::PolicyError),
+}
+
+/// The award id of a claim's one award.
+pub fn award_id_for(claim_id: &str) -> String {
+    format!("A-{}", claim_id.trim_start_matches("C-"))
+}
+
+/// The award service's state, folded from its log.
+#[derive(Default)]
+pub struct State {
+    pub history: History,
+    facts: HashMap<String, Vec<CheckRecorded>>,
+    verified: HashMap<String, Application>,
+    decided: HashSet<String>,
+}
+
+impl State {
+    /// Folds one logged event.
+    pub fn apply(&mut self, env: &Envelope) {
+        match env.ty.as_str() {
+            types::CHECK_RECORDED => {
+                if let Ok(r) = env.data_as::<CheckRecorded>() {
+                    if !self.decided.contains(&r.claim_id) {
+                        self.facts.entry(r.claim_id.clone()).or_default().push(r);
+                    }
+                }
+            }
+            types::CLAIM_VERIFIED => {
+                if let Ok(v) = env.data_as::<ClaimVerified>() {
+                    self.verified.insert(v.claim_id, v.application);
+                }
+            }
+            types::AWARD_DECIDED => {
+                if let Ok(d) = env.data_as::<AwardDecision>() {
+                    if let Some(app) = self.verified.remove(&d.claim_id) {
+                        self.history.record_decision(&app, &d);
+                    }
+                    self.facts.remove(&d.claim_id);
+                    self.decided.insert(d.claim_id);
+                }
+            }
+            types::ENTITLEMENT_DATA_PACKAGE => {
+                if let Ok(e) = env.data_as::<DataPackageEntitlement>() {
+                    self.history.record_data_package(&e.phone);
+                }
+            }
+            types::ENTITLEMENT_RESIDENT_POINTS => {
+                if let Ok(e) = env.data_as::<ResidentPointsEntitlement>() {
+                    self.history.record_resident_points(&e.id_number);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    pub fn is_decided(&self, claim_id: &str) -> bool {
+        self.decided.contains(claim_id)
+    }
+
+    /// The claim's facts, when every chunk `checks` promises has arrived.
+    pub fn facts_for(&self, v: &ClaimVerified) -> Result<Facts, String> {
+        let got = self
+            .facts
+            .get(&v.claim_id)
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
+        for (check, chunks) in &v.checks {
+            for chunk in 0..*chunks {
+                if !got.iter().any(|r| &r.check == check && r.chunk == chunk) {
+                    return Err(format!(
+                        "check `{check}` chunk {chunk} of {chunks} has not arrived"
+                    ));
+                }
+            }
+        }
+        Facts::assemble(got.iter().filter(|r| v.checks.contains_key(&r.check)))
+    }
+
+    /// Decides a verified claim against the history so far.
+    pub fn evaluate(
+        &self,
+        policies: &PolicySet,
+        policy_version: Option<&str>,
+        v: &ClaimVerified,
+    ) -> Result<Evaluation, String> {
+        let facts = self.facts_for(v)?;
+        let policy = match policy_version {
+            Some(version) => policies.get(version).map_err(|e| e.to_string())?,
+            None => policies
+                .for_application(&v.application)
+                .unwrap_or_else(|_| policies.versions().first().expect("a policy version")),
+        };
+        Ok(huiqi_policy::evaluate(
+            policy,
+            &v.claim_id,
+            &v.application,
+            &facts,
+            &self.history,
+        ))
+    }
+}
+
+/// The events one decision produces, in order.
+pub fn decision_events(cause: &Envelope, v: &ClaimVerified, e: &Evaluation) -> Vec<Pending> {
+    let d = &e.decision;
+    let approved = d.status == AwardStatus::Approved;
+    let mut out = Vec::new();
+    let env = Envelope::new(SERVICE, types::AWARD_DECIDED, &d.claim_id, d)
+        .expect("serializes")
+        .caused_by(cause)
+        .with_policy_version(&d.policy_version);
+    out.push(Pending::publish(
+        env,
+        subjects::award_subject(approved, &d.measure),
+    ));
+    if approved && d.total > huiqi_events::Money::ZERO {
+        let order = PaymentOrdered {
+            award_id: award_id_for(&d.claim_id),
+            claim_id: d.claim_id.clone(),
+            application_id: d.application_id.clone(),
+            measure: d.measure.clone(),
+            payee_uscc: d.applicant_uscc.clone(),
+            bank_account: v.application.applicant.bank_account.clone(),
+            amount: d.total,
+        };
+        let env = Envelope::new(SERVICE, types::PAYMENT_ORDERED, &d.claim_id, &order)
+            .expect("serializes")
+            .caused_by(cause);
+        out.push(Pending::publish(env, subjects::PAYMENT_ORDERED));
+    }
+    for ent in &e.entitlements {
+        let (ty, subject, env) = match ent {
+            Entitlement::DataPackage {
+                phone,
+                carrier,
+                gigabytes,
+                ..
+            } => (
+                types::ENTITLEMENT_DATA_PACKAGE,
+                subjects::ENTITLEMENT_DATA_PACKAGE,
+                serde_json::to_value(DataPackageEntitlement {
+                    claim_id: d.claim_id.clone(),
+                    phone: phone.clone(),
+                    carrier: carrier.clone(),
+                    gigabytes: *gigabytes,
+                }),
+            ),
+            Entitlement::ResidentPoints { person, points } => (
+                types::ENTITLEMENT_RESIDENT_POINTS,
+                subjects::ENTITLEMENT_RESIDENT_POINTS,
+                serde_json::to_value(ResidentPointsEntitlement {
+                    claim_id: d.claim_id.clone(),
+                    id_number: person.clone(),
+                    points: *points,
+                }),
+            ),
+        };
+        let env = Envelope::new(SERVICE, ty, &d.claim_id, &env.expect("serializes"))
+            .expect("serializes")
+            .caused_by(cause);
+        out.push(Pending::publish(env, subject));
+    }
+    out
+}
+
+pub struct App {
+    core: Core,
+    spec: ConsumerSpec,
+    consumer:
+        async_nats::jetstream::consumer::Consumer<async_nats::jetstream::consumer::pull::Config>,
+    handler: Handler,
+}
+
+pub async fn build(settings: Settings) -> Result<App, AwardError> {
+    let core = Core::start(SERVICE, &settings.nats_url, &settings.data_dir).await?;
+    let mut state = State::default();
+    for rec in core.log().records_from(1) {
+        state.apply(&rec?.envelope);
+    }
+    let spec = ConsumerSpec::new(SERVICE, subjects::VERIFICATION_ALL);
+    let consumer = core.consumer(&spec).await?;
+    let handler = Handler {
+        writer: core.writer.clone(),
+        state,
+        policies: PolicySet::builtin(),
+    };
+    Ok(App {
+        core,
+        spec,
+        consumer,
+        handler,
+    })
+}
+
+impl App {
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), AwardError> {
+        let idle = async { Ok(()) };
+        self.core
+            .run(self.consumer, self.spec, self.handler, idle, shutdown)
+            .await?;
+        Ok(())
+    }
+}
+
+struct Handler {
+    writer: LogWriter,
+    state: State,
+    policies: PolicySet,
+}
+
+impl Handler {
+    fn process(&mut self, d: &Delivery) -> (Commit, Disposition) {
+        let inbox = d.msg_id.clone().unwrap_or_else(|| d.fallback_id());
+        let env = match Envelope::decode(&d.payload).and_then(huiqi_events::types::upcast) {
+            Ok(env) => env,
+            Err(e) => return self.park(d, inbox, &format!("unreadable event: {e}")),
+        };
+        let inbox = env.id.clone();
+        match env.ty.as_str() {
+            types::CHECK_RECORDED => {
+                let Ok(r) = env.data_as::<CheckRecorded>() else {
+                    return self.park(d, inbox, "check-recorded data does not match its schema");
+                };
+                if self.state.is_decided(&r.claim_id) {
+                    return (
+                        Commit {
+                            inbox_id: Some(inbox),
+                            events: vec![],
+                        },
+                        Disposition::Ack,
+                    );
+                }
+                let p = Pending::local(env);
+                self.state.apply(&p.envelope);
+                (
+                    Commit {
+                        inbox_id: Some(inbox),
+                        events: vec![p],
+                    },
+                    Disposition::Ack,
+                )
+            }
+            types::CLAIM_VERIFIED => {
+                let v = match env.data_as::<ClaimVerified>() {
+                    Ok(v) => v,
+                    Err(e) => return self.park(d, inbox, &format!("claim-verified data: {e}")),
+                };
+                if self.state.is_decided(&v.claim_id) {
+                    return (
+                        Commit {
+                            inbox_id: Some(inbox),
+                            events: vec![],
+                        },
+                        Disposition::Ack,
+                    );
+                }
+                let evaluation = match self.state.evaluate(&self.policies, None, &v) {
+                    Ok(e) => e,
+                    Err(why) if !d.final_attempt => {
+                        tracing::warn!(claim_id = %v.claim_id, %why, "facts incomplete; retrying later");
+                        return (
+                            Commit::default(),
+                            Disposition::Retry(Duration::from_secs(2)),
+                        );
+                    }
+                    Err(why) => {
+                        return self.park(d, inbox, &format!("facts never completed: {why}"))
+                    }
+                };
+                let mut events = vec![Pending::local(env.clone())];
+                events.extend(decision_events(&env, &v, &evaluation));
+                for p in &events {
+                    self.state.apply(&p.envelope);
+                }
+                let dec = &evaluation.decision;
+                tracing::info!(
+                    claim_id = %dec.claim_id,
+                    measure = %dec.measure,
+                    status = ?dec.status,
+                    total = %dec.total,
+                    lines = dec.lines.len(),
+                    entitlements = evaluation.entitlements.len(),
+                    policy = %dec.policy_version,
+                    "award decided"
+                );
+                (
+                    Commit {
+                        inbox_id: Some(inbox),
+                        events,
+                    },
+                    Disposition::Ack,
+                )
+            }
+            other => self.park(
+                d,
+                inbox,
+                &format!("unexpected event type `{other}` on {}", d.subject),
+            ),
+        }
+    }
+
+    fn park(&self, d: &Delivery, inbox: String, reason: &str) -> (Commit, Disposition) {
+        tracing::error!(stream_seq = d.stream_sequence, %reason, "message parked");
+        (
+            Commit {
+                inbox_id: Some(inbox),
+                events: vec![parked(SERVICE, d, reason)],
+            },
+            Disposition::Term,
+        )
+    }
+}
+
+impl BatchHandler for Handler {
+    async fn handle(&mut self, batch: Vec<Delivery>) -> Result<Vec<Disposition>, BusError> {
+        let mut commits = Vec::with_capacity(batch.len());
+        let mut dispositions = Vec::with_capacity(batch.len());
+        for d in &batch {
+            let (c, disp) = self.process(d);
+            commits.push(c);
+            dispositions.push(disp);
+        }
+        self.writer.commit(commits).await?;
+        Ok(dispositions)
+    }
+}
+
+/// One decision whose replay differs from the recorded one.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Difference {
+    pub claim_id: String,
+    pub recorded: serde_json::Value,
+    pub replayed: serde_json::Value,
+}
+
+/// What [`replay`] found.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ReplayReport {
+    pub events: u64,
+    pub decisions: u64,
+    pub identical: u64,
+    pub differences: Vec<Difference>,
+    pub approved_total: BTreeMap<String, huiqi_events::Money>,
+}
+
+/// Re-derives every decision in an award log under the policy version it names, with the
+/// history folded up to that point, and compares it with the recorded one to the byte.
+pub fn replay(log: &EventLog, policies: &PolicySet) -> Result<ReplayReport, AwardError> {
+    let mut state = State::default();
+    let mut pending_verified: HashMap<String, ClaimVerified> = HashMap::new();
+    let mut report = ReplayReport::default();
+    for rec in log.records_from(1) {
+        let env = rec?.envelope;
+        report.events += 1;
+        if env.ty == types::CLAIM_VERIFIED {
+            if let Ok(v) = env.data_as::<ClaimVerified>() {
+                pending_verified.insert(v.claim_id.clone(), v);
+            }
+        }
+        if env.ty == types::AWARD_DECIDED {
+            if let Ok(recorded) = env.data_as::<AwardDecision>() {
+                report.decisions += 1;
+                let replayed = pending_verified
+                    .remove(&recorded.claim_id)
+                    .ok_or_else(|| "no verified claim precedes the decision".to_string())
+                    .and_then(|v| state.evaluate(policies, Some(&recorded.policy_version), &v));
+                let recorded_json = serde_json::to_value(&recorded).expect("serializes");
+                match replayed {
+                    Ok(e)
+                        if serde_json::to_value(&e.decision).expect("serializes")
+                            == recorded_json =>
+                    {
+                        report.identical += 1;
+                    }
+                    other => report.differences.push(Difference {
+                        claim_id: recorded.claim_id.clone(),
+                        recorded: recorded_json,
+                        replayed: match other {
+                            Ok(e) => serde_json::to_value(&e.decision).expect("serializes"),
+                            Err(why) => serde_json::json!({ "error": why }),
+                        },
+                    }),
+                }
+                if recorded.status == AwardStatus::Approved {
+                    let t = report
+                        .approved_total
+                        .entry(recorded.measure.clone())
+                        .or_default();
+                    *t = *t + recorded.total;
+                }
+            }
+        }
+        state.apply(&env);
+    }
+    Ok(report)
+}

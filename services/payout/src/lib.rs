@@ -1,1 +1,338 @@
-//! placeholder
+//! Payout: pays each approved award exactly once.
+//!
+//! Why it is careful: this is where money leaves. The consumer records a payment order (inbox +
+//! log, then ack); a worker sends it to the treasury (`huiqi.treasury.pay`), retrying with
+//! backoff for as long as the treasury does not answer, and records `PayoutSettled` or
+//! `PayoutFailed`. Exactly once rests on three things: one order per award id (a repeated order
+//! is ignored), the worker never sends an order whose outcome is recorded, and the treasury is
+//! idempotent by award id — so a crash between sending and recording is answered on the retry
+//! with the first settlement, not a second payment. Each attempt is logged before it is sent,
+//! so an auditor sees every instruction that left the system.
+
+use chrono::{FixedOffset, Utc};
+use huiqi_bus::consumer::{BatchHandler, ConsumerSpec, Delivery, Disposition};
+use huiqi_bus::request::{request_json, Circuit, RetryPolicy};
+use huiqi_bus::service::{parked, work_queue, Core};
+use huiqi_bus::{BusError, LogWriter};
+use huiqi_eventlog::{Commit, Pending};
+use huiqi_events::payloads::{
+    PaymentAttempted, PaymentOrdered, PayoutFailed, PayoutSettled, TreasuryPay, TreasuryReply,
+    TreasuryStatus,
+};
+use huiqi_events::{mask, subjects, types, Envelope};
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+pub const SERVICE: &str = "payout";
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub nats_url: String,
+    pub data_dir: PathBuf,
+    pub payments_in_flight: usize,
+    pub retry: RetryPolicy,
+}
+
+impl Settings {
+    pub fn new(nats_url: &str, data_dir: PathBuf) -> Self {
+        Settings {
+            nats_url: nats_url.to_string(),
+            data_dir,
+            payments_in_flight: 256,
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PayoutError {
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    #[error("event log: {0}")]
+    Log(#[from] huiqi_eventlog::LogError),
+}
+
+#[derive(Debug, Clone)]
+struct Job {
+    cause: Envelope,
+    order: PaymentOrdered,
+    attempts: u32,
+}
+
+pub struct App {
+    core: Core,
+    spec: ConsumerSpec,
+    consumer:
+        async_nats::jetstream::consumer::Consumer<async_nats::jetstream::consumer::pull::Config>,
+    handler: Handler,
+    worker: Worker,
+    rx: mpsc::UnboundedReceiver<Job>,
+    resume: Vec<Job>,
+}
+
+pub async fn build(settings: Settings) -> Result<App, PayoutError> {
+    let core = Core::start(SERVICE, &settings.nats_url, &settings.data_dir).await?;
+    let mut open: BTreeMap<String, Job> = BTreeMap::new();
+    let mut known = HashSet::new();
+    for rec in core.log().records_from(1) {
+        let env = rec?.envelope;
+        match env.ty.as_str() {
+            types::PAYMENT_ORDERED => {
+                if let Ok(order) = env.data_as::<PaymentOrdered>() {
+                    if known.insert(order.award_id.clone()) {
+                        open.insert(
+                            order.award_id.clone(),
+                            Job {
+                                cause: env.clone(),
+                                order,
+                                attempts: 0,
+                            },
+                        );
+                    }
+                }
+            }
+            types::PAYMENT_ATTEMPTED => {
+                if let Ok(a) = env.data_as::<PaymentAttempted>() {
+                    if let Some(j) = open.get_mut(&a.award_id) {
+                        j.attempts = j.attempts.max(a.attempt);
+                    }
+                }
+            }
+            types::PAYOUT_SETTLED => {
+                if let Ok(s) = env.data_as::<PayoutSettled>() {
+                    open.remove(&s.award_id);
+                }
+            }
+            types::PAYOUT_FAILED => {
+                if let Ok(f) = env.data_as::<PayoutFailed>() {
+                    open.remove(&f.award_id);
+                }
+            }
+            _ => {}
+        }
+    }
+    let resume: Vec<Job> = open.into_values().collect();
+    if !resume.is_empty() {
+        tracing::info!(
+            payments = resume.len(),
+            "resuming payments without a recorded outcome"
+        );
+    }
+    let spec = ConsumerSpec::new(SERVICE, subjects::PAYMENT_ORDERED);
+    let consumer = core.consumer(&spec).await?;
+    let (tx, rx) = mpsc::unbounded_channel();
+    let handler = Handler {
+        writer: core.writer.clone(),
+        known,
+        tx,
+    };
+    let worker = Worker {
+        client: core.client.clone(),
+        writer: core.writer.clone(),
+        settings: settings.clone(),
+        circuit: Arc::new(Circuit::default()),
+    };
+    Ok(App {
+        core,
+        spec,
+        consumer,
+        handler,
+        worker,
+        rx,
+        resume,
+    })
+}
+
+impl App {
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), PayoutError> {
+        let worker = self.worker;
+        let limit = worker.settings.payments_in_flight;
+        let work = work_queue(
+            self.rx,
+            self.resume,
+            limit,
+            shutdown.clone(),
+            move |job, sd| {
+                let w = worker.clone();
+                async move { w.pay(job, sd).await }
+            },
+        );
+        self.core
+            .run(self.consumer, self.spec, self.handler, work, shutdown)
+            .await?;
+        Ok(())
+    }
+}
+
+struct Handler {
+    writer: LogWriter,
+    known: HashSet<String>,
+    tx: mpsc::UnboundedSender<Job>,
+}
+
+impl BatchHandler for Handler {
+    async fn handle(&mut self, batch: Vec<Delivery>) -> Result<Vec<Disposition>, BusError> {
+        let mut commits = Vec::new();
+        let mut dispositions = Vec::new();
+        let mut jobs = Vec::new();
+        for d in &batch {
+            let parsed = Envelope::decode(&d.payload)
+                .map_err(|e| e.to_string())
+                .and_then(|env| {
+                    env.data_as::<PaymentOrdered>()
+                        .map(|o| (env, o))
+                        .map_err(|e| e.to_string())
+                });
+            match parsed {
+                Ok((env, order)) => {
+                    if self.known.insert(order.award_id.clone()) {
+                        commits.push(Commit {
+                            inbox_id: Some(env.id.clone()),
+                            events: vec![Pending::local(env.clone())],
+                        });
+                        jobs.push(Job {
+                            cause: env,
+                            order,
+                            attempts: 0,
+                        });
+                    } else {
+                        tracing::warn!(award_id = %order.award_id, "second payment order for an award ignored");
+                        commits.push(Commit {
+                            inbox_id: Some(env.id.clone()),
+                            events: vec![],
+                        });
+                    }
+                    dispositions.push(Disposition::Ack);
+                }
+                Err(reason) => {
+                    tracing::error!(stream_seq = d.stream_sequence, %reason, "unreadable payment order parked");
+                    commits.push(Commit {
+                        inbox_id: Some(d.msg_id.clone().unwrap_or_else(|| d.fallback_id())),
+                        events: vec![parked(SERVICE, d, &reason)],
+                    });
+                    dispositions.push(Disposition::Term);
+                }
+            }
+        }
+        self.writer.commit(commits).await?;
+        for j in jobs {
+            let _ = self.tx.send(j);
+        }
+        Ok(dispositions)
+    }
+}
+
+#[derive(Clone)]
+struct Worker {
+    client: async_nats::Client,
+    writer: LogWriter,
+    settings: Settings,
+    circuit: Arc<Circuit>,
+}
+
+impl Worker {
+    async fn pay(&self, job: Job, shutdown: CancellationToken) -> Result<(), BusError> {
+        let o = &job.order;
+        let attempt = job.attempts + 1;
+        let note = Envelope::new(
+            SERVICE,
+            types::PAYMENT_ATTEMPTED,
+            &o.claim_id,
+            &PaymentAttempted {
+                award_id: o.award_id.clone(),
+                attempt,
+            },
+        )
+        .expect("serializes")
+        .caused_by(&job.cause);
+        self.writer
+            .commit(vec![Commit {
+                inbox_id: None,
+                events: vec![Pending::local(note)],
+            }])
+            .await?;
+        let request = serde_json::to_value(TreasuryPay {
+            award_id: o.award_id.clone(),
+            payee_uscc: o.payee_uscc.clone(),
+            bank_account: o.bank_account.clone(),
+            amount: o.amount,
+        })
+        .expect("serializes");
+        let reply = loop {
+            let value = match request_json(
+                &self.client,
+                subjects::TREASURY_PAY,
+                &request,
+                &self.settings.retry,
+                &self.circuit,
+                &shutdown,
+            )
+            .await
+            {
+                Ok((v, _)) => v,
+                Err(_) => {
+                    tracing::info!(award_id = %o.award_id, "payment paused by shutdown; resumes on restart");
+                    return Ok(());
+                }
+            };
+            match serde_json::from_value::<TreasuryReply>(value) {
+                Ok(r) if r.status == TreasuryStatus::Refused || r.bank_reference.is_some() => {
+                    break r
+                }
+                Ok(_) | Err(_) => {
+                    tracing::warn!(award_id = %o.award_id, "treasury reply does not fit the contract; retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return Ok(()),
+                        _ = tokio::time::sleep(self.settings.retry.max_backoff) => {}
+                    }
+                }
+            }
+        };
+        let shanghai = FixedOffset::east_opt(8 * 3600).expect("valid offset");
+        let (ty, subject, data) = match reply.status {
+            TreasuryStatus::Settled => {
+                tracing::info!(award_id = %o.award_id, amount = %o.amount, account = %mask(&o.bank_account), "payout settled");
+                (
+                    types::PAYOUT_SETTLED,
+                    subjects::PAYOUTS_SETTLED,
+                    serde_json::to_value(PayoutSettled {
+                        award_id: o.award_id.clone(),
+                        claim_id: o.claim_id.clone(),
+                        amount: o.amount,
+                        bank_reference: reply.bank_reference.unwrap_or_default(),
+                        settled_at: Utc::now().with_timezone(&shanghai),
+                    }),
+                )
+            }
+            TreasuryStatus::Refused => {
+                let reason = reply
+                    .reason
+                    .unwrap_or_else(|| "refused without a reason".into());
+                tracing::warn!(award_id = %o.award_id, %reason, account = %mask(&o.bank_account), "payout refused by the treasury");
+                (
+                    types::PAYOUT_FAILED,
+                    subjects::PAYOUTS_FAILED,
+                    serde_json::to_value(PayoutFailed {
+                        award_id: o.award_id.clone(),
+                        claim_id: o.claim_id.clone(),
+                        amount: o.amount,
+                        reason,
+                    }),
+                )
+            }
+        };
+        let env = Envelope::new(SERVICE, ty, &o.claim_id, &data.expect("serializes"))
+            .expect("serializes")
+            .caused_by(&job.cause);
+        self.writer
+            .commit(vec![Commit {
+                inbox_id: None,
+                events: vec![Pending::publish(env, subject)],
+            }])
+            .await?;
+        Ok(())
+    }
+}

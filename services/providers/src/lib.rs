@@ -1,1 +1,448 @@
-//! placeholder
+//! The check-provider and treasury simulator: stands in for the bureaus so the whole pipeline
+//! runs on one machine, in tests and in `huiqi up`.
+//!
+//! It answers `huiqi.checks.<check>` from a folder of JSON Lines fixtures in the format of
+//! CONTRACT.md, and `huiqi.treasury.pay` by settling everything except the accounts listed in
+//! `treasury_refusals.jsonl`. The treasury is idempotent by award id, with its ledger appended
+//! to a file, so a payment re-sent after a crash gets the first settlement back and tests can
+//! count real payments. Latency, error replies and dropped requests can be injected to exercise
+//! the callers' retries.
+
+use futures_util::StreamExt;
+use huiqi_events::payloads::{TreasuryPay, TreasuryReply, TreasuryStatus};
+use huiqi_events::subjects;
+use serde_json::{json, Map, Value};
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+pub const SERVICE: &str = "providers";
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub nats_url: String,
+    pub fixtures_dir: PathBuf,
+    /// Where the treasury keeps its ledger (JSON Lines); None keeps it in memory only.
+    pub ledger_path: Option<PathBuf>,
+    /// Added to every reply.
+    pub latency: Duration,
+    /// Every n-th check request is answered `{"error": …}` (0: never).
+    pub error_every: u64,
+    /// Every n-th check request gets no reply at all (0: never).
+    pub drop_every: u64,
+}
+
+impl Settings {
+    pub fn new(nats_url: &str, fixtures_dir: PathBuf) -> Self {
+        Settings {
+            nats_url: nats_url.to_string(),
+            fixtures_dir,
+            ledger_path: None,
+            latency: Duration::ZERO,
+            error_every: 0,
+            drop_every: 0,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProvidersError {
+    #[error("fixture {file}:{line}: {message}")]
+    Fixture {
+        file: String,
+        line: usize,
+        message: String,
+    },
+    #[error("io on {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("nats: {0}")]
+    Nats(String),
+}
+
+/// The fixtures, indexed the way the checks ask.
+#[derive(Default)]
+pub struct Fixtures {
+    by_uscc: HashMap<&'static str, HashMap<String, Value>>,
+    social_insurance: HashMap<(String, String), Value>,
+    prior: HashMap<(String, String), Vec<Value>>,
+    by_person: HashMap<&'static str, HashMap<String, Value>>,
+    telecom: HashMap<String, Value>,
+    refusals: HashMap<String, String>,
+}
+
+fn read_lines(dir: &Path, name: &str) -> Result<Vec<(usize, Map<String, Value>)>, ProvidersError> {
+    let path = dir.join(format!("{name}.jsonl"));
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+        Err(source) => {
+            return Err(ProvidersError::Io {
+                path: path.display().to_string(),
+                source,
+            })
+        }
+    };
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<Value>(line) {
+            Ok(Value::Object(m)) => out.push((i + 1, m)),
+            Ok(_) => {
+                return Err(ProvidersError::Fixture {
+                    file: format!("{name}.jsonl"),
+                    line: i + 1,
+                    message: "not a JSON object".into(),
+                })
+            }
+            Err(e) => {
+                return Err(ProvidersError::Fixture {
+                    file: format!("{name}.jsonl"),
+                    line: i + 1,
+                    message: e.to_string(),
+                })
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn take_key(
+    file: &str,
+    line: usize,
+    m: &mut Map<String, Value>,
+    key: &str,
+) -> Result<String, ProvidersError> {
+    match m.remove(key) {
+        Some(Value::String(s)) => Ok(s),
+        _ => Err(ProvidersError::Fixture {
+            file: format!("{file}.jsonl"),
+            line,
+            message: format!("missing string key `{key}`"),
+        }),
+    }
+}
+
+impl Fixtures {
+    pub fn load(dir: &Path) -> Result<Self, ProvidersError> {
+        let mut f = Fixtures::default();
+        for check in ["enterprise", "statistics"] {
+            let mut map = HashMap::new();
+            for (line, mut m) in read_lines(dir, check)? {
+                let uscc = take_key(check, line, &mut m, "uscc")?;
+                map.insert(uscc, Value::Object(m));
+            }
+            f.by_uscc.insert(check, map);
+        }
+        for (line, mut m) in read_lines(dir, "social_insurance")? {
+            let uscc = take_key("social_insurance", line, &mut m, "uscc")?;
+            let id = m
+                .get("id_number")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .ok_or_else(|| ProvidersError::Fixture {
+                    file: "social_insurance.jsonl".into(),
+                    line,
+                    message: "missing `id_number`".into(),
+                })?;
+            f.social_insurance.insert((uscc, id), Value::Object(m));
+        }
+        for (line, mut m) in read_lines(dir, "prior_benefits")? {
+            let uscc = take_key("prior_benefits", line, &mut m, "uscc")?;
+            let measure = take_key("prior_benefits", line, &mut m, "measure")?;
+            f.prior
+                .entry((uscc, measure))
+                .or_default()
+                .push(Value::Object(m));
+        }
+        for check in ["presence", "residence_permit", "exit_entry"] {
+            let mut map = HashMap::new();
+            for (line, m) in read_lines(dir, check)? {
+                let id = m
+                    .get("id_number")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+                    .ok_or_else(|| ProvidersError::Fixture {
+                        file: format!("{check}.jsonl"),
+                        line,
+                        message: "missing `id_number`".into(),
+                    })?;
+                map.insert(id, Value::Object(m));
+            }
+            f.by_person.insert(check, map);
+        }
+        for (line, m) in read_lines(dir, "telecom")? {
+            let phone = m
+                .get("phone")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .ok_or_else(|| ProvidersError::Fixture {
+                    file: "telecom.jsonl".into(),
+                    line,
+                    message: "missing `phone`".into(),
+                })?;
+            f.telecom.insert(phone, Value::Object(m));
+        }
+        for (line, mut m) in read_lines(dir, "treasury_refusals")? {
+            let acct = take_key("treasury_refusals", line, &mut m, "bank_account")?;
+            let reason = m
+                .get("reason")
+                .and_then(Value::as_str)
+                .unwrap_or("refused")
+                .to_string();
+            let _ = line;
+            f.refusals.insert(acct, reason);
+        }
+        Ok(f)
+    }
+
+    /// The reply to one check request, or an error text for a request it cannot read.
+    pub fn answer(&self, check: &str, req: &Value) -> Result<Value, String> {
+        let s = |k: &str| {
+            req.get(k)
+                .and_then(Value::as_str)
+                .ok_or_else(|| format!("request needs string `{k}`"))
+        };
+        let list = |k: &str| -> Result<Vec<&str>, String> {
+            req.get(k)
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(Value::as_str).collect())
+                .ok_or_else(|| format!("request needs list `{k}`"))
+        };
+        match check {
+            "enterprise" => Ok(self.by_uscc["enterprise"]
+                .get(s("uscc")?)
+                .cloned()
+                .unwrap_or_else(|| json!({ "found": false }))),
+            "statistics" => self.by_uscc["statistics"]
+                .get(s("uscc")?)
+                .cloned()
+                .ok_or_else(|| "no statistics for this enterprise".into()),
+            "social_insurance" => {
+                let uscc = s("uscc")?;
+                let persons: Vec<Value> = list("id_numbers")?
+                    .into_iter()
+                    .filter_map(|id| {
+                        self.social_insurance
+                            .get(&(uscc.to_string(), id.to_string()))
+                            .cloned()
+                    })
+                    .collect();
+                Ok(json!({ "persons": persons }))
+            }
+            "presence" | "residence_permit" | "exit_entry" => {
+                let map = &self.by_person[check];
+                let persons: Vec<Value> = list("id_numbers")?
+                    .into_iter()
+                    .filter_map(|id| map.get(id).cloned())
+                    .collect();
+                Ok(json!({ "persons": persons }))
+            }
+            "telecom" => {
+                let numbers: Vec<Value> = list("phones")?
+                    .into_iter()
+                    .filter_map(|p| self.telecom.get(p).cloned())
+                    .collect();
+                Ok(json!({ "numbers": numbers }))
+            }
+            "prior_benefits" => {
+                let key = (s("uscc")?.to_string(), s("measure")?.to_string());
+                let ids = list("id_numbers")?;
+                let payments: Vec<Value> = self
+                    .prior
+                    .get(&key)
+                    .into_iter()
+                    .flatten()
+                    .filter(|p| match p.get("person").and_then(Value::as_str) {
+                        None => true,
+                        Some(id) => ids.contains(&id),
+                    })
+                    .cloned()
+                    .collect();
+                Ok(json!({ "payments": payments }))
+            }
+            other => Err(format!("unknown check `{other}`")),
+        }
+    }
+}
+
+/// The treasury's ledger: one settlement or refusal per award id, for ever.
+pub struct Treasury {
+    entries: Mutex<HashMap<String, TreasuryReply>>,
+    file: Option<Mutex<std::fs::File>>,
+    next: AtomicU64,
+}
+
+/// A ledger line.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct LedgerEntry {
+    pub award_id: String,
+    pub amount: huiqi_events::Money,
+    pub reply: TreasuryReply,
+}
+
+/// Reads a ledger file (for tests and the demo's payment count).
+pub fn read_ledger(path: &Path) -> Vec<LedgerEntry> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+impl Treasury {
+    pub fn open(path: Option<&Path>) -> Result<Self, ProvidersError> {
+        let mut entries = HashMap::new();
+        let file = match path {
+            None => None,
+            Some(p) => {
+                for e in read_ledger(p) {
+                    entries.insert(e.award_id, e.reply);
+                }
+                let f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)
+                    .map_err(|source| ProvidersError::Io {
+                        path: p.display().to_string(),
+                        source,
+                    })?;
+                Some(Mutex::new(f))
+            }
+        };
+        let next = AtomicU64::new(entries.len() as u64 + 1);
+        Ok(Treasury {
+            entries: Mutex::new(entries),
+            file,
+            next,
+        })
+    }
+
+    pub fn pay(&self, req: &TreasuryPay, refusals: &HashMap<String, String>) -> TreasuryReply {
+        let mut entries = self.entries.lock().expect("ledger lock");
+        if let Some(done) = entries.get(&req.award_id) {
+            return done.clone();
+        }
+        let reply = match refusals.get(&req.bank_account) {
+            Some(reason) => TreasuryReply {
+                status: TreasuryStatus::Refused,
+                bank_reference: None,
+                reason: Some(reason.clone()),
+            },
+            None => TreasuryReply {
+                status: TreasuryStatus::Settled,
+                bank_reference: Some(format!(
+                    "BR{:010}",
+                    self.next.fetch_add(1, Ordering::SeqCst)
+                )),
+                reason: None,
+            },
+        };
+        if let Some(f) = &self.file {
+            let line = serde_json::to_string(&LedgerEntry {
+                award_id: req.award_id.clone(),
+                amount: req.amount,
+                reply: reply.clone(),
+            })
+            .expect("serializes");
+            let mut f = f.lock().expect("ledger file lock");
+            // The simulator's ledger is its durability: write and sync before answering.
+            let _ = writeln!(f, "{line}").and_then(|_| f.sync_data());
+        }
+        entries.insert(req.award_id.clone(), reply.clone());
+        reply
+    }
+}
+
+pub struct App {
+    client: async_nats::Client,
+    fixtures: Arc<Fixtures>,
+    treasury: Arc<Treasury>,
+    settings: Settings,
+}
+
+pub async fn build(settings: Settings) -> Result<App, ProvidersError> {
+    let fixtures = Arc::new(Fixtures::load(&settings.fixtures_dir)?);
+    let treasury = Arc::new(Treasury::open(settings.ledger_path.as_deref())?);
+    let client = huiqi_bus::connect(&settings.nats_url, "huiqi-providers")
+        .await
+        .map_err(|e| ProvidersError::Nats(e.to_string()))?;
+    Ok(App {
+        client,
+        fixtures,
+        treasury,
+        settings,
+    })
+}
+
+impl App {
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), ProvidersError> {
+        let nats = |e: &dyn std::fmt::Display| ProvidersError::Nats(e.to_string());
+        let mut checks = self
+            .client
+            .queue_subscribe(
+                format!("{}.*", subjects::CHECKS_PREFIX),
+                SERVICE.to_string(),
+            )
+            .await
+            .map_err(|e| nats(&e))?;
+        let mut pay = self
+            .client
+            .queue_subscribe(subjects::TREASURY_PAY, SERVICE.to_string())
+            .await
+            .map_err(|e| nats(&e))?;
+        self.client.flush().await.map_err(|e| nats(&e))?;
+        let counter = Arc::new(AtomicU64::new(0));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                Some(msg) = checks.next() => {
+                    let n = counter.fetch_add(1, Ordering::Relaxed) + 1;
+                    let s = &self.settings;
+                    if s.drop_every > 0 && n % s.drop_every == 0 {
+                        continue;
+                    }
+                    let fail = s.error_every > 0 && n % s.error_every == 0;
+                    let (client, fixtures, latency) = (self.client.clone(), self.fixtures.clone(), s.latency);
+                    tokio::spawn(async move {
+                        let Some(reply_to) = msg.reply else { return };
+                        let check = msg.subject.as_str().rsplit('.').next().unwrap_or("").to_string();
+                        let body = if fail {
+                            json!({ "error": "injected provider failure" })
+                        } else {
+                            match serde_json::from_slice::<Value>(&msg.payload) {
+                                Ok(req) => fixtures.answer(&check, &req).unwrap_or_else(|e| json!({ "error": e })),
+                                Err(e) => json!({ "error": format!("unreadable request: {e}") }),
+                            }
+                        };
+                        if !latency.is_zero() {
+                            tokio::time::sleep(latency).await;
+                        }
+                        let _ = client.publish(reply_to, serde_json::to_vec(&body).expect("serializes").into()).await;
+                    });
+                }
+                Some(msg) = pay.next() => {
+                    let (client, fixtures, treasury) = (self.client.clone(), self.fixtures.clone(), self.treasury.clone());
+                    tokio::spawn(async move {
+                        let Some(reply_to) = msg.reply else { return };
+                        let body = match serde_json::from_slice::<TreasuryPay>(&msg.payload) {
+                            Ok(req) => serde_json::to_value(treasury.pay(&req, &fixtures.refusals)).expect("serializes"),
+                            Err(e) => json!({ "error": format!("unreadable payment: {e}") }),
+                        };
+                        let _ = client.publish(reply_to, serde_json::to_vec(&body).expect("serializes").into()).await;
+                    });
+                }
+            }
+        }
+        let _ = self.client.flush().await;
+        Ok(())
+    }
+}

@@ -1,1 +1,356 @@
-//! placeholder
+//! Verification: turns an opened claim into checked facts.
+//!
+//! Why asynchronous steps instead of "call the providers inside the message handler": a
+//! provider may be slow or down for a long time, and a claim must never be lost or block the
+//! claims behind it. So the consumer only records `ClaimOpened` (inbox + log, then ack); a
+//! worker drives every pending claim through its check plan ([`plan`]), recording each reply
+//! as a `CheckRecorded` event (published for the award service) the moment it arrives, and
+//! emits `ClaimVerified` when the plan is complete. After a restart the pending claims and
+//! their already-recorded replies are folded back from the log and only the missing checks
+//! are asked again. Requests retry with backoff behind one circuit per provider.
+
+pub mod plan;
+
+use huiqi_bus::consumer::{BatchHandler, ConsumerSpec, Delivery, Disposition};
+use huiqi_bus::request::{request_json, Circuit, RetryPolicy};
+use huiqi_bus::service::{parked, Core};
+use huiqi_bus::{BusError, LogWriter};
+use huiqi_eventlog::{Commit, Pending};
+use huiqi_events::payloads::{self as pl, CheckRecorded, ClaimOpened, ClaimVerified};
+use huiqi_events::{subjects, types, Envelope};
+use huiqi_policy::PolicySet;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+pub const SERVICE: &str = "verification";
+
+pub const CHECKS: &[&str] = &[
+    "enterprise",
+    "social_insurance",
+    "presence",
+    "residence_permit",
+    "telecom",
+    "statistics",
+    "exit_entry",
+    "prior_benefits",
+];
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub nats_url: String,
+    pub data_dir: PathBuf,
+    /// Persons per provider request.
+    pub chunk_size: usize,
+    /// Claims whose checks run at the same time.
+    pub claims_in_flight: usize,
+    pub retry: RetryPolicy,
+}
+
+impl Settings {
+    pub fn new(nats_url: &str, data_dir: PathBuf) -> Self {
+        Settings {
+            nats_url: nats_url.to_string(),
+            data_dir,
+            chunk_size: 500,
+            claims_in_flight: 256,
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VerificationError {
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    #[error("event log: {0}")]
+    Log(#[from] huiqi_eventlog::LogError),
+}
+
+/// A claim whose plan is not complete.
+#[derive(Debug, Clone)]
+struct Job {
+    cause: Envelope,
+    opened: ClaimOpened,
+    recorded: BTreeMap<(String, u32), u32>,
+}
+
+/// Checks that a reply has the shape CONTRACT.md gives for its check.
+pub fn validate_reply(check: &str, v: &serde_json::Value) -> Result<(), String> {
+    fn is<T: serde::de::DeserializeOwned>(v: &serde_json::Value) -> Result<(), String> {
+        T::deserialize(v).map(|_| ()).map_err(|e| e.to_string())
+    }
+    match check {
+        "enterprise" => is::<pl::EnterpriseReply>(v),
+        "social_insurance" => is::<pl::SocialInsuranceReply>(v),
+        "presence" => is::<pl::PresenceReply>(v),
+        "residence_permit" => is::<pl::ResidencePermitReply>(v),
+        "telecom" => is::<pl::TelecomReply>(v),
+        "statistics" => is::<pl::StatisticsReply>(v),
+        "exit_entry" => is::<pl::ExitEntryReply>(v),
+        "prior_benefits" => is::<pl::PriorBenefitsReply>(v),
+        other => Err(format!("unknown check `{other}`")),
+    }
+}
+
+pub struct App {
+    core: Core,
+    spec: ConsumerSpec,
+    consumer:
+        async_nats::jetstream::consumer::Consumer<async_nats::jetstream::consumer::pull::Config>,
+    handler: Handler,
+    worker: Worker,
+    rx: mpsc::UnboundedReceiver<Job>,
+    resume: Vec<Job>,
+}
+
+pub async fn build(settings: Settings) -> Result<App, VerificationError> {
+    let core = Core::start(SERVICE, &settings.nats_url, &settings.data_dir).await?;
+    // Fold: opened claims, their recorded chunks, and which are verified.
+    let mut jobs: BTreeMap<String, Job> = BTreeMap::new();
+    let mut known: HashSet<String> = HashSet::new();
+    for rec in core.log().records_from(1) {
+        let env = rec?.envelope;
+        match env.ty.as_str() {
+            types::CLAIM_OPENED => {
+                if let Ok(opened) = env.data_as::<ClaimOpened>() {
+                    known.insert(opened.claim_id.clone());
+                    jobs.insert(
+                        opened.claim_id.clone(),
+                        Job {
+                            cause: env.clone(),
+                            opened,
+                            recorded: BTreeMap::new(),
+                        },
+                    );
+                }
+            }
+            types::CHECK_RECORDED => {
+                if let Ok(r) = env.data_as::<CheckRecorded>() {
+                    if let Some(j) = jobs.get_mut(&r.claim_id) {
+                        j.recorded.insert((r.check, r.chunk), r.chunks);
+                    }
+                }
+            }
+            types::CLAIM_VERIFIED => {
+                if let Ok(v) = env.data_as::<ClaimVerified>() {
+                    jobs.remove(&v.claim_id);
+                }
+            }
+            _ => {}
+        }
+    }
+    let resume: Vec<Job> = jobs.into_values().collect();
+    if !resume.is_empty() {
+        tracing::info!(claims = resume.len(), "resuming claims left unverified");
+    }
+    let spec = ConsumerSpec::new(SERVICE, subjects::CLAIM_OPENED);
+    let consumer = core.consumer(&spec).await?;
+    let (tx, rx) = mpsc::unbounded_channel();
+    let handler = Handler {
+        writer: core.writer.clone(),
+        known,
+        tx,
+    };
+    let worker = Worker {
+        client: core.client.clone(),
+        writer: core.writer.clone(),
+        policies: Arc::new(PolicySet::builtin()),
+        settings: settings.clone(),
+        circuits: Arc::new(
+            CHECKS
+                .iter()
+                .map(|c| (c.to_string(), Circuit::default()))
+                .collect(),
+        ),
+    };
+    Ok(App {
+        core,
+        spec,
+        consumer,
+        handler,
+        worker,
+        rx,
+        resume,
+    })
+}
+
+impl App {
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), VerificationError> {
+        let work = self.worker.run(self.rx, self.resume, shutdown.clone());
+        self.core
+            .run(self.consumer, self.spec, self.handler, work, shutdown)
+            .await?;
+        Ok(())
+    }
+}
+
+struct Handler {
+    writer: LogWriter,
+    known: HashSet<String>,
+    tx: mpsc::UnboundedSender<Job>,
+}
+
+impl BatchHandler for Handler {
+    async fn handle(&mut self, batch: Vec<Delivery>) -> Result<Vec<Disposition>, BusError> {
+        let mut commits = Vec::new();
+        let mut dispositions = Vec::new();
+        let mut jobs = Vec::new();
+        for d in &batch {
+            let parsed = Envelope::decode(&d.payload)
+                .map_err(|e| e.to_string())
+                .and_then(|env| {
+                    env.data_as::<ClaimOpened>()
+                        .map(|o| (env, o))
+                        .map_err(|e| e.to_string())
+                });
+            match parsed {
+                Ok((env, opened)) => {
+                    if !self.known.insert(opened.claim_id.clone()) {
+                        // Same claim under another event id: already being verified.
+                        commits.push(Commit {
+                            inbox_id: Some(env.id.clone()),
+                            events: vec![],
+                        });
+                    } else {
+                        commits.push(Commit {
+                            inbox_id: Some(env.id.clone()),
+                            events: vec![Pending::local(env.clone())],
+                        });
+                        jobs.push(Job {
+                            cause: env,
+                            opened,
+                            recorded: BTreeMap::new(),
+                        });
+                    }
+                    dispositions.push(Disposition::Ack);
+                }
+                Err(reason) => {
+                    tracing::error!(stream_seq = d.stream_sequence, %reason, "unreadable claim-opened event parked");
+                    commits.push(Commit {
+                        inbox_id: Some(d.msg_id.clone().unwrap_or_else(|| d.fallback_id())),
+                        events: vec![parked(SERVICE, d, &reason)],
+                    });
+                    dispositions.push(Disposition::Term);
+                }
+            }
+        }
+        // Durable first; only then may the worker start (and the messages be acked).
+        self.writer.commit(commits).await?;
+        for job in jobs {
+            let _ = self.tx.send(job);
+        }
+        Ok(dispositions)
+    }
+}
+
+#[derive(Clone)]
+struct Worker {
+    client: async_nats::Client,
+    writer: LogWriter,
+    policies: Arc<PolicySet>,
+    settings: Settings,
+    circuits: Arc<HashMap<String, Circuit>>,
+}
+
+impl Worker {
+    async fn run(
+        self,
+        rx: mpsc::UnboundedReceiver<Job>,
+        resume: Vec<Job>,
+        shutdown: CancellationToken,
+    ) -> Result<(), BusError> {
+        let limit = self.settings.claims_in_flight;
+        huiqi_bus::service::work_queue(rx, resume, limit, shutdown, move |job, sd| {
+            let w = self.clone();
+            async move { w.verify(job, sd).await }
+        })
+        .await
+    }
+
+    /// Runs the missing checks of one claim; `Ok` also when stopped by shutdown midway.
+    async fn verify(&self, job: Job, shutdown: CancellationToken) -> Result<(), BusError> {
+        let app = &job.opened.application;
+        let claim_id = job.opened.claim_id.clone();
+        let policy = match self.policies.for_application(app) {
+            Ok(p) => p,
+            Err(_) => self.policies.versions().first().expect("a policy version"),
+        };
+        let calls = plan::plan(app, &policy.params, self.settings.chunk_size);
+        let mut checks: BTreeMap<String, u32> = BTreeMap::new();
+        for c in &calls {
+            checks.insert(c.check.to_string(), c.chunks);
+        }
+        let missing: Vec<&plan::Call> = calls
+            .iter()
+            .filter(|c| !job.recorded.contains_key(&(c.check.to_string(), c.chunk)))
+            .collect();
+        let results = futures_util::future::join_all(missing.into_iter().map(|call| {
+            let claim_id = claim_id.clone();
+            let shutdown = shutdown.clone();
+            let cause = &job.cause;
+            async move {
+                let subject = subjects::check_subject(call.check);
+                let circuit = &self.circuits[call.check];
+                let mut attempts_total = 0u32;
+                loop {
+                    let (reply, attempts) = match request_json(&self.client, &subject, &call.request, &self.settings.retry, circuit, &shutdown).await {
+                        Ok(r) => r,
+                        Err(_) => return Ok::<bool, BusError>(false),
+                    };
+                    attempts_total += attempts;
+                    if let Err(e) = validate_reply(call.check, &reply) {
+                        tracing::warn!(claim_id = %claim_id, check = call.check, error = %e, "provider reply does not fit the contract; retrying");
+                        circuit.failure();
+                        tokio::select! {
+                            _ = shutdown.cancelled() => return Ok(false),
+                            _ = tokio::time::sleep(self.settings.retry.backoff(attempts_total)) => continue,
+                        }
+                    }
+                    let data = CheckRecorded {
+                        claim_id: claim_id.clone(),
+                        check: call.check.to_string(),
+                        chunk: call.chunk,
+                        chunks: call.chunks,
+                        attempts: attempts_total,
+                        reply,
+                    };
+                    let env = Envelope::new(SERVICE, types::CHECK_RECORDED, &claim_id, &data)
+                        .expect("serializes")
+                        .caused_by(cause);
+                    self.writer
+                        .commit(vec![Commit { inbox_id: None, events: vec![Pending::publish(env, subjects::FACTS_RECORDED)] }])
+                        .await?;
+                    return Ok(true);
+                }
+            }
+        }))
+        .await;
+        let mut complete = true;
+        for r in results {
+            complete &= r?;
+        }
+        if !complete {
+            tracing::info!(%claim_id, "verification paused by shutdown; resumes on restart");
+            return Ok(());
+        }
+        let verified = ClaimVerified {
+            claim_id: claim_id.clone(),
+            application: app.clone(),
+            checks,
+        };
+        let env = Envelope::new(SERVICE, types::CLAIM_VERIFIED, &claim_id, &verified)
+            .expect("serializes")
+            .caused_by(&job.cause);
+        self.writer
+            .commit(vec![Commit {
+                inbox_id: None,
+                events: vec![Pending::publish(env, subjects::CLAIM_VERIFIED)],
+            }])
+            .await?;
+        tracing::info!(%claim_id, calls = calls.len(), "claim verified");
+        Ok(())
+    }
+}

@@ -14,12 +14,16 @@ pub mod consumer;
 pub mod relay;
 pub mod request;
 pub mod server;
+pub mod service;
 pub mod setup;
+pub mod writer;
 
 pub use consumer::{BatchHandler, ConsumerSpec, Delivery, Disposition};
 pub use relay::Relay;
+pub use relay::RelayWaker;
 pub use request::{Circuit, RequestError, RetryPolicy};
 pub use server::NatsServer;
+pub use writer::LogWriter;
 
 /// Errors at the bus boundary.
 #[derive(Debug, thiserror::Error)]

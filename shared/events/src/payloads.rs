@@ -211,12 +211,60 @@ pub struct CheckRecorded {
     pub reply: serde_json::Value,
 }
 
-/// Verification finished every planned check for a claim.
+/// Verification finished every planned check for a claim. The replies themselves travel as
+/// [`CheckRecorded`] events before it (a 20,000-person roster's facts do not fit one message);
+/// `checks` says how many chunks of each check to expect.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClaimVerified {
     pub claim_id: String,
     pub application: Application,
-    pub facts: Facts,
+    pub checks: std::collections::BTreeMap<String, u32>,
+}
+
+impl Facts {
+    /// Joins recorded check replies (chunks of one check concatenate their lists, in chunk
+    /// order) into the facts of a claim. Errors name the check that does not fit.
+    pub fn assemble<'a>(
+        records: impl IntoIterator<Item = &'a CheckRecorded>,
+    ) -> Result<Facts, String> {
+        let mut by_check: std::collections::BTreeMap<&str, Vec<&CheckRecorded>> =
+            Default::default();
+        for r in records {
+            by_check.entry(r.check.as_str()).or_default().push(r);
+        }
+        let mut map = serde_json::Map::new();
+        for (check, mut chunks) in by_check {
+            chunks.sort_by_key(|c| c.chunk);
+            chunks.dedup_by_key(|c| c.chunk);
+            let list_key = match check {
+                "enterprise" | "statistics" => None,
+                "telecom" => Some("numbers"),
+                "prior_benefits" => Some("payments"),
+                _ => Some("persons"),
+            };
+            let merged = match list_key {
+                None => chunks[0].reply.clone(),
+                Some(key) => {
+                    let mut all = Vec::new();
+                    for c in &chunks {
+                        match c.reply.get(key).and_then(|v| v.as_array()) {
+                            Some(items) => all.extend(items.iter().cloned()),
+                            None => {
+                                return Err(format!(
+                                    "check `{check}` chunk {}: reply has no `{key}` list",
+                                    c.chunk
+                                ))
+                            }
+                        }
+                    }
+                    serde_json::json!({ key: all })
+                }
+            };
+            map.insert(check.to_string(), merged);
+        }
+        serde_json::from_value(serde_json::Value::Object(map))
+            .map_err(|e| format!("facts do not fit the check replies' schema: {e}"))
+    }
 }
 
 /// Award → payout: pay this approved award.
@@ -503,4 +551,6 @@ pub struct AwardDecision {
     pub lines: Vec<AwardLine>,
     /// The checked facts used, keyed by the check that supplied them.
     pub facts: Facts,
+    /// The source sentence of every rule code the lines cite.
+    pub rules: std::collections::BTreeMap<String, String>,
 }

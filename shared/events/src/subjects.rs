@@ -17,8 +17,12 @@ pub const QUERY_CLAIM: &str = "huiqi.query.claim";
 
 /// Intake → verification: a claim was opened for an accepted application.
 pub const CLAIM_OPENED: &str = "huiqi.internal.claims.opened";
+/// Verification → award: one check reply (one chunk of a batched check), as recorded.
+pub const FACTS_RECORDED: &str = "huiqi.internal.verification.facts";
 /// Verification → award: every planned check has a recorded answer.
-pub const CLAIM_VERIFIED: &str = "huiqi.internal.claims.verified";
+pub const CLAIM_VERIFIED: &str = "huiqi.internal.verification.verified";
+/// What the award service consumes: facts, then the verified marker, in stream order.
+pub const VERIFICATION_ALL: &str = "huiqi.internal.verification.>";
 /// Award → payout: an approved award must be paid (carries the bank account).
 pub const PAYMENT_ORDERED: &str = "huiqi.internal.payments.ordered";
 /// Poison messages, one subject per consuming service: `huiqi.parked.<service>`.

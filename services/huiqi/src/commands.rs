@@ -1,0 +1,426 @@
+//! The CLI's commands as library functions (the binary only parses arguments).
+
+use crate::gen;
+use crate::pipeline::{Pipeline, UpSettings};
+use crate::watch::{publish_all, Watcher};
+use crate::HuiqiError;
+use huiqi_eventlog::EventLog;
+use huiqi_events::payloads::{Application, Facts};
+use huiqi_events::{types, Envelope};
+use huiqi_policy::{History, PolicySet};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Reads a file as an application: either the `data` object or a whole CloudEvent.
+pub fn read_application(path: &Path) -> Result<(Application, Envelope), HuiqiError> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| HuiqiError::Io(path.display().to_string(), e))?;
+    let value: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| HuiqiError::Input(format!("{}: not JSON: {e}", path.display())))?;
+    let env = if value.get("specversion").is_some() {
+        Envelope::decode(text.as_bytes())
+            .map_err(|e| HuiqiError::Input(format!("{}: {e}", path.display())))?
+    } else {
+        let id = value["application_id"]
+            .as_str()
+            .unwrap_or("unknown")
+            .to_string();
+        Envelope::new("huiqi-cli", types::APPLICATION_SUBMITTED, &id, &value).expect("serializes")
+    };
+    let app: Application = serde_path_to_error::deserialize(&env.data).map_err(|e| {
+        HuiqiError::Input(format!(
+            "{}: field `{}`: {}",
+            path.display(),
+            e.path(),
+            e.inner()
+        ))
+    })?;
+    Ok((app, env))
+}
+
+/// `huiqi evaluate`: the decision for an application and a facts file, as award-event data.
+pub fn evaluate(
+    application: &Path,
+    facts: &Path,
+    policy_version: Option<&str>,
+    history: Option<&Path>,
+) -> Result<String, HuiqiError> {
+    let (app, _) = read_application(application)?;
+    let text = std::fs::read_to_string(facts)
+        .map_err(|e| HuiqiError::Io(facts.display().to_string(), e))?;
+    let de = &mut serde_json::Deserializer::from_str(&text);
+    let facts: Facts = serde_path_to_error::deserialize(de).map_err(|e| {
+        HuiqiError::Input(format!(
+            "{}: field `{}`: {}",
+            facts.display(),
+            e.path(),
+            e.inner()
+        ))
+    })?;
+    let history: History = match history {
+        None => History::default(),
+        Some(p) => {
+            let t = std::fs::read_to_string(p)
+                .map_err(|e| HuiqiError::Io(p.display().to_string(), e))?;
+            serde_json::from_str(&t)
+                .map_err(|e| HuiqiError::Input(format!("{}: {e}", p.display())))?
+        }
+    };
+    let policies = PolicySet::builtin();
+    let policy = match policy_version {
+        Some(v) => policies
+            .get(v)
+            .map_err(|e| HuiqiError::Input(e.to_string()))?,
+        None => policies
+            .for_application(&app)
+            .map_err(|e| HuiqiError::Input(e.to_string()))?,
+    };
+    let claim_id = huiqi_intake::claim_id_for(&app.application_id);
+    let e = huiqi_policy::evaluate(policy, &claim_id, &app, &facts, &history);
+    Ok(serde_json::to_string_pretty(&e.decision).expect("serializes"))
+}
+
+/// `huiqi audit`: recomputes the hash chain of every service log under `data_dir`.
+pub fn audit(data_dir: &Path) -> Result<(String, bool), HuiqiError> {
+    let mut out = String::new();
+    let mut clean = true;
+    for service in ["intake", "verification", "award", "payout"] {
+        let dir = data_dir.join(service);
+        if !dir.exists() {
+            out.push_str(&format!("{service:<13} no log at {}\n", dir.display()));
+            continue;
+        }
+        let log = EventLog::open(&dir)?;
+        let r = log.audit()?;
+        clean &= r.is_clean();
+        out.push_str(&format!(
+            "{service:<13} {:>8} records  head {}  {}\n",
+            r.records,
+            &r.head_hash[..16.min(r.head_hash.len())],
+            if r.is_clean() {
+                "chain intact".to_string()
+            } else {
+                format!("{} PROBLEMS", r.problems.len())
+            }
+        ));
+        for p in r.problems.iter().take(20) {
+            out.push_str(&format!("    {p}\n"));
+        }
+    }
+    Ok((out, clean))
+}
+
+/// `huiqi replay`: re-derives every award decision from the award log.
+pub fn replay(data_dir: &Path) -> Result<(String, bool), HuiqiError> {
+    let log = EventLog::open(&data_dir.join("award"))?;
+    let report = huiqi_award::replay(&log, &PolicySet::builtin())
+        .map_err(|e| HuiqiError::Input(e.to_string()))?;
+    let mut out = format!(
+        "award log: {} events, {} decisions, {} identical on replay, {} different\n",
+        report.events,
+        report.decisions,
+        report.identical,
+        report.differences.len()
+    );
+    for (m, t) in &report.approved_total {
+        out.push_str(&format!("  committed {m}: ¥{t}\n"));
+    }
+    for d in report.differences.iter().take(10) {
+        out.push_str(&format!(
+            "  DIFFERENT {}: recorded total {} status {}, replayed {}\n",
+            d.claim_id,
+            d.recorded["total"],
+            d.recorded["status"],
+            d.replayed.get("total").unwrap_or(&d.replayed)
+        ));
+    }
+    Ok((out, report.differences.is_empty()))
+}
+
+/// The sample applications shipped under deploy/sample/applications, sorted by name.
+pub fn application_files(dir: &Path) -> Result<Vec<PathBuf>, HuiqiError> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| HuiqiError::Io(dir.display().to_string(), e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// `huiqi demo`: starts everything on the sample data, submits the sample applications,
+/// waits for their outcomes and returns a table of claims, decisions and payouts.
+pub async fn demo(sample: &Path, data_dir: &Path, timeout: Duration) -> Result<String, HuiqiError> {
+    let settings = UpSettings::new(data_dir, Some(&sample.join("fixtures")));
+    let pipeline = Pipeline::start(&settings).await?;
+    let client = huiqi_bus::connect(pipeline.url(), "huiqi-demo")
+        .await
+        .map_err(|e| HuiqiError::Nats(e.to_string()))?;
+    let js = async_nats::jetstream::new(client.clone());
+    let mut watcher = Watcher::start(&client, true).await?;
+    let mut events = Vec::new();
+    let mut ids = Vec::new();
+    for f in application_files(&sample.join("applications"))? {
+        match read_application(&f) {
+            Ok((app, env)) => {
+                ids.push(app.application_id.clone());
+                events.push(env);
+            }
+            Err(_) => {
+                // Deliberately malformed samples are sent as raw bytes, as a broken portal would.
+                let bytes =
+                    std::fs::read(&f).map_err(|e| HuiqiError::Io(f.display().to_string(), e))?;
+                crate::watch::publish_raw(&js, &format!("raw-{}", f.display()), bytes).await?;
+            }
+        }
+    }
+    publish_all(&js, &events, 256).await?;
+    let done = watcher
+        .until(timeout, |w| {
+            ids.iter()
+                .all(|id| w.by_application.get(id).is_some_and(|o| o.is_final()))
+        })
+        .await;
+    // Let the entitlement events that follow the last decision arrive.
+    watcher.until(Duration::from_millis(500), |_| false).await;
+    pipeline.stop().await?;
+    let ledger = huiqi_providers::read_ledger(&settings.ledger_path());
+    let mut t = String::new();
+    t.push_str(&format!(
+        "{:<14} {:<5} {:<12} {:<9} {:>12}  {:<30}  {}\n",
+        "application", "meas", "claim", "decision", "total", "payout", "first reason / error"
+    ));
+    t.push_str(&format!("{}\n", "-".repeat(120)));
+    for id in &ids {
+        let Some(o) = watcher.by_application.get(id) else {
+            t.push_str(&format!("{id:<14} (no answer within {timeout:?})\n"));
+            continue;
+        };
+        let claim = o
+            .claim_id()
+            .map(|c| c[..10.min(c.len())].to_string())
+            .unwrap_or_else(|| "-".into());
+        let (measure, status, total, reason) = match o.decisions.first() {
+            Some(d) => {
+                let why = d
+                    .lines
+                    .iter()
+                    .find(|l| !l.paid)
+                    .or(d.lines.first())
+                    .map(|l| l.reason.clone())
+                    .unwrap_or_default();
+                (
+                    d.measure.clone(),
+                    format!("{:?}", d.status).to_lowercase(),
+                    d.total.to_string(),
+                    why,
+                )
+            }
+            None => match o.rejected.first() {
+                Some(r) => (
+                    "-".into(),
+                    "INTAKE-REJ".into(),
+                    "-".into(),
+                    format!(
+                        "{}: {} ({})",
+                        r.errors[0].field, r.errors[0].code, r.errors[0].message
+                    ),
+                ),
+                None => ("-".into(), "pending".into(), "-".into(), String::new()),
+            },
+        };
+        let payout = match (o.settled.first(), o.failed.first()) {
+            (Some(s), _) => format!("settled {} x{}", s.bank_reference, o.settled.len()),
+            (None, Some(f)) => format!("FAILED: {}", f.reason),
+            _ if status == "approved" => "pending".into(),
+            _ => "-".into(),
+        };
+        let reason: String = reason.chars().take(60).collect();
+        t.push_str(&format!(
+            "{:<14} {:<5} {:<12} {:<9} {:>12}  {:<30}  {}\n",
+            id, measure, claim, status, total, payout, reason
+        ));
+        if o.entitlements > 0 {
+            t.push_str(&format!(
+                "{:<14} {:<5} {:<12} +{} entitlement events (M4 data packages, M5 points)\n",
+                "", "", "", o.entitlements
+            ));
+        }
+    }
+    for orphan in &watcher.orphans {
+        if let Some(err) = orphan.data["errors"].get(0) {
+            t.push_str(&format!(
+                "{:<14} {:<5} {:<12} {:<9} {:>12}  {:<30}  {}: {}\n",
+                "(malformed)",
+                "-",
+                "-",
+                "INTAKE-REJ",
+                "-",
+                "-",
+                err["code"].as_str().unwrap_or(""),
+                err["message"]
+                    .as_str()
+                    .unwrap_or("")
+                    .chars()
+                    .take(60)
+                    .collect::<String>()
+            ));
+        }
+    }
+    let paid: huiqi_events::Money = ledger
+        .iter()
+        .filter(|e| e.reply.bank_reference.is_some())
+        .map(|e| e.amount)
+        .sum();
+    t.push_str(&format!(
+        "\ntreasury ledger: {} instructions, ¥{} settled; all outcomes in: {}\n",
+        ledger.len(),
+        paid,
+        if done { "yes" } else { "NO (timed out)" }
+    ));
+    let (audit, clean) = audit(data_dir)?;
+    t.push_str(&format!("\nhuiqi audit:\n{audit}"));
+    let (replay, same) = replay(data_dir)?;
+    t.push_str(&format!("\nhuiqi replay:\n{replay}"));
+    if !done || !clean || !same {
+        return Err(HuiqiError::Input(format!(
+            "demo did not complete cleanly:\n{t}"
+        )));
+    }
+    Ok(t)
+}
+
+/// Figures printed by `huiqi loadgen`.
+#[derive(Debug, Clone)]
+pub struct LoadReport {
+    pub applications: usize,
+    pub persons_per_application: usize,
+    pub settled: usize,
+    pub submit_seconds: f64,
+    pub total_seconds: f64,
+    pub claims_per_second: f64,
+    pub person_checks_per_second: f64,
+    pub p50: Duration,
+    pub p99: Duration,
+    pub max: Duration,
+}
+
+impl std::fmt::Display for LoadReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "applications         {} × {} persons (M1, all qualifying)",
+            self.applications, self.persons_per_application
+        )?;
+        writeln!(f, "settled              {}", self.settled)?;
+        writeln!(f, "submit phase         {:.2} s", self.submit_seconds)?;
+        writeln!(f, "submit → last settle {:.2} s", self.total_seconds)?;
+        writeln!(f, "claims/s             {:.1}", self.claims_per_second)?;
+        writeln!(f, "person-checks/s      {:.0}   (4 per-person checks: social_insurance, presence, residence_permit, telecom)", self.person_checks_per_second)?;
+        writeln!(
+            f,
+            "submit→settled p50   {:.0} ms",
+            self.p50.as_secs_f64() * 1000.0
+        )?;
+        writeln!(
+            f,
+            "submit→settled p99   {:.0} ms",
+            self.p99.as_secs_f64() * 1000.0
+        )?;
+        write!(
+            f,
+            "submit→settled max   {:.0} ms",
+            self.max.as_secs_f64() * 1000.0
+        )
+    }
+}
+
+/// `huiqi loadgen`: generates `n` M1 applications of `persons` qualifying persons each (with
+/// matching fixtures), runs the whole pipeline in-process on a private nats-server, submits
+/// them with many acks in flight and measures submit → settled per claim.
+pub async fn loadgen(
+    n: usize,
+    persons: usize,
+    data_dir: &Path,
+    timeout: Duration,
+) -> Result<LoadReport, HuiqiError> {
+    let mut fx = gen::Fixtures::default();
+    let mut events = Vec::with_capacity(n);
+    for i in 0..n {
+        let app = gen::m1_application(
+            &mut fx,
+            &format!("LG-{i:07}"),
+            &gen::uscc(10_000 + i as u64),
+            (i * persons) as u64,
+            persons,
+            0,
+        );
+        events.push(
+            Envelope::new(
+                "loadgen",
+                types::APPLICATION_SUBMITTED,
+                &app.application_id,
+                &app,
+            )
+            .expect("serializes"),
+        );
+    }
+    let fixtures = data_dir.join("fixtures");
+    fx.write(&fixtures)
+        .map_err(|e| HuiqiError::Io(fixtures.display().to_string(), e))?;
+    let settings = UpSettings::new(&data_dir.join("run"), Some(&fixtures));
+    let pipeline = Pipeline::start(&settings).await?;
+    let client = huiqi_bus::connect(pipeline.url(), "huiqi-loadgen")
+        .await
+        .map_err(|e| HuiqiError::Nats(e.to_string()))?;
+    let js = async_nats::jetstream::new(client.clone());
+    let mut watcher = Watcher::start(&client, false).await?;
+    let mut submitted_at = std::collections::HashMap::new();
+    let start = Instant::now();
+    for chunk in events.chunks(500) {
+        let t = Instant::now();
+        publish_all(&js, chunk, 1000).await?;
+        for e in chunk {
+            submitted_at.insert(e.subject.clone(), t);
+        }
+        // Fold replies meanwhile so the subscription never backs up.
+        watcher.until(Duration::ZERO, |_| false).await;
+    }
+    let submit_seconds = start.elapsed().as_secs_f64();
+    watcher
+        .until(timeout, |w| {
+            w.by_application
+                .values()
+                .filter(|o| o.finished_at.is_some())
+                .count()
+                >= n
+        })
+        .await;
+    let total_seconds = start.elapsed().as_secs_f64();
+    pipeline.stop().await?;
+    let mut lat: Vec<Duration> = watcher
+        .by_application
+        .values()
+        .filter(|o| !o.settled.is_empty())
+        .filter_map(|o| Some(o.finished_at? - *submitted_at.get(&o.application_id)?))
+        .collect();
+    lat.sort();
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 * p).ceil() as usize).saturating_sub(1))
+            .copied()
+            .unwrap_or_default()
+    };
+    let settled = lat.len();
+    Ok(LoadReport {
+        applications: n,
+        persons_per_application: persons,
+        settled,
+        submit_seconds,
+        total_seconds,
+        claims_per_second: settled as f64 / total_seconds,
+        person_checks_per_second: (settled * persons * 4) as f64 / total_seconds,
+        p50: pct(0.50),
+        p99: pct(0.99),
+        max: lat.last().copied().unwrap_or_default(),
+    })
+}

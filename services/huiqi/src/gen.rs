@@ -1,0 +1,277 @@
+//! Generators of valid synthetic data: ID numbers and USCCs with correct check characters,
+//! M1 applications and the provider fixtures that make them qualify (or not). Used by
+//! `huiqi loadgen`, the sample data and the tests.
+
+use huiqi_events::payloads::{Applicant, ApplicantKind, Application, Employee};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// A GB 11643 ID number: 6-digit area, birth date derived from `n`, sequence, check char.
+pub fn id_number(area: &str, n: u64) -> String {
+    let base = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("date");
+    let birth = base + chrono::Duration::days((n / 1000 % 12_000) as i64);
+    let body = format!("{area}{}{:03}", birth.format("%Y%m%d"), n % 1000);
+    const W: [u32; 17] = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
+    const C: &[u8; 11] = b"10X98765432";
+    let sum: u32 = body
+        .bytes()
+        .zip(W)
+        .map(|(d, w)| u32::from(d - b'0') * w)
+        .sum();
+    format!("{body}{}", C[(sum % 11) as usize] as char)
+}
+
+/// A GB 32100 USCC for a Lucheng enterprise number `n` (area 330302), check chars computed.
+pub fn uscc(n: u64) -> String {
+    uscc_in("330302", n)
+}
+
+pub fn uscc_in(area: &str, n: u64) -> String {
+    const SET: &str = "0123456789ABCDEFGHJKLMNPQRTUWXY";
+    let org = format!("{:08}", n % 100_000_000);
+    const OW: [u32; 8] = [3, 7, 9, 10, 5, 8, 4, 2];
+    let osum: u32 = org
+        .bytes()
+        .zip(OW)
+        .map(|(d, w)| u32::from(d - b'0') * w)
+        .sum();
+    let ocheck = match 11 - osum % 11 {
+        10 => 'X',
+        11 => '0',
+        d => char::from_digit(d, 10).expect("digit"),
+    };
+    let body = format!("91{area}{org}{ocheck}");
+    const W: [u32; 17] = [
+        1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28,
+    ];
+    let sum: u32 = body
+        .chars()
+        .zip(W)
+        .map(|(c, w)| SET.find(c).expect("in set") as u32 * w)
+        .sum();
+    let check = SET.as_bytes()[((31 - sum % 31) % 31) as usize] as char;
+    format!("{body}{check}")
+}
+
+pub fn phone(n: u64) -> String {
+    format!("139{:08}", n % 100_000_000)
+}
+
+/// Non-local areas cycled through for generated persons (Sichuan, Henan, Anhui, Jiangxi).
+const AREAS: [&str; 4] = ["510107", "410102", "340102", "360102"];
+
+pub fn non_local_id(n: u64) -> String {
+    id_number(AREAS[(n % 4) as usize], n)
+}
+
+/// Provider fixture lines, per check, written as `<check>.jsonl`.
+#[derive(Default)]
+pub struct Fixtures {
+    pub lines: BTreeMap<&'static str, Vec<Value>>,
+}
+
+impl Fixtures {
+    pub fn add(&mut self, check: &'static str, line: Value) {
+        self.lines.entry(check).or_default().push(line);
+    }
+
+    /// An eligible Lucheng manufacturing enterprise.
+    pub fn lucheng_enterprise(&mut self, uscc: &str, name: &str) {
+        self.add("enterprise", json!({
+            "uscc": uscc, "found": true, "name": name, "registration_district": "330302",
+            "tax_district": "330302", "independent_legal_person": true, "industry": "manufacturing",
+            "foreign_trade": true, "kind": "enterprise"
+        }));
+    }
+
+    /// A person who meets every M1 condition for `uscc`, with a Wenzhou phone and permit.
+    pub fn qualifying_person(&mut self, uscc: &str, id: &str, phone: &str) {
+        self.add("social_insurance", json!({
+            "uscc": uscc, "id_number": id,
+            "pension_months_with_applicant": ["2023-01", "2023-02"], "first_lucheng_enrolment": null
+        }));
+        self.add(
+            "presence",
+            json!({ "id_number": id, "stayed_whole_window": true, "arrived_on": null }),
+        );
+        self.add(
+            "telecom",
+            json!({ "phone": phone, "carrier": "mobile", "city_code": "0577" }),
+        );
+        self.add("residence_permit", json!({
+            "id_number": id, "permit": { "issuer_code": "330302", "valid_from": "2022-06-01", "valid_to": "2024-05-31" }
+        }));
+    }
+
+    /// A person insured with `uscc` who left Wenzhou during the window (does not qualify).
+    pub fn travelling_person(&mut self, uscc: &str, id: &str) {
+        self.add("social_insurance", json!({
+            "uscc": uscc, "id_number": id,
+            "pension_months_with_applicant": ["2023-01", "2023-02"], "first_lucheng_enrolment": null
+        }));
+        self.add(
+            "presence",
+            json!({ "id_number": id, "stayed_whole_window": false, "arrived_on": "2023-01-29" }),
+        );
+    }
+
+    pub fn refuse_account(&mut self, account: &str, reason: &str) {
+        self.add(
+            "treasury_refusals",
+            json!({ "bank_account": account, "reason": reason }),
+        );
+    }
+
+    pub fn write(&self, dir: &Path) -> std::io::Result<()> {
+        use std::io::Write;
+        std::fs::create_dir_all(dir)?;
+        for (check, lines) in &self.lines {
+            let mut f =
+                std::io::BufWriter::new(std::fs::File::create(dir.join(format!("{check}.jsonl")))?);
+            for l in lines {
+                serde_json::to_writer(&mut f, l)?;
+                f.write_all(b"\n")?;
+            }
+            f.flush()?;
+        }
+        Ok(())
+    }
+}
+
+/// An M1 application from enterprise `uscc` with `qualifying` qualifying persons and
+/// `travelling` who left Wenzhou; person numbers start at `first_person`. Fixtures are added.
+pub fn m1_application(
+    fx: &mut Fixtures,
+    application_id: &str,
+    uscc: &str,
+    first_person: u64,
+    qualifying: usize,
+    travelling: usize,
+) -> Application {
+    fx.lucheng_enterprise(uscc, &format!("测试制造企业{uscc}"));
+    let mut employees = Vec::with_capacity(qualifying + travelling);
+    for k in 0..(qualifying + travelling) as u64 {
+        let n = first_person + k;
+        let id = non_local_id(n);
+        let ph = phone(n);
+        if (k as usize) < qualifying {
+            fx.qualifying_person(uscc, &id, &ph);
+        } else {
+            fx.travelling_person(uscc, &id);
+        }
+        employees.push(Employee {
+            id_number: id,
+            name: format!("员工{n}"),
+            phone: Some(ph),
+        });
+    }
+    Application {
+        application_id: application_id.to_string(),
+        measure: "M1".into(),
+        submitted_at: chrono::DateTime::parse_from_rfc3339("2023-02-10T09:30:00+08:00")
+            .expect("time"),
+        applicant: Applicant {
+            uscc: uscc.to_string(),
+            name: format!("测试制造企业{uscc}"),
+            kind: ApplicantKind::Enterprise,
+            street: "五马街道".into(),
+            bank_account: format!("62220{:014}", first_person),
+            dispatch_agreement: None,
+        },
+        employees: Some(employees),
+        returnees: None,
+        exhibitions: None,
+        trips: None,
+        charters: None,
+        placements: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_identifiers_pass_the_intake_validators() {
+        for n in [0u64, 1, 999, 1000, 123_456, 399_999] {
+            let id = non_local_id(n);
+            assert!(huiqi_intake::validate::check_id_number(&id).is_ok(), "{id}");
+            let u = uscc(n);
+            assert!(
+                huiqi_intake::validate::check_uscc(&u).is_ok(),
+                "{u}: {:?}",
+                huiqi_intake::validate::check_uscc(&u)
+            );
+        }
+        assert_ne!(non_local_id(1), non_local_id(1001));
+    }
+}
+
+/// Writes the sample fixtures and applications used by `huiqi demo` (deploy/sample).
+pub fn write_sample(dir: &Path) -> std::io::Result<()> {
+    let mut fx = Fixtures::default();
+    let apps_dir = dir.join("applications");
+    std::fs::create_dir_all(&apps_dir)?;
+    let write_app = |name: &str, v: &Value| -> std::io::Result<()> {
+        std::fs::write(apps_dir.join(name), serde_json::to_string_pretty(v)? + "\n")
+    };
+    // 1. 35 qualifying + 3 who left Wenzhou: approved, 35 × 500.
+    let a = m1_application(&mut fx, "P-2023-000101", &uscc(101), 1_000, 35, 3);
+    write_app("01-m1-approved.json", &serde_json::to_value(&a)?)?;
+    // 2. 29 qualifying: rejected, one short of 30.
+    let a = m1_application(&mut fx, "P-2023-000102", &uscc(102), 2_000, 29, 0);
+    write_app("02-m1-29-persons.json", &serde_json::to_value(&a)?)?;
+    // 3. Exactly 30, but the treasury refuses the account: approved, payout failed.
+    let a = m1_application(&mut fx, "P-2023-000103", &uscc(103), 3_000, 30, 0);
+    fx.refuse_account(&a.applicant.bank_account, "account frozen by the bank");
+    write_app("03-m1-account-refused.json", &serde_json::to_value(&a)?)?;
+    // 4. Registered outside Lucheng: rejected as an ineligible applicant.
+    let u = uscc_in("330304", 104);
+    let a = m1_application(&mut fx, "P-2023-000104", &u, 4_000, 31, 0);
+    if let Some(line) = fx
+        .lines
+        .get_mut("enterprise")
+        .and_then(|l| l.iter_mut().find(|l| l["uscc"] == u.as_str()))
+    {
+        line["registration_district"] = json!("330304");
+        line["tax_district"] = json!("330304");
+    }
+    write_app(
+        "04-m1-registered-elsewhere.json",
+        &serde_json::to_value(&a)?,
+    )?;
+    // 5. A wrong ID check digit: rejected at intake with the field named.
+    let mut a = serde_json::to_value(m1_application(
+        &mut fx,
+        "P-2023-000105",
+        &uscc(105),
+        5_000,
+        30,
+        0,
+    ))?;
+    let id = a["employees"][3]["id_number"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let last = if id.ends_with('0') { "1" } else { "0" };
+    a["employees"][3]["id_number"] = json!(format!("{}{last}", &id[..17]));
+    write_app("05-intake-bad-id.json", &a)?;
+    // 6. Submitted after the policy period.
+    let mut a = serde_json::to_value(m1_application(
+        &mut fx,
+        "P-2023-000106",
+        &uscc(106),
+        6_000,
+        30,
+        0,
+    ))?;
+    a["submitted_at"] = json!("2023-07-01T00:00:01+08:00");
+    write_app("06-intake-late.json", &a)?;
+    // 7. Not JSON at all, as a broken portal might send.
+    std::fs::write(
+        apps_dir.join("07-malformed.json"),
+        "{\"application_id\": \"P-2023-000107\", \"measure\": \"M1\",\n",
+    )?;
+    fx.write(&dir.join("fixtures"))
+}

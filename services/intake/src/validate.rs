@@ -1,0 +1,419 @@
+//! Field-level validation of an application: national check digits, the measure's lists, the
+//! policy period, roster size. Every problem names its field and rule; messages never carry a
+//! full ID number, phone or account (they are masked).
+
+use huiqi_events::mask;
+use huiqi_events::payloads::{Application, FieldError};
+use huiqi_policy::PolicySet;
+
+/// Most errors listed for one application; the rest are summarised in one final entry.
+pub const MAX_ERRORS: usize = 200;
+
+/// GB 11643-1999 resident ID: 17 digits + ISO 7064 MOD 11-2 check character (0-9 or X),
+/// with a real birth date in positions 7–14.
+pub fn check_id_number(id: &str) -> Result<(), (&'static str, String)> {
+    let b = id.as_bytes();
+    if b.len() != 18 {
+        return Err((
+            "id_format",
+            format!("must be 18 characters, got {}", b.len()),
+        ));
+    }
+    if !b[..17].iter().all(u8::is_ascii_digit) {
+        return Err(("id_format", "the first 17 characters must be digits".into()));
+    }
+    let birth = &id[6..14];
+    if chrono::NaiveDate::parse_from_str(birth, "%Y%m%d").is_err() {
+        return Err((
+            "id_birth_date",
+            "positions 7–14 are not a valid birth date".into(),
+        ));
+    }
+    const W: [u32; 17] = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
+    const C: &[u8; 11] = b"10X98765432";
+    let sum: u32 = b[..17]
+        .iter()
+        .zip(W)
+        .map(|(d, w)| u32::from(d - b'0') * w)
+        .sum();
+    let expected = C[(sum % 11) as usize];
+    let got = b[17].to_ascii_uppercase();
+    if got != expected {
+        return Err((
+            "id_checksum",
+            format!("check character does not match (ID {})", mask(id)),
+        ));
+    }
+    Ok(())
+}
+
+/// GB 32100-2015 unified social credit code: 18 characters from the 31-character set, a
+/// MOD 31 check character, and positions 9–17 an organisation code whose 9th character is its
+/// GB 11714 MOD 11 check character.
+pub fn check_uscc(code: &str) -> Result<(), (&'static str, String)> {
+    const SET: &str = "0123456789ABCDEFGHJKLMNPQRTUWXY";
+    let chars: Vec<char> = code.chars().collect();
+    if chars.len() != 18 {
+        return Err((
+            "uscc_format",
+            format!("must be 18 characters, got {}", chars.len()),
+        ));
+    }
+    let mut values = Vec::with_capacity(18);
+    for (i, c) in chars.iter().enumerate() {
+        match SET.find(*c) {
+            Some(v) => values.push(v as u32),
+            None => {
+                return Err((
+                    "uscc_format",
+                    format!(
+                        "character {} ({c:?}) is not in the GB 32100 character set",
+                        i + 1
+                    ),
+                ))
+            }
+        }
+    }
+    if !chars[2..8].iter().all(char::is_ascii_digit) {
+        return Err((
+            "uscc_format",
+            "positions 3–8 must be the six-digit area code".into(),
+        ));
+    }
+    // Organisation code (GB 11714): 8 body characters, weights 3 7 9 10 5 8 4 2, check = 11 − sum mod 11.
+    const OW: [u32; 8] = [3, 7, 9, 10, 5, 8, 4, 2];
+    let org_value = |c: char| -> u32 {
+        if c.is_ascii_digit() {
+            c as u32 - '0' as u32
+        } else {
+            c as u32 - 'A' as u32 + 10
+        }
+    };
+    let osum: u32 = chars[8..16]
+        .iter()
+        .zip(OW)
+        .map(|(c, w)| org_value(*c) * w)
+        .sum();
+    let ocheck = match 11 - osum % 11 {
+        10 => 'X',
+        11 => '0',
+        n => char::from_digit(n, 10).expect("digit"),
+    };
+    if chars[16] != ocheck {
+        return Err((
+            "uscc_org_checksum",
+            "the embedded organisation code's check character (position 17) does not match (GB 11714)".into(),
+        ));
+    }
+    const W: [u32; 17] = [
+        1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28,
+    ];
+    let sum: u32 = values[..17].iter().zip(W).map(|(v, w)| v * w).sum();
+    let check = (31 - sum % 31) % 31;
+    if values[17] != check {
+        return Err((
+            "uscc_checksum",
+            "the check character (position 18) does not match (GB 32100)".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Mainland mobile numbers: 11 digits starting with 1.
+pub fn check_phone(phone: &str) -> Result<(), (&'static str, String)> {
+    if phone.len() == 11 && phone.starts_with('1') && phone.bytes().all(|b| b.is_ascii_digit()) {
+        Ok(())
+    } else {
+        Err((
+            "phone_format",
+            format!("not an 11-digit mobile number ({})", mask(phone)),
+        ))
+    }
+}
+
+struct Errors(Vec<FieldError>, usize);
+
+impl Errors {
+    fn push(&mut self, field: String, code: &str, message: String) {
+        self.1 += 1;
+        if self.0.len() < MAX_ERRORS {
+            self.0.push(FieldError::new(field, code, message));
+        }
+    }
+    fn check(&mut self, field: String, r: Result<(), (&'static str, String)>) {
+        if let Err((code, msg)) = r {
+            self.push(field, code, msg);
+        }
+    }
+}
+
+/// Which lists each measure uses (CONTRACT.md): (measure, required lists, allowed lists).
+const LISTS: &[(&str, &[&str], &[&str])] = &[
+    ("M1", &["employees"], &["employees"]),
+    ("M9", &[], &[]),
+    ("M10", &[], &["exhibitions", "trips"]),
+    ("M18", &["charters"], &["charters"]),
+    ("M19", &["returnees"], &["returnees"]),
+    ("M21", &["placements"], &["placements"]),
+];
+
+/// All problems with a well-formed application; empty when it may open a claim.
+pub fn validate(app: &Application, policies: &PolicySet, max_persons: usize) -> Vec<FieldError> {
+    let mut e = Errors(Vec::new(), 0);
+    if app.application_id.trim().is_empty() || app.application_id.len() > 128 {
+        e.push(
+            "application_id".into(),
+            "required",
+            "must be 1–128 characters".into(),
+        );
+    }
+    let present: Vec<(&str, usize)> = [
+        ("employees", app.employees.as_ref().map(Vec::len)),
+        ("returnees", app.returnees.as_ref().map(Vec::len)),
+        ("exhibitions", app.exhibitions.as_ref().map(Vec::len)),
+        ("trips", app.trips.as_ref().map(Vec::len)),
+        ("charters", app.charters.as_ref().map(Vec::len)),
+        ("placements", app.placements.as_ref().map(Vec::len)),
+    ]
+    .into_iter()
+    .filter_map(|(n, l)| l.map(|l| (n, l)))
+    .collect();
+    match LISTS.iter().find(|(m, _, _)| *m == app.measure) {
+        None => e.push(
+            "measure".into(),
+            "unknown_measure",
+            format!(
+                "`{}` is not a claimable measure (one of {})",
+                app.measure,
+                LISTS.iter().map(|l| l.0).collect::<Vec<_>>().join(", ")
+            ),
+        ),
+        Some((m, required, allowed)) => {
+            for r in *required {
+                match present.iter().find(|(n, _)| n == r) {
+                    None => e.push((*r).into(), "required", format!("{m} needs `{r}`")),
+                    Some((_, 0)) => e.push(
+                        (*r).into(),
+                        "empty",
+                        format!("{m} needs at least one entry in `{r}`"),
+                    ),
+                    Some(_) => {}
+                }
+            }
+            if *m == "M10"
+                && !present
+                    .iter()
+                    .any(|(n, l)| (*n == "exhibitions" || *n == "trips") && *l > 0)
+            {
+                e.push(
+                    "exhibitions".into(),
+                    "required",
+                    "M10 needs `exhibitions` or `trips`".into(),
+                );
+            }
+            for (n, _) in &present {
+                if !allowed.contains(n) {
+                    e.push(
+                        (*n).into(),
+                        "not_used_by_measure",
+                        format!("{m} does not use `{n}`; leave it out"),
+                    );
+                }
+            }
+        }
+    }
+    let date = huiqi_policy::terms::shanghai_date(&app.submitted_at);
+    let in_period = policies
+        .in_force(date)
+        .map(|p| p.params.policy_period.contains(date))
+        .unwrap_or(false);
+    if !in_period {
+        let w = policies.versions()[0].params.policy_period;
+        e.push(
+            "submitted_at".into(),
+            "outside_policy_period",
+            format!("submitted on {date} (Asia/Shanghai); the policy takes applications {} to {} (附则3)", w.from, w.to),
+        );
+    }
+    let a = &app.applicant;
+    e.check("applicant.uscc".into(), check_uscc(&a.uscc));
+    if a.name.trim().is_empty() {
+        e.push(
+            "applicant.name".into(),
+            "required",
+            "must not be empty".into(),
+        );
+    }
+    if a.street.trim().is_empty() {
+        e.push(
+            "applicant.street".into(),
+            "required",
+            "the street/town office (属地街镇) must not be empty".into(),
+        );
+    }
+    let acct_ok = (8..=34).contains(&a.bank_account.len())
+        && a.bank_account.bytes().all(|b| b.is_ascii_digit());
+    if !acct_ok {
+        e.push(
+            "applicant.bank_account".into(),
+            "bank_account_format",
+            format!("must be 8–34 digits ({})", mask(&a.bank_account)),
+        );
+    }
+    let persons = app.person_ids().len();
+    if persons > max_persons {
+        let list = present.first().map(|(n, _)| *n).unwrap_or("employees");
+        e.push(
+            list.into(),
+            "too_many_persons",
+            format!("{persons} persons in one application; at most {max_persons} — split it into several applications"),
+        );
+        // Do not spend time validating every entry of an oversize roster.
+        return finish(e);
+    }
+    for (i, x) in app.employees.iter().flatten().enumerate() {
+        e.check(
+            format!("employees[{i}].id_number"),
+            check_id_number(&x.id_number),
+        );
+        if let Some(p) = &x.phone {
+            e.check(format!("employees[{i}].phone"), check_phone(p));
+        }
+    }
+    for (i, x) in app.returnees.iter().flatten().enumerate() {
+        e.check(
+            format!("returnees[{i}].id_number"),
+            check_id_number(&x.id_number),
+        );
+    }
+    for (i, x) in app.exhibitions.iter().flatten().enumerate() {
+        if x.country.len() != 2 || !x.country.bytes().all(|b| b.is_ascii_uppercase()) {
+            e.push(
+                format!("exhibitions[{i}].country"),
+                "country_code",
+                "must be an ISO 3166-1 alpha-2 code, e.g. JP".into(),
+            );
+        }
+        if x.travellers.is_empty() {
+            e.push(
+                format!("exhibitions[{i}].travellers"),
+                "empty",
+                "at least one traveller".into(),
+            );
+        }
+        for (j, t) in x.travellers.iter().enumerate() {
+            e.check(
+                format!("exhibitions[{i}].travellers[{j}].id_number"),
+                check_id_number(&t.id_number),
+            );
+        }
+    }
+    for (i, x) in app.trips.iter().flatten().enumerate() {
+        if x.country.len() != 2 || !x.country.bytes().all(|b| b.is_ascii_uppercase()) {
+            e.push(
+                format!("trips[{i}].country"),
+                "country_code",
+                "must be an ISO 3166-1 alpha-2 code, e.g. TH".into(),
+            );
+        }
+        for (j, t) in x.travellers.iter().enumerate() {
+            e.check(
+                format!("trips[{i}].travellers[{j}].id_number"),
+                check_id_number(&t.id_number),
+            );
+        }
+    }
+    for (i, x) in app.charters.iter().flatten().enumerate() {
+        if x.origin_province.len() != 2 || !x.origin_province.bytes().all(|b| b.is_ascii_digit()) {
+            e.push(
+                format!("charters[{i}].origin_province"),
+                "province_code",
+                "must be a two-digit province code, e.g. 51".into(),
+            );
+        }
+        for (j, p) in x.passengers.iter().enumerate() {
+            e.check(format!("charters[{i}].passengers[{j}]"), check_id_number(p));
+        }
+    }
+    for (i, x) in app.placements.iter().flatten().enumerate() {
+        e.check(
+            format!("placements[{i}].id_number"),
+            check_id_number(&x.id_number),
+        );
+        e.check(
+            format!("placements[{i}].employer_uscc"),
+            check_uscc(&x.employer_uscc),
+        );
+    }
+    finish(e)
+}
+
+fn finish(e: Errors) -> Vec<FieldError> {
+    let Errors(mut list, total) = e;
+    if total > list.len() {
+        let more = total - list.len();
+        list.push(FieldError::new(
+            "$",
+            "more_errors",
+            format!("{more} more errors not listed"),
+        ));
+    }
+    list
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn id_numbers() {
+        // 11010519491231002X is the GB 11643 standard's own example.
+        assert!(check_id_number("11010519491231002X").is_ok());
+        assert!(check_id_number("11010519491231002x").is_ok());
+        assert_eq!(
+            check_id_number("110105194912310021").unwrap_err().0,
+            "id_checksum"
+        );
+        assert_eq!(
+            check_id_number("1101051949123100").unwrap_err().0,
+            "id_format"
+        );
+        assert_eq!(
+            check_id_number("110105194913310021").unwrap_err().0,
+            "id_birth_date"
+        );
+        // The message never carries the full number.
+        assert!(!check_id_number("110105194912310021")
+            .unwrap_err()
+            .1
+            .contains("110105194912310021"));
+    }
+
+    #[test]
+    fn usccs() {
+        // A published code: 91350100M000100Y43 (GB 32100 example family).
+        assert!(
+            check_uscc("91350100M000100Y43").is_ok(),
+            "{:?}",
+            check_uscc("91350100M000100Y43")
+        );
+        assert_eq!(
+            check_uscc("91350100M000100Y44").unwrap_err().0,
+            "uscc_checksum"
+        );
+        assert_eq!(
+            check_uscc("91350100M000100Z43").unwrap_err().0,
+            "uscc_format"
+        );
+        assert_eq!(
+            check_uscc("91330302MA2XXXXXXX").unwrap_err().0,
+            "uscc_org_checksum"
+        );
+    }
+
+    #[test]
+    fn phones() {
+        assert!(check_phone("13912345678").is_ok());
+        assert_eq!(check_phone("2391234567").unwrap_err().0, "phone_format");
+    }
+}

@@ -1,1 +1,85 @@
-//! placeholder
+//! Harness for the end-to-end tests: the whole pipeline in-process (exactly what `huiqi up`
+//! starts) against a real nats-server, observed the way bureaus observe it.
+
+use async_nats::jetstream;
+use futures_util::StreamExt;
+use huiqi::gen::Fixtures;
+use huiqi::watch::Watcher;
+use huiqi::{Pipeline, UpSettings};
+use huiqi_events::Envelope;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Every event on the `HUIQI` stream whose subject matches `filter`, read from the start
+/// (so it also sees what was published before a restart).
+pub async fn stream_events(js: &jetstream::Context, filter: &str) -> Vec<(String, Envelope)> {
+    let stream = js
+        .get_stream(huiqi_bus::setup::STREAM)
+        .await
+        .expect("stream");
+    let consumer = stream
+        .create_consumer(jetstream::consumer::pull::OrderedConfig {
+            filter_subject: filter.to_string(),
+            ..Default::default()
+        })
+        .await
+        .expect("ordered consumer");
+    let pending = consumer.clone().info().await.expect("info").num_pending as usize;
+    let mut out = Vec::new();
+    if pending == 0 {
+        return out;
+    }
+    let mut msgs = consumer.messages().await.expect("messages");
+    while out.len() < pending {
+        let m = tokio::time::timeout(Duration::from_secs(10), msgs.next())
+            .await
+            .expect("stream read timed out")
+            .expect("stream ended")
+            .expect("message");
+        out.push((
+            m.subject.to_string(),
+            Envelope::decode(&m.payload).expect("event"),
+        ));
+    }
+    out
+}
+
+/// A data dir, a fixture folder and settings pointing at a given NATS.
+pub struct Rig {
+    pub dir: tempfile::TempDir,
+    pub settings: UpSettings,
+}
+
+impl Rig {
+    pub fn new(nats_url: Option<&str>, fx: &Fixtures) -> Rig {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let fixtures = dir.path().join("fixtures");
+        fx.write(&fixtures).expect("write fixtures");
+        let mut settings = UpSettings::new(&dir.path().join("data"), Some(&fixtures));
+        settings.nats_url = nats_url.map(str::to_string);
+        settings.request_timeout = Duration::from_millis(500);
+        Rig { dir, settings }
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.settings.data_dir
+    }
+
+    pub fn ledger(&self) -> PathBuf {
+        self.settings.ledger_path()
+    }
+
+    pub async fn start(&self) -> Pipeline {
+        Pipeline::start(&self.settings)
+            .await
+            .expect("pipeline starts")
+    }
+}
+
+/// A client, its JetStream context and a watcher started before anything is submitted.
+pub async fn observe(url: &str) -> (async_nats::Client, jetstream::Context, Watcher) {
+    let client = huiqi_bus::connect(url, "e2e").await.expect("connect");
+    let js = jetstream::new(client.clone());
+    let watcher = Watcher::start(&client, true).await.expect("watcher");
+    (client, js, watcher)
+}

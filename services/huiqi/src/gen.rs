@@ -188,26 +188,6 @@ pub fn m1_application(
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn generated_identifiers_pass_the_intake_validators() {
-        for n in [0u64, 1, 999, 1000, 123_456, 399_999] {
-            let id = non_local_id(n);
-            assert!(huiqi_intake::validate::check_id_number(&id).is_ok(), "{id}");
-            let u = uscc(n);
-            assert!(
-                huiqi_intake::validate::check_uscc(&u).is_ok(),
-                "{u}: {:?}",
-                huiqi_intake::validate::check_uscc(&u)
-            );
-        }
-        assert_ne!(non_local_id(1), non_local_id(1001));
-    }
-}
-
 /// Writes the sample fixtures and applications used by `huiqi demo` (deploy/sample).
 pub fn write_sample(dir: &Path) -> std::io::Result<()> {
     let mut fx = Fixtures::default();
@@ -274,4 +254,24 @@ pub fn write_sample(dir: &Path) -> std::io::Result<()> {
         "{\"application_id\": \"P-2023-000107\", \"measure\": \"M1\",\n",
     )?;
     fx.write(&dir.join("fixtures"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_identifiers_pass_the_intake_validators() {
+        for n in [0u64, 1, 999, 1000, 123_456, 399_999] {
+            let id = non_local_id(n);
+            assert!(huiqi_intake::validate::check_id_number(&id).is_ok(), "{id}");
+            let u = uscc(n);
+            assert!(
+                huiqi_intake::validate::check_uscc(&u).is_ok(),
+                "{u}: {:?}",
+                huiqi_intake::validate::check_uscc(&u)
+            );
+        }
+        assert_ne!(non_local_id(1), non_local_id(1001));
+    }
 }

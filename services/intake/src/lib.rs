@@ -348,8 +348,12 @@ impl Handler {
                 for p in &events {
                     self.state.apply(&p.envelope);
                 }
+                // A portal that lost its reply may re-send the very same event: answer it
+                // again (the claim is not opened twice: the answer above came from state).
+                let repeat =
+                    !first_time && self.writer.log().is_processed(&env.id).unwrap_or(false);
                 Commit {
-                    inbox_id: Some(env.id.clone()),
+                    inbox_id: (!repeat).then(|| env.id.clone()),
                     events,
                 }
             }

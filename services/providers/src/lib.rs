@@ -77,7 +77,10 @@ pub struct Fixtures {
     refusals: HashMap<String, String>,
 }
 
-fn read_lines(dir: &Path, name: &str) -> Result<Vec<(usize, Map<String, Value>)>, ProvidersError> {
+/// A fixture line: its line number and the JSON object.
+type Line = (usize, Map<String, Value>);
+
+fn read_lines(dir: &Path, name: &str) -> Result<Vec<Line>, ProvidersError> {
     let path = dir.join(format!("{name}.jsonl"));
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,

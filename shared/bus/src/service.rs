@@ -79,6 +79,8 @@ impl Core {
         let r = relay
             .await
             .map_err(|e| BusError::Handler(format!("relay task: {e}")))?;
+        // Close the log before returning: a restart in the same process must find it unlocked.
+        self.writer.close().await;
         c?;
         w?;
         r

@@ -10,28 +10,35 @@ use tokio::sync::{mpsc, oneshot};
 
 type Request = (Vec<Commit>, oneshot::Sender<Result<Vec<Applied>, String>>);
 
-/// A handle to the writer thread; clone it freely. The thread ends when every handle is gone.
+/// A handle to the writer thread; clone it freely. The thread ends on [`LogWriter::close`]
+/// (after the commits queued before it) or when every handle is gone.
 #[derive(Clone)]
 pub struct LogWriter {
-    tx: mpsc::Sender<Request>,
+    tx: mpsc::Sender<Option<Request>>,
     log: Arc<EventLog>,
+    thread: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
 }
 
 impl LogWriter {
     pub fn spawn(log: Arc<EventLog>, waker: RelayWaker) -> Self {
-        let (tx, mut rx) = mpsc::channel::<Request>(1024);
+        let (tx, mut rx) = mpsc::channel::<Option<Request>>(1024);
         let thread_log = log.clone();
-        std::thread::Builder::new()
+        let handle = std::thread::Builder::new()
             .name("huiqi-log-writer".into())
             .spawn(move || {
-                while let Some(first) = rx.blocking_recv() {
+                let mut closing = false;
+                while let Some(Some(first)) = (!closing).then(|| rx.blocking_recv()).flatten() {
                     let mut group = vec![first];
                     let mut events = group[0].0.iter().map(|c| c.events.len()).sum::<usize>();
                     while events < 20_000 {
                         match rx.try_recv() {
-                            Ok(more) => {
+                            Ok(Some(more)) => {
                                 events += more.0.iter().map(|c| c.events.len()).sum::<usize>();
                                 group.push(more);
+                            }
+                            Ok(None) => {
+                                closing = true;
+                                break;
                             }
                             Err(_) => break,
                         }
@@ -53,14 +60,28 @@ impl LogWriter {
                 }
             })
             .expect("spawn log writer thread");
-        LogWriter { tx, log }
+        LogWriter {
+            tx,
+            log,
+            thread: Arc::new(std::sync::Mutex::new(Some(handle))),
+        }
+    }
+
+    /// Applies what is queued, stops the thread and waits for it, so the sled log can be
+    /// closed (and its directory lock released) as soon as the last `Arc` goes.
+    pub async fn close(&self) {
+        let _ = self.tx.send(None).await;
+        let handle = self.thread.lock().expect("writer handle lock").take();
+        if let Some(h) = handle {
+            let _ = tokio::task::spawn_blocking(move || h.join()).await;
+        }
     }
 
     /// Applies the commits durably (flushed) and returns what each did.
     pub async fn commit(&self, commits: Vec<Commit>) -> Result<Vec<Applied>, BusError> {
         let (reply, answer) = oneshot::channel();
         self.tx
-            .send((commits, reply))
+            .send(Some((commits, reply)))
             .await
             .map_err(|_| BusError::Log(LogError::Meta("log writer stopped".into())))?;
         answer

@@ -204,6 +204,9 @@ fn index_key(subject: &str, seq: u64) -> Vec<u8> {
     k
 }
 
+/// An event ready to append: publish subject bytes, event JSON, index subject.
+type Encoded = (Vec<u8>, Vec<u8>, String);
+
 /// A service's event log. Cheap to share behind an `Arc`; sled is internally synchronised,
 /// but [`EventLog::commit`] is meant to be called by one writer task at a time.
 pub struct EventLog {
@@ -234,7 +237,7 @@ impl EventLog {
     /// returns `Ok`, every message in the batch may be acked.
     pub fn commit(&self, batch: &[Commit]) -> Result<Vec<Applied>, LogError> {
         // Serialise outside the transaction closure (sled may retry the closure).
-        let encoded: Vec<Vec<(Vec<u8>, Vec<u8>, String)>> = batch
+        let encoded: Vec<Vec<Encoded>> = batch
             .iter()
             .map(|c| {
                 c.events

@@ -1,0 +1,360 @@
+//! The whole pipeline against a throwaway nats-server: what a portal sends, what bureaus see.
+
+use huiqi::gen::{self, Fixtures};
+use huiqi::watch::{publish_all, publish_raw};
+use huiqi_e2e::{observe, stream_events, Rig};
+use huiqi_events::payloads::AwardStatus;
+use huiqi_events::{subjects, types, Envelope, Money};
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn event(app: &huiqi_events::payloads::Application) -> Envelope {
+    Envelope::new(
+        "e2e-portal",
+        types::APPLICATION_SUBMITTED,
+        &app.application_id,
+        app,
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirty_qualifying_persons_are_approved_and_paid_once() {
+    let nats = huiqi_testkit::nats();
+    let mut fx = Fixtures::default();
+    let app = gen::m1_application(&mut fx, "E2E-30", &gen::uscc(1), 0, 30, 2);
+    let rig = Rig::new(Some(nats.url()), &fx);
+    let pipeline = rig.start().await;
+    let (_c, js, mut w) = observe(nats.url()).await;
+    publish_all(&js, &[event(&app)], 10).await.unwrap();
+    assert!(
+        w.until(WAIT, |w| w
+            .by_application
+            .get("E2E-30")
+            .is_some_and(|o| o.is_final()))
+            .await
+    );
+    w.until(Duration::from_secs(1), |_| false).await;
+    pipeline.stop().await.unwrap();
+
+    let o = &w.by_application["E2E-30"];
+    assert_eq!(o.decisions.len(), 1);
+    let d = &o.decisions[0];
+    assert_eq!(d.status, AwardStatus::Approved);
+    assert_eq!(d.total.to_string(), "15000.00");
+    assert_eq!(d.lines.iter().filter(|l| l.paid).count(), 30);
+    assert!(d
+        .lines
+        .iter()
+        .filter(|l| !l.paid)
+        .all(|l| l.reason.contains("left Wenzhou")));
+    assert_eq!(o.settled.len(), 1, "exactly one settlement event");
+    assert_eq!(o.settled[0].amount, d.total);
+    // 30 data packages + 30 resident points.
+    assert_eq!(o.entitlements, 60);
+    let ledger = huiqi_providers::read_ledger(&rig.ledger());
+    assert_eq!(
+        ledger.len(),
+        1,
+        "exactly one payment instruction reached the treasury"
+    );
+    assert_eq!(ledger[0].amount, Money::yuan(15_000));
+    let (report, clean) = huiqi::commands::audit(rig.data_dir()).unwrap();
+    assert!(clean, "{report}");
+    let (replay, same) = huiqi::commands::replay(rig.data_dir()).unwrap();
+    assert!(same, "{replay}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_nine_is_rejected_with_the_reason_and_nothing_is_paid() {
+    let nats = huiqi_testkit::nats();
+    let mut fx = Fixtures::default();
+    let app = gen::m1_application(&mut fx, "E2E-29", &gen::uscc(2), 0, 29, 0);
+    let rig = Rig::new(Some(nats.url()), &fx);
+    let pipeline = rig.start().await;
+    let (_c, js, mut w) = observe(nats.url()).await;
+    publish_all(&js, &[event(&app)], 10).await.unwrap();
+    assert!(
+        w.until(WAIT, |w| w
+            .by_application
+            .get("E2E-29")
+            .is_some_and(|o| o.is_final()))
+            .await
+    );
+    pipeline.stop().await.unwrap();
+    let d = &w.by_application["E2E-29"].decisions[0];
+    assert_eq!(d.status, AwardStatus::Rejected);
+    assert_eq!(d.total, Money::ZERO);
+    assert!(d.lines.iter().all(|l| !l.paid));
+    assert!(
+        d.lines[0].reason.contains("29 qualifying") && d.lines[0].reason.contains("at least 30"),
+        "{}",
+        d.lines[0].reason
+    );
+    let rejected = stream_events(&js, "huiqi.awards.rejected.M1").await;
+    assert_eq!(rejected.len(), 1);
+    assert!(huiqi_providers::read_ledger(&rig.ledger()).is_empty());
+    assert!(stream_events(&js, subjects::PAYMENT_ORDERED)
+        .await
+        .is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resent_application_gets_the_same_claim_and_one_decision() {
+    let nats = huiqi_testkit::nats();
+    let mut fx = Fixtures::default();
+    let app = gen::m1_application(&mut fx, "E2E-RESEND", &gen::uscc(3), 0, 31, 0);
+    let rig = Rig::new(Some(nats.url()), &fx);
+    let pipeline = rig.start().await;
+    let (_c, js, mut w) = observe(nats.url()).await;
+    let first = event(&app);
+    let second = event(&app); // same application, new event id
+    assert_ne!(first.id, second.id);
+    publish_all(&js, std::slice::from_ref(&first), 10)
+        .await
+        .unwrap();
+    assert!(
+        w.until(WAIT, |w| w
+            .by_application
+            .get("E2E-RESEND")
+            .is_some_and(|o| o.is_final()))
+            .await
+    );
+    publish_all(&js, &[second], 10).await.unwrap();
+    // The same event id again, after JetStream's window would have let it through.
+    publish_raw(&js, &format!("{}-again", first.id), first.encode())
+        .await
+        .unwrap();
+    assert!(
+        w.until(WAIT, |w| w.by_application["E2E-RESEND"].accepted.len() >= 3)
+            .await
+    );
+    w.until(Duration::from_secs(2), |_| false).await;
+    pipeline.stop().await.unwrap();
+    let o = &w.by_application["E2E-RESEND"];
+    let claims: std::collections::BTreeSet<&str> =
+        o.accepted.iter().map(|a| a.claim_id.as_str()).collect();
+    assert_eq!(claims.len(), 1, "one claim id for every answer: {claims:?}");
+    assert_eq!(o.decisions.len(), 1);
+    assert_eq!(o.settled.len(), 1);
+    assert_eq!(
+        stream_events(&js, subjects::CLAIM_OPENED).await.len(),
+        1,
+        "one claim opened"
+    );
+    assert_eq!(stream_events(&js, "huiqi.awards.>").await.len(), 1);
+    assert_eq!(huiqi_providers::read_ledger(&rig.ledger()).len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_input_is_rejected_and_the_next_message_is_served() {
+    let nats = huiqi_testkit::nats();
+    let mut fx = Fixtures::default();
+    let good = gen::m1_application(&mut fx, "E2E-AFTER-BAD", &gen::uscc(4), 0, 30, 0);
+    let rig = Rig::new(Some(nats.url()), &fx);
+    let pipeline = rig.start().await;
+    let (client, js, mut w) = observe(nats.url()).await;
+    publish_raw(
+        &js,
+        "garbage-1",
+        b"{\"application_id\": \"E2E-BAD\", not json".to_vec(),
+    )
+    .await
+    .unwrap();
+    let mut wrong_schema = serde_json::to_value(event(&good)).unwrap();
+    wrong_schema["data"]["application_id"] = serde_json::json!("E2E-SCHEMA");
+    wrong_schema["data"]["employees"][2]["id_number"] = serde_json::json!(12345);
+    publish_raw(&js, "schema-1", serde_json::to_vec(&wrong_schema).unwrap())
+        .await
+        .unwrap();
+    // A poison message on an internal subject must be parked, not block verification.
+    let mut h = async_nats::HeaderMap::new();
+    h.insert("Nats-Msg-Id", "poison-1");
+    js.publish_with_headers(subjects::CLAIM_OPENED, h, "not an event".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let mut parked = client.subscribe("huiqi.parked.>").await.unwrap();
+    publish_all(&js, &[event(&good)], 10).await.unwrap();
+    assert!(
+        w.until(WAIT, |w| w
+            .by_application
+            .get("E2E-AFTER-BAD")
+            .is_some_and(|o| o.is_final()))
+            .await
+    );
+    pipeline.stop().await.unwrap();
+
+    // Unreadable JSON has no application id to reply under: the rejection says why.
+    let malformed: Vec<_> = w
+        .orphans
+        .iter()
+        .filter(|e| e.ty == types::INTAKE_REJECTED)
+        .collect();
+    assert_eq!(
+        malformed.len(),
+        1,
+        "the malformed message got exactly one rejection"
+    );
+    assert_eq!(malformed[0].data["errors"][0]["code"], "malformed");
+    let schema = &w.by_application["E2E-SCHEMA"].rejected[0].errors[0];
+    assert_eq!(schema.field, "employees[2].id_number");
+    assert_eq!(schema.code, "schema");
+    assert_eq!(
+        w.by_application["E2E-AFTER-BAD"].decisions[0].status,
+        AwardStatus::Approved
+    );
+    let p = tokio::time::timeout(
+        Duration::from_secs(5),
+        futures_util::StreamExt::next(&mut parked),
+    )
+    .await;
+    let p = Envelope::decode(&p.expect("a parked record").unwrap().payload).unwrap();
+    assert_eq!(p.data["service"], "verification");
+    assert_eq!(p.data["payload"], "not an event");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopped_between_submission_and_decision_it_decides_once_after_restart() {
+    let mut fx = Fixtures::default();
+    let app = gen::m1_application(&mut fx, "E2E-RESTART", &gen::uscc(5), 0, 40, 0);
+    // A private nats-server under the data dir, as `huiqi up` runs without --nats-url.
+    let mut rig = Rig::new(None, &fx);
+    rig.settings.provider_latency = Duration::from_millis(400);
+    let pipeline = rig.start().await;
+    let (_c, js, mut w) = observe(pipeline.url()).await;
+    publish_all(&js, &[event(&app)], 10).await.unwrap();
+    assert!(
+        w.until(WAIT, |w| w
+            .by_application
+            .get("E2E-RESTART")
+            .is_some_and(|o| !o.accepted.is_empty()))
+            .await
+    );
+    assert!(
+        w.by_application["E2E-RESTART"].decisions.is_empty(),
+        "stopped before the decision"
+    );
+    pipeline.stop().await.unwrap();
+    drop(w);
+    assert!(huiqi_providers::read_ledger(&rig.ledger()).is_empty());
+
+    rig.settings.provider_latency = Duration::ZERO;
+    let pipeline = rig.start().await;
+    let client = huiqi_bus::connect(pipeline.url(), "e2e-2").await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    for _ in 0..120 {
+        if !stream_events(&js, subjects::PAYOUTS_SETTLED)
+            .await
+            .is_empty()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let awards = stream_events(&js, "huiqi.awards.>").await;
+    let settled_again = stream_events(&js, subjects::PAYOUTS_SETTLED).await;
+    pipeline.stop().await.unwrap();
+    assert_eq!(awards.len(), 1, "exactly one decision across the restart");
+    assert_eq!(awards[0].1.data["total"], "20000.00");
+    assert_eq!(settled_again.len(), 1, "exactly one settlement");
+    assert_eq!(
+        huiqi_providers::read_ledger(&rig.ledger()).len(),
+        1,
+        "one payment"
+    );
+    let (report, clean) = huiqi::commands::audit(rig.data_dir()).unwrap();
+    assert!(clean, "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flaky_providers_are_retried_until_they_answer() {
+    let nats = huiqi_testkit::nats();
+    let mut fx = Fixtures::default();
+    let apps: Vec<_> = (0..5)
+        .map(|i| {
+            gen::m1_application(
+                &mut fx,
+                &format!("E2E-FLAKY-{i}"),
+                &gen::uscc(50 + i),
+                i * 100,
+                30,
+                0,
+            )
+        })
+        .collect();
+    let mut rig = Rig::new(Some(nats.url()), &fx);
+    rig.settings.provider_error_every = 3;
+    rig.settings.provider_drop_every = 7;
+    rig.settings.request_timeout = Duration::from_millis(200);
+    let pipeline = rig.start().await;
+    let (_c, js, mut w) = observe(nats.url()).await;
+    publish_all(&js, &apps.iter().map(event).collect::<Vec<_>>(), 10)
+        .await
+        .unwrap();
+    let ok = w
+        .until(WAIT, |w| {
+            (0..5).all(|i| {
+                w.by_application
+                    .get(&format!("E2E-FLAKY-{i}"))
+                    .is_some_and(|o| o.is_final())
+            })
+        })
+        .await;
+    pipeline.stop().await.unwrap();
+    assert!(
+        ok,
+        "every claim decided despite errors and dropped requests"
+    );
+    for i in 0..5 {
+        let o = &w.by_application[&format!("E2E-FLAKY-{i}")];
+        assert_eq!(o.decisions[0].total.to_string(), "15000.00");
+        assert_eq!(o.settled.len(), 1);
+    }
+    let recorded = stream_events(&js, subjects::FACTS_RECORDED).await;
+    assert!(
+        recorded
+            .iter()
+            .any(|(_, e)| e.data["attempts"].as_u64().unwrap() > 1),
+        "some checks needed retries"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_roster_of_20000_goes_through_and_20001_is_refused() {
+    let nats = huiqi_testkit::nats();
+    let mut fx = Fixtures::default();
+    let big = gen::m1_application(&mut fx, "E2E-20000", &gen::uscc(6), 0, 20_000, 0);
+    let too_big = gen::m1_application(&mut fx, "E2E-20001", &gen::uscc(7), 100_000, 20_001, 0);
+    let rig = Rig::new(Some(nats.url()), &fx);
+    let pipeline = rig.start().await;
+    let (_c, js, mut w) = observe(nats.url()).await;
+    publish_all(&js, &[event(&too_big), event(&big)], 10)
+        .await
+        .unwrap();
+    let ok = w
+        .until(Duration::from_secs(240), |w| {
+            ["E2E-20000", "E2E-20001"]
+                .iter()
+                .all(|id| w.by_application.get(*id).is_some_and(|o| o.is_final()))
+        })
+        .await;
+    pipeline.stop().await.unwrap();
+    assert!(ok, "both answered");
+    let refused = &w.by_application["E2E-20001"].rejected[0].errors[0];
+    assert_eq!(
+        (refused.field.as_str(), refused.code.as_str()),
+        ("employees", "too_many_persons")
+    );
+    assert!(
+        refused.message.contains("20001") && refused.message.contains("20000"),
+        "{}",
+        refused.message
+    );
+    let o = &w.by_application["E2E-20000"];
+    assert_eq!(o.decisions[0].total.to_string(), "10000000.00");
+    assert_eq!(o.settled.len(), 1);
+}

@@ -248,6 +248,87 @@ pub fn write_sample(dir: &Path) -> std::io::Result<()> {
     ))?;
     a["submitted_at"] = json!("2023-07-01T00:00:01+08:00");
     write_app("06-intake-late.json", &a)?;
+    // 8–12. One application for each other claimable measure.
+    let base = |id: &str, measure: &str, u: &str, kind: &str| -> Value {
+        json!({
+            "application_id": id, "measure": measure, "submitted_at": "2023-04-10T10:00:00+08:00",
+            "applicant": { "uscc": u, "name": format!("样例企业{id}"), "kind": kind, "street": "南郊街道",
+                           "bank_account": format!("6228{:012}", u.len() * 1000 + id.len()), "dispatch_agreement": null }
+        })
+    };
+    // M9: the POLICY.md worked example (45 M, +25 %, 2022 output 1.2 B) → 550,000.
+    let u = uscc(108);
+    fx.lucheng_enterprise(&u, "样例制造(M9)");
+    fx.add("statistics", json!({ "uscc": u, "above_scale_manufacturing": true, "upgraded_2022": false,
+        "q1_2023_output": "45000000.00", "q1_2022_output": "36000000.00", "y2022_output": "1200000000.00" }));
+    let mut a = base("P-2023-000108", "M9", &u, "enterprise");
+    a["applicant"]["bank_account"] = json!("6228000000001080");
+    write_app("08-m9-q1-award.json", &a)?;
+    // M10: an exhibition in Japan with 5 travellers (4 paid) and a business trip to Thailand.
+    let u = uscc(109);
+    fx.lucheng_enterprise(&u, "样例外贸(M10)");
+    let travellers: Vec<String> = (0..5).map(|k| non_local_id(9_000 + k)).collect();
+    for t in &travellers {
+        fx.add("exit_entry", json!({ "id_number": t, "trips": [ { "exit_date": "2023-02-27", "entry_date": "2023-03-06" },
+                                                                { "exit_date": "2023-04-01", "entry_date": "2023-04-09" } ] }));
+    }
+    let mut a = base("P-2023-000109", "M10", &u, "enterprise");
+    a["applicant"]["bank_account"] = json!("6228000000001090");
+    a["exhibitions"] = json!([{ "name": "FOODEX JAPAN 2023", "country": "JP", "start_date": "2023-03-01",
+        "travellers": travellers.iter().map(|t| json!({ "id_number": t, "name": "参展人员" })).collect::<Vec<_>>() }]);
+    a["trips"] = json!([{ "country": "TH", "purpose": "客户洽谈", "departure_date": "2023-04-02",
+        "travellers": [ { "id_number": travellers[0], "airfare": "4200.00" } ] }]);
+    write_app("09-m10-exhibition-and-trip.json", &a)?;
+    // M18: a charter from Sichuan on 2023-01-25, the applicant's share 36,000 → 18,000.
+    let u = uscc(110);
+    fx.lucheng_enterprise(&u, "样例制造(M18)");
+    let mut a = base("P-2023-000110", "M18", &u, "enterprise");
+    a["applicant"]["bank_account"] = json!("6228000000001100");
+    a["charters"] = json!([{ "contract_no": "BUS-2023-0125-01", "departure_date": "2023-01-25", "origin_province": "51",
+        "applicant_cost": "36000.00", "passengers": [non_local_id(9_100), non_local_id(9_101)] }]);
+    write_app("10-m18-charter.json", &a)?;
+    // M19: returnees from Zhejiang (50), Jiangsu (150), Sichuan (200), and one lifted out of
+    // poverty (M19(a) amount not set in the base policy version).
+    let u = uscc(111);
+    fx.lucheng_enterprise(&u, "样例制造(M19)");
+    let returnees = [
+        id_number("330102", 9_200),
+        id_number("320102", 9_201),
+        id_number("510107", 9_202),
+        id_number("522601", 9_203),
+    ];
+    for r in &returnees {
+        fx.add("social_insurance", json!({ "uscc": u, "id_number": r, "pension_months_with_applicant": ["2023-01", "2023-02"], "first_lucheng_enrolment": null }));
+        fx.add(
+            "presence",
+            json!({ "id_number": r, "stayed_whole_window": false, "arrived_on": "2023-01-28" }),
+        );
+    }
+    let mut a = base("P-2023-000111", "M19", &u, "enterprise");
+    a["submitted_at"] = json!("2023-02-20T10:00:00+08:00");
+    a["applicant"]["bank_account"] = json!("6228000000001110");
+    a["returnees"] = json!(returnees.iter().enumerate().map(|(k, r)| json!({ "id_number": r, "name": "返岗员工", "return_date": "2023-01-28", "poverty_alleviated": k == 3 })).collect::<Vec<_>>());
+    write_app("11-m19-return-transport.json", &a)?;
+    // M21: an HR agency that placed 6 new employees (first Lucheng enrolment in the period).
+    let u = uscc(112);
+    let employer = uscc(113);
+    fx.add("enterprise", json!({ "uscc": u, "found": true, "name": "样例人力资源服务", "registration_district": "330302",
+        "tax_district": "330302", "independent_legal_person": true, "industry": "L7262", "foreign_trade": false, "kind": "hr_agency" }));
+    let placed: Vec<String> = (0..6).map(|k| non_local_id(9_300 + k)).collect();
+    for p in &placed {
+        fx.add(
+            "social_insurance",
+            json!({ "uscc": u, "id_number": p, "pension_months_with_applicant": [],
+            "first_lucheng_enrolment": { "date": "2023-02-15", "employer_uscc": employer } }),
+        );
+    }
+    let mut a = base("P-2023-000112", "M21", &u, "hr_agency");
+    a["applicant"]["bank_account"] = json!("6228000000001120");
+    a["placements"] = json!(placed
+        .iter()
+        .map(|p| json!({ "id_number": p, "name": "新员工", "employer_uscc": employer }))
+        .collect::<Vec<_>>());
+    write_app("12-m21-recruitment.json", &a)?;
     // 7. Not JSON at all, as a broken portal might send.
     std::fs::write(
         apps_dir.join("07-malformed.json"),

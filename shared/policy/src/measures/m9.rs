@@ -64,7 +64,11 @@ pub fn decide(b: &mut Builder<'_>) {
     let y2022 = st.y2022_output.unwrap_or(Money::ZERO);
     let g = growth(st.q1_2023_output, st.q1_2022_output);
     let g_text = g
-        .map(|g| format!("{}%", g.round_dp(4).normalize()))
+        .map(|g| {
+            let shown = g.round_dp(6);
+            let approx = if shown == g { "" } else { "≈" };
+            format!("{approx}{}%", shown.normalize())
+        })
         .unwrap_or_else(|| "undefined (no positive Q1 2022 base)".into());
     let above = g.is_some_and(|g| g > p.growth_threshold);
     let tier = if above && q1 > p.tier_b_output {

@@ -310,7 +310,7 @@ impl Handler {
                 let evaluation = match self.state.evaluate(&self.policies, None, &v) {
                     Ok(e) => e,
                     Err(why) if !d.final_attempt => {
-                        tracing::warn!(claim_id = %v.claim_id, %why, "facts incomplete; retrying later");
+                        tracing::warn!(claim_id = %v.claim_id, why = %huiqi_events::mask_digit_runs(&why), "facts incomplete; retrying later");
                         return (
                             Commit::default(),
                             Disposition::Retry(Duration::from_secs(2)),
@@ -353,7 +353,7 @@ impl Handler {
     }
 
     fn park(&self, d: &Delivery, inbox: String, reason: &str) -> (Commit, Disposition) {
-        tracing::error!(stream_seq = d.stream_sequence, %reason, "message parked");
+        tracing::error!(stream_seq = d.stream_sequence, reason = %huiqi_events::mask_digit_runs(reason), "message parked");
         (
             Commit {
                 inbox_id: Some(inbox),

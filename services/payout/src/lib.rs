@@ -19,7 +19,7 @@ use huiqi_events::payloads::{
     PaymentAttempted, PaymentOrdered, PayoutFailed, PayoutSettled, TreasuryPay, TreasuryReply,
     TreasuryStatus,
 };
-use huiqi_events::{mask, subjects, types, Envelope};
+use huiqi_events::{mask, mask_digit_runs, subjects, types, Envelope};
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -208,7 +208,7 @@ impl BatchHandler for Handler {
                     dispositions.push(Disposition::Ack);
                 }
                 Err(reason) => {
-                    tracing::error!(stream_seq = d.stream_sequence, %reason, "unreadable payment order parked");
+                    tracing::error!(stream_seq = d.stream_sequence, reason = %mask_digit_runs(&reason), "unreadable payment order parked");
                     commits.push(Commit {
                         inbox_id: Some(d.msg_id.clone().unwrap_or_else(|| d.fallback_id())),
                         events: vec![parked(SERVICE, d, &reason)],

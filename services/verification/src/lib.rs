@@ -228,7 +228,7 @@ impl BatchHandler for Handler {
                     dispositions.push(Disposition::Ack);
                 }
                 Err(reason) => {
-                    tracing::error!(stream_seq = d.stream_sequence, %reason, "unreadable claim-opened event parked");
+                    tracing::error!(stream_seq = d.stream_sequence, reason = %huiqi_events::mask_digit_runs(&reason), "unreadable claim-opened event parked");
                     commits.push(Commit {
                         inbox_id: Some(d.msg_id.clone().unwrap_or_else(|| d.fallback_id())),
                         events: vec![parked(SERVICE, d, &reason)],
@@ -302,7 +302,7 @@ impl Worker {
                     };
                     attempts_total += attempts;
                     if let Err(e) = validate_reply(call.check, &reply) {
-                        tracing::warn!(claim_id = %claim_id, check = call.check, error = %e, "provider reply does not fit the contract; retrying");
+                        tracing::warn!(claim_id = %claim_id, check = call.check, error = %huiqi_events::mask_digit_runs(&e), "provider reply does not fit the contract; retrying");
                         circuit.failure();
                         tokio::select! {
                             _ = shutdown.cancelled() => return Ok(false),

@@ -141,7 +141,7 @@ pub async fn request_json(
                 last,
             });
         }
-        tracing::debug!(subject, attempt, error = %last, "request failed; backing off");
+        tracing::debug!(subject, attempt, error = %huiqi_events::mask_digit_runs(&last), "request failed; backing off");
         tokio::select! {
             _ = shutdown.cancelled() => return Err(RequestError::Shutdown { subject: subject.into() }),
             _ = tokio::time::sleep(policy.backoff(attempt)) => {}

@@ -30,9 +30,47 @@ pub fn mask(value: &str) -> String {
     format!("{head}{}{tail}", "*".repeat(chars.len() - 8))
 }
 
+/// Masks every run of 8 or more digits (an `X` may end it, as in ID numbers) in free text,
+/// such as a parser's error message that quotes the offending value. Shorter numbers (line,
+/// column, counts) stay readable.
+pub fn mask_digit_runs(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut run = String::new();
+    let flush = |run: &mut String, out: &mut String| {
+        if run.len() >= 8 {
+            out.push_str(&mask(run));
+        } else {
+            out.push_str(run);
+        }
+        run.clear();
+    };
+    for c in s.chars() {
+        if c.is_ascii_digit() || ((c == 'X' || c == 'x') && !run.is_empty()) {
+            run.push(c);
+        } else {
+            flush(&mut run, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut run, &mut out);
+    out
+}
+
 #[cfg(test)]
 mod tests {
-    use super::mask;
+    use super::{mask, mask_digit_runs};
+
+    #[test]
+    fn masks_digit_runs_in_free_text() {
+        assert_eq!(
+            mask_digit_runs("invalid value: 330302199001011234, expected x"),
+            "invalid value: 3303**********1234, expected x"
+        );
+        assert_eq!(
+            mask_digit_runs("id 11010519491231002X at line 3 column 17"),
+            "id 1101**********002X at line 3 column 17"
+        );
+    }
 
     #[test]
     fn masks_id_numbers_phones_and_accounts() {

@@ -1,0 +1,178 @@
+//! The `huiqi` binary as an operator uses it: `evaluate` offline, `audit` on a tampered log.
+
+use std::process::Command;
+
+fn huiqi() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_huiqi"))
+}
+
+const APP: &str = r#"{
+  "application_id": "CLI-M9", "measure": "M9", "submitted_at": "2023-04-10T10:00:00+08:00",
+  "applicant": { "uscc": "91330302000001086C", "name": "样例", "kind": "enterprise",
+                 "street": "南郊街道", "bank_account": "6228000000001080", "dispatch_agreement": null }
+}"#;
+
+const FACTS: &str = r#"{
+  "enterprise": { "found": true, "registration_district": "330302", "tax_district": "330302",
+                  "independent_legal_person": true, "industry": "manufacturing" },
+  "statistics": { "above_scale_manufacturing": true, "upgraded_2022": false,
+                  "q1_2023_output": "45000000.00", "q1_2022_output": "36000000.00",
+                  "y2022_output": "1200000000.00" }
+}"#;
+
+#[test]
+fn evaluate_prints_the_award_data_and_fails_clearly_on_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = dir.path().join("app.json");
+    let facts = dir.path().join("facts.json");
+    std::fs::write(&app, APP).unwrap();
+    std::fs::write(&facts, FACTS).unwrap();
+    let out = huiqi()
+        .args(["evaluate", "--application"])
+        .arg(&app)
+        .arg("--facts")
+        .arg(&facts)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["status"], "approved");
+    assert_eq!(v["total"], "550000.00");
+    assert_eq!(
+        v["policy_version"], "lucheng-2023.2",
+        "in force on the April submission date"
+    );
+    let v1 = huiqi()
+        .args([
+            "evaluate",
+            "--policy-version",
+            "lucheng-2023.1",
+            "--application",
+        ])
+        .arg(&app)
+        .arg("--facts")
+        .arg(&facts)
+        .output()
+        .unwrap();
+    let v1: serde_json::Value = serde_json::from_slice(&v1.stdout).unwrap();
+    assert_eq!(
+        (v1["policy_version"].as_str(), v1["total"].as_str()),
+        (Some("lucheng-2023.1"), Some("550000.00"))
+    );
+    assert_eq!(v["lines"][1]["rule"], "M9b");
+    let again = huiqi()
+        .args(["evaluate", "--application"])
+        .arg(&app)
+        .arg("--facts")
+        .arg(&facts)
+        .output()
+        .unwrap();
+    assert_eq!(out.stdout, again.stdout, "byte-identical output");
+
+    // A rejected decision is still exit 0.
+    std::fs::write(
+        &facts,
+        FACTS.replace("\"330302\", \"tax", "\"330304\", \"tax"),
+    )
+    .unwrap();
+    let out = huiqi()
+        .args(["evaluate", "--application"])
+        .arg(&app)
+        .arg("--facts")
+        .arg(&facts)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"rejected\""));
+
+    // Unreadable input: non-zero, naming the file and field.
+    std::fs::write(
+        &facts,
+        r#"{ "statistics": { "above_scale_manufacturing": "yes" } }"#,
+    )
+    .unwrap();
+    let out = huiqi()
+        .args(["evaluate", "--application"])
+        .arg(&app)
+        .arg("--facts")
+        .arg(&facts)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("facts.json") && err.contains("statistics.above_scale_manufacturing"),
+        "{err}"
+    );
+    let out = huiqi()
+        .args(["evaluate", "--application", "/nonexistent.json", "--facts"])
+        .arg(&facts)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent.json"));
+    std::fs::write(&facts, FACTS).unwrap();
+    let out = huiqi()
+        .args(["evaluate", "--application"])
+        .arg(&app)
+        .arg("--facts")
+        .arg(&facts)
+        .args(["--policy-version", "v9"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown policy version `v9`"));
+}
+
+#[test]
+fn audit_reports_a_tampered_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let award = dir.path().join("award");
+    {
+        let log = huiqi_eventlog::EventLog::open(&award).unwrap();
+        for i in 0..3 {
+            let e = huiqi_events::Envelope::new(
+                "t",
+                "huiqi.award.decided.v1",
+                "C-1",
+                &serde_json::json!({ "i": i }),
+            )
+            .unwrap();
+            log.commit(&[huiqi_eventlog::Commit {
+                inbox_id: None,
+                events: vec![huiqi_eventlog::Pending::local(e)],
+            }])
+            .unwrap();
+        }
+    }
+    let ok = huiqi()
+        .args(["audit", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
+    {
+        let log = huiqi_eventlog::EventLog::open(&award).unwrap();
+        let mut raw = log.raw_record(2).unwrap().unwrap();
+        let n = raw.len();
+        raw[n - 3] ^= 1;
+        log.tamper(2, Some(raw)).unwrap();
+    }
+    let bad = huiqi()
+        .args(["audit", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stdout).contains("record 2: content does not match its hash")
+    );
+}

@@ -10,16 +10,16 @@
 //! so an auditor sees every instruction that left the system.
 
 use chrono::{FixedOffset, Utc};
-use huiqi_bus::consumer::{BatchHandler, ConsumerSpec, Delivery, Disposition};
+use huiqi_bus::consumer::ConsumerSpec;
 use huiqi_bus::request::{request_json, Circuit, RetryPolicy};
-use huiqi_bus::service::{parked, work_queue, Core};
+use huiqi_bus::service::{work_queue, Core, RecordAndQueue};
 use huiqi_bus::{BusError, LogWriter};
 use huiqi_eventlog::{Commit, Pending};
 use huiqi_events::payloads::{
     PaymentAttempted, PaymentOrdered, PayoutFailed, PayoutSettled, TreasuryPay, TreasuryReply,
     TreasuryStatus,
 };
-use huiqi_events::{mask, mask_digit_runs, subjects, types, Envelope};
+use huiqi_events::{mask, subjects, types, Envelope};
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -125,8 +125,15 @@ pub async fn build(settings: Settings) -> Result<App, PayoutError> {
     let consumer = core.consumer(&spec).await?;
     let (tx, rx) = mpsc::unbounded_channel();
     let handler = Handler {
+        service: SERVICE,
         writer: core.writer.clone(),
         known,
+        key: |o| o.award_id.clone(),
+        job: |cause, order| Job {
+            cause,
+            order,
+            attempts: 0,
+        },
         tx,
     };
     let worker = Worker {
@@ -167,63 +174,7 @@ impl App {
     }
 }
 
-struct Handler {
-    writer: LogWriter,
-    known: HashSet<String>,
-    tx: mpsc::UnboundedSender<Job>,
-}
-
-impl BatchHandler for Handler {
-    async fn handle(&mut self, batch: Vec<Delivery>) -> Result<Vec<Disposition>, BusError> {
-        let mut commits = Vec::new();
-        let mut dispositions = Vec::new();
-        let mut jobs = Vec::new();
-        for d in &batch {
-            let parsed = Envelope::decode(&d.payload)
-                .map_err(|e| e.to_string())
-                .and_then(|env| {
-                    env.data_as::<PaymentOrdered>()
-                        .map(|o| (env, o))
-                        .map_err(|e| e.to_string())
-                });
-            match parsed {
-                Ok((env, order)) => {
-                    if self.known.insert(order.award_id.clone()) {
-                        commits.push(Commit {
-                            inbox_id: Some(env.id.clone()),
-                            events: vec![Pending::local(env.clone())],
-                        });
-                        jobs.push(Job {
-                            cause: env,
-                            order,
-                            attempts: 0,
-                        });
-                    } else {
-                        tracing::warn!(award_id = %order.award_id, "second payment order for an award ignored");
-                        commits.push(Commit {
-                            inbox_id: Some(env.id.clone()),
-                            events: vec![],
-                        });
-                    }
-                    dispositions.push(Disposition::Ack);
-                }
-                Err(reason) => {
-                    tracing::error!(stream_seq = d.stream_sequence, reason = %mask_digit_runs(&reason), "unreadable payment order parked");
-                    commits.push(Commit {
-                        inbox_id: Some(d.msg_id.clone().unwrap_or_else(|| d.fallback_id())),
-                        events: vec![parked(SERVICE, d, &reason)],
-                    });
-                    dispositions.push(Disposition::Term);
-                }
-            }
-        }
-        self.writer.commit(commits).await?;
-        for j in jobs {
-            let _ = self.tx.send(j);
-        }
-        Ok(dispositions)
-    }
-}
+type Handler = RecordAndQueue<PaymentOrdered, Job>;
 
 #[derive(Clone)]
 struct Worker {

@@ -1,28 +1,21 @@
 //! `huiqi-providers`: runs the check-provider and treasury simulator alone.
+//! Configured by `NATS_URL`, `HUIQI_FIXTURES`, `HUIQI_LEDGER` and `RUST_LOG`.
 
 use anyhow::Context;
+use huiqi_bus::service::BinaryEnv;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
-    let url = std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
+    let env = BinaryEnv::read(huiqi_providers::SERVICE);
     let fixtures =
         std::env::var("HUIQI_FIXTURES").unwrap_or_else(|_| "deploy/sample/fixtures".into());
-    let mut settings = huiqi_providers::Settings::new(&url, fixtures.into());
+    let mut settings = huiqi_providers::Settings::new(&env.nats_url, fixtures.into());
     settings.ledger_path = std::env::var("HUIQI_LEDGER").ok().map(Into::into);
     let app = huiqi_providers::build(settings)
         .await
         .context("starting providers")?;
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let s = shutdown.clone();
-    tokio::spawn(async move {
-        let _ = tokio::signal::ctrl_c().await;
-        s.cancel();
-    });
-    app.run(shutdown).await.context("providers stopped")?;
+    app.run(BinaryEnv::shutdown_signal())
+        .await
+        .context("providers stopped")?;
     Ok(())
 }

@@ -11,9 +11,9 @@
 
 pub mod plan;
 
-use huiqi_bus::consumer::{BatchHandler, ConsumerSpec, Delivery, Disposition};
+use huiqi_bus::consumer::ConsumerSpec;
 use huiqi_bus::request::{request_json, Circuit, RetryPolicy};
-use huiqi_bus::service::{parked, Core};
+use huiqi_bus::service::{Core, RecordAndQueue};
 use huiqi_bus::{BusError, LogWriter};
 use huiqi_eventlog::{Commit, Pending};
 use huiqi_events::payloads::{self as pl, CheckRecorded, ClaimOpened, ClaimVerified};
@@ -150,8 +150,15 @@ pub async fn build(settings: Settings) -> Result<App, VerificationError> {
     let consumer = core.consumer(&spec).await?;
     let (tx, rx) = mpsc::unbounded_channel();
     let handler = Handler {
+        service: SERVICE,
         writer: core.writer.clone(),
         known,
+        key: |o| o.claim_id.clone(),
+        job: |cause, opened| Job {
+            cause,
+            opened,
+            recorded: BTreeMap::new(),
+        },
         tx,
     };
     let worker = Worker {
@@ -187,64 +194,7 @@ impl App {
     }
 }
 
-struct Handler {
-    writer: LogWriter,
-    known: HashSet<String>,
-    tx: mpsc::UnboundedSender<Job>,
-}
-
-impl BatchHandler for Handler {
-    async fn handle(&mut self, batch: Vec<Delivery>) -> Result<Vec<Disposition>, BusError> {
-        let mut commits = Vec::new();
-        let mut dispositions = Vec::new();
-        let mut jobs = Vec::new();
-        for d in &batch {
-            let parsed = Envelope::decode(&d.payload)
-                .map_err(|e| e.to_string())
-                .and_then(|env| {
-                    env.data_as::<ClaimOpened>()
-                        .map(|o| (env, o))
-                        .map_err(|e| e.to_string())
-                });
-            match parsed {
-                Ok((env, opened)) => {
-                    if !self.known.insert(opened.claim_id.clone()) {
-                        // Same claim under another event id: already being verified.
-                        commits.push(Commit {
-                            inbox_id: Some(env.id.clone()),
-                            events: vec![],
-                        });
-                    } else {
-                        commits.push(Commit {
-                            inbox_id: Some(env.id.clone()),
-                            events: vec![Pending::local(env.clone())],
-                        });
-                        jobs.push(Job {
-                            cause: env,
-                            opened,
-                            recorded: BTreeMap::new(),
-                        });
-                    }
-                    dispositions.push(Disposition::Ack);
-                }
-                Err(reason) => {
-                    tracing::error!(stream_seq = d.stream_sequence, reason = %huiqi_events::mask_digit_runs(&reason), "unreadable claim-opened event parked");
-                    commits.push(Commit {
-                        inbox_id: Some(d.msg_id.clone().unwrap_or_else(|| d.fallback_id())),
-                        events: vec![parked(SERVICE, d, &reason)],
-                    });
-                    dispositions.push(Disposition::Term);
-                }
-            }
-        }
-        // Durable first; only then may the worker start (and the messages be acked).
-        self.writer.commit(commits).await?;
-        for job in jobs {
-            let _ = self.tx.send(job);
-        }
-        Ok(dispositions)
-    }
-}
+type Handler = RecordAndQueue<ClaimOpened, Job>;
 
 #[derive(Clone)]
 struct Worker {

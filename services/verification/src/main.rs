@@ -1,27 +1,18 @@
-//! `huiqi-verification`: runs the verification service alone (see the `huiqi` binary for all-in-one).
+//! `huiqi-verification`: runs the verification service alone (`huiqi up` runs everything in one process).
+//! Configured by `NATS_URL`, `HUIQI_DATA_DIR` and `RUST_LOG`.
 
 use anyhow::Context;
+use huiqi_bus::service::BinaryEnv;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
-    let url = std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
-    let dir = std::env::var("HUIQI_DATA_DIR").unwrap_or_else(|_| "huiqi-data".into());
-    let settings =
-        huiqi_verification::Settings::new(&url, std::path::Path::new(&dir).join("verification"));
+    let env = BinaryEnv::read(huiqi_verification::SERVICE);
+    let settings = huiqi_verification::Settings::new(&env.nats_url, env.data_dir);
     let app = huiqi_verification::build(settings)
         .await
         .context("starting verification")?;
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let s = shutdown.clone();
-    tokio::spawn(async move {
-        let _ = tokio::signal::ctrl_c().await;
-        s.cancel();
-    });
-    app.run(shutdown).await.context("verification stopped")?;
+    app.run(BinaryEnv::shutdown_signal())
+        .await
+        .context("verification stopped")?;
     Ok(())
 }

@@ -78,36 +78,26 @@ impl Relay {
     /// Publishes one batch after the cursor; returns how many records it moved past.
     pub async fn publish_pending(&self) -> Result<usize, BusError> {
         let cursor = self.log.outbox_cursor()?;
-        let mut last = cursor;
-        let mut futures = Vec::new();
-        let mut scanned = 0usize;
-        for rec in self.log.records_from(cursor + 1) {
-            let rec = rec?;
-            last = rec.seq;
-            scanned += 1;
-            if let Some(subject) = rec.publish {
-                let mut headers = HeaderMap::new();
-                headers.insert("Nats-Msg-Id", rec.envelope.id.as_str());
-                let payload = rec.envelope.encode().into();
-                let ack = self
-                    .js
-                    .publish_with_headers(subject.clone(), headers, payload)
-                    .await
-                    .map_err(|e| BusError::Publish {
-                        subject: subject.clone(),
-                        message: e.to_string(),
-                    })?;
-                futures.push((subject, ack));
-            }
-            if futures.len() >= self.max_in_flight || scanned >= 4 * self.max_in_flight {
-                break;
-            }
-        }
-        if scanned == 0 {
+        let (batch, last) = self.log.outbox_from(cursor + 1, self.max_in_flight)?;
+        if last <= cursor {
             return Ok(0);
         }
+        let mut acks = Vec::with_capacity(batch.len());
+        for out in batch {
+            let mut headers = HeaderMap::new();
+            headers.insert("Nats-Msg-Id", out.id.as_str());
+            let ack = self
+                .js
+                .publish_with_headers(out.subject.clone(), headers, out.event.into())
+                .await
+                .map_err(|e| BusError::Publish {
+                    subject: out.subject.clone(),
+                    message: e.to_string(),
+                })?;
+            acks.push((out.subject, ack));
+        }
         let results =
-            futures_util::future::join_all(futures.into_iter().map(|(subject, ack)| async move {
+            futures_util::future::join_all(acks.into_iter().map(|(subject, ack)| async move {
                 ack.await.map_err(|e| BusError::Publish {
                     subject,
                     message: e.to_string(),
@@ -118,6 +108,6 @@ impl Relay {
             r?;
         }
         self.log.set_outbox_cursor(last)?;
-        Ok(scanned)
+        Ok((last - cursor) as usize)
     }
 }

@@ -153,3 +153,125 @@ where
     }
     Ok(())
 }
+
+/// The consumer half of a service whose real work is slow (provider calls, payments): it
+/// records each incoming event in the log (with its inbox mark), ignores a second event for a
+/// key it already has (e.g. the same claim under another event id), parks what it cannot
+/// read, and — only once the batch is durable — hands each new job to the worker queue.
+pub struct RecordAndQueue<T, J> {
+    pub service: &'static str,
+    pub writer: crate::LogWriter,
+    /// Keys already recorded (folded from the log at start).
+    pub known: std::collections::HashSet<String>,
+    pub key: fn(&T) -> String,
+    pub job: fn(Envelope, T) -> J,
+    pub tx: tokio::sync::mpsc::UnboundedSender<J>,
+}
+
+impl<T, J> BatchHandler for RecordAndQueue<T, J>
+where
+    T: serde::de::DeserializeOwned + Send,
+    J: Send,
+{
+    async fn handle(&mut self, batch: Vec<Delivery>) -> Result<Vec<crate::Disposition>, BusError> {
+        use crate::Disposition;
+        use huiqi_eventlog::Commit;
+        let mut commits = Vec::with_capacity(batch.len());
+        let mut dispositions = Vec::with_capacity(batch.len());
+        let mut jobs = Vec::new();
+        for d in &batch {
+            let parsed = Envelope::decode(&d.payload)
+                .and_then(huiqi_events::types::upcast)
+                .map_err(|e| e.to_string())
+                .and_then(|env| {
+                    env.data_as::<T>()
+                        .map(|t| (env, t))
+                        .map_err(|e| e.to_string())
+                });
+            match parsed {
+                Ok((env, item)) => {
+                    let key = (self.key)(&item);
+                    if self.known.insert(key.clone()) {
+                        commits.push(Commit {
+                            inbox_id: Some(env.id.clone()),
+                            events: vec![Pending::local(env.clone())],
+                        });
+                        jobs.push((self.job)(env, item));
+                    } else {
+                        tracing::warn!(service = self.service, %key, "a second event for the same work ignored");
+                        commits.push(Commit {
+                            inbox_id: Some(env.id.clone()),
+                            events: vec![],
+                        });
+                    }
+                    dispositions.push(Disposition::Ack);
+                }
+                Err(reason) => {
+                    tracing::error!(
+                        service = self.service,
+                        stream_seq = d.stream_sequence,
+                        reason = %huiqi_events::mask_digit_runs(&reason),
+                        "unreadable event parked"
+                    );
+                    commits.push(Commit {
+                        inbox_id: Some(d.msg_id.clone().unwrap_or_else(|| d.fallback_id())),
+                        events: vec![parked(self.service, d, &reason)],
+                    });
+                    dispositions.push(Disposition::Term);
+                }
+            }
+        }
+        // Durable first; only then may the worker start (and the messages be acked).
+        self.writer.commit(commits).await?;
+        for job in jobs {
+            let _ = self.tx.send(job);
+        }
+        Ok(dispositions)
+    }
+}
+
+/// What a service binary reads from its environment: `NATS_URL` (default
+/// `nats://127.0.0.1:4222`) and `HUIQI_DATA_DIR` (default `huiqi-data`, the service using its
+/// own sub-directory). It also installs the log subscriber (`RUST_LOG`, default `info`).
+pub struct BinaryEnv {
+    pub nats_url: String,
+    pub data_dir: std::path::PathBuf,
+}
+
+impl BinaryEnv {
+    pub fn read(service: &str) -> BinaryEnv {
+        let filter =
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+        let nats_url = std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
+        let dir = std::env::var("HUIQI_DATA_DIR").unwrap_or_else(|_| "huiqi-data".into());
+        BinaryEnv {
+            nats_url,
+            data_dir: Path::new(&dir).join(service),
+        }
+    }
+
+    /// A token cancelled on Ctrl-C or SIGTERM, so the service stops in a safe state.
+    pub fn shutdown_signal() -> CancellationToken {
+        let token = CancellationToken::new();
+        let t = token.clone();
+        tokio::spawn(async move {
+            let term = async {
+                #[cfg(unix)]
+                if let Ok(mut s) =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                {
+                    s.recv().await;
+                    return;
+                }
+                std::future::pending::<()>().await
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term => {}
+            }
+            t.cancel();
+        });
+        token
+    }
+}

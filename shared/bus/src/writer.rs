@@ -43,12 +43,19 @@ impl LogWriter {
                             Err(_) => break,
                         }
                     }
-                    let all: Vec<Commit> =
-                        group.iter().flat_map(|(c, _)| c.iter().cloned()).collect();
-                    let result = thread_log.commit(&all);
-                    let mut offset = 0;
+                    // Move the commits out (no clone of their events) and remember the sizes.
+                    let mut sizes = Vec::with_capacity(group.len());
+                    let mut replies = Vec::with_capacity(group.len());
+                    let mut all: Vec<Commit> = Vec::new();
                     for (commits, reply) in group {
-                        let n = commits.len();
+                        sizes.push(commits.len());
+                        replies.push(reply);
+                        all.extend(commits);
+                    }
+                    let result = thread_log.commit(&all);
+                    drop(all);
+                    let mut offset = 0;
+                    for (n, reply) in sizes.into_iter().zip(replies) {
                         let answer = match &result {
                             Ok(applied) => Ok(applied[offset..offset + n].to_vec()),
                             Err(e) => Err(e.to_string()),

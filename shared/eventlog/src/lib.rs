@@ -86,6 +86,15 @@ pub struct Record {
     pub envelope: Envelope,
 }
 
+/// An event the relay must publish: its bytes exactly as logged.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub seq: u64,
+    pub subject: String,
+    pub id: String,
+    pub event: Vec<u8>,
+}
+
 /// The result of [`EventLog::audit`].
 #[derive(Debug, Clone, Default)]
 pub struct AuditReport {
@@ -314,6 +323,49 @@ impl EventLog {
             })?);
             decode_record(seq, &v)
         })
+    }
+
+    /// Up to `limit` records with `seq >= from` that have a publish subject, as the raw event
+    /// bytes the relay sends (no decode and re-encode), plus the last sequence scanned.
+    pub fn outbox_from(&self, from: u64, limit: usize) -> Result<(Vec<Outgoing>, u64), LogError> {
+        #[derive(serde::Deserialize)]
+        struct IdOnly<'a> {
+            #[serde(borrow)]
+            id: std::borrow::Cow<'a, str>,
+        }
+        let mut out = Vec::new();
+        let mut last = from.saturating_sub(1);
+        for item in self.log.range(from.to_be_bytes()..) {
+            let (k, v) = item?;
+            let seq = u64::from_be_bytes(k.as_ref().try_into().map_err(|_| LogError::Corrupt {
+                seq: 0,
+                reason: "key is not a u64".into(),
+            })?);
+            last = seq;
+            let raw = split_record(seq, &v)?;
+            if !raw.publish.is_empty() {
+                let subject =
+                    String::from_utf8(raw.publish.to_vec()).map_err(|_| LogError::Corrupt {
+                        seq,
+                        reason: "subject is not UTF-8".into(),
+                    })?;
+                let id: IdOnly =
+                    serde_json::from_slice(raw.event).map_err(|e| LogError::Corrupt {
+                        seq,
+                        reason: format!("event JSON: {e}"),
+                    })?;
+                out.push(Outgoing {
+                    seq,
+                    subject,
+                    id: id.id.into_owned(),
+                    event: raw.event.to_vec(),
+                });
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok((out, last))
     }
 
     /// Every record whose envelope subject is `subject` (a claim or application id), in order.

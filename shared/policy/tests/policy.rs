@@ -224,13 +224,12 @@ fn policy_period_edges_in_shanghai_time() {
     }
 }
 
+/// A change to the application and the registry reply.
+type Change = Box<dyn Fn(&mut Application, &mut EnterpriseReply)>;
+
 #[test]
 fn eligible_applicant_rules() {
-    let cases: Vec<(
-        &str,
-        Box<dyn Fn(&mut Application, &mut EnterpriseReply)>,
-        bool,
-    )> = vec![
+    let cases: Vec<(&str, Change, bool)> = vec![
         ("eligible", Box::new(|_, _| {}), true),
         ("not found", Box::new(|_, e| e.found = false), false),
         (

@@ -14,7 +14,7 @@
 //!   counted for one enterprise only (the first one paid for them).
 //! - Facts come from the checks, never from the applicant's own statement.
 
-use super::{by_id, Builder};
+use super::{Builder, PersonFacts};
 use crate::params::Params;
 use crate::terms;
 use huiqi_events::payloads::{InsuredPerson, PresencePerson};
@@ -69,17 +69,10 @@ pub fn decide(b: &mut Builder<'_>) {
     let p = b.params();
     let app = b.app;
     let uscc = app.applicant.uscc.as_str();
-    let si = by_id(
-        b.facts
-            .social_insurance
-            .iter()
-            .flat_map(|r| r.persons.iter()),
-        |x| x.id_number.as_str(),
-    );
-    let presence = by_id(
-        b.facts.presence.iter().flat_map(|r| r.persons.iter()),
-        |x| x.id_number.as_str(),
-    );
+    let PersonFacts {
+        insured: si,
+        presence,
+    } = PersonFacts::of(b.facts);
     let mut seen = BTreeSet::new();
     let mut qualifying = 0usize;
     for e in app.employees.iter().flatten() {

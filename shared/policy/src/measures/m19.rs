@@ -18,23 +18,16 @@
 //!   someone carried on this enterprise's paid M18 charter did not return on their own. Once per
 //!   person.
 
-use super::{by_id, m1, Builder};
+use super::{m1, Builder, PersonFacts};
 use crate::terms;
 
 pub fn decide(b: &mut Builder<'_>) {
     let p = b.params();
     let uscc = b.app.applicant.uscc.clone();
-    let si = by_id(
-        b.facts
-            .social_insurance
-            .iter()
-            .flat_map(|r| r.persons.iter()),
-        |x| x.id_number.as_str(),
-    );
-    let presence = by_id(
-        b.facts.presence.iter().flat_map(|r| r.persons.iter()),
-        |x| x.id_number.as_str(),
-    );
+    let PersonFacts {
+        insured: si,
+        presence,
+    } = PersonFacts::of(b.facts);
     let mut seen = std::collections::BTreeSet::new();
     for r in b.app.returnees.iter().flatten() {
         let id = r.id_number.as_str();

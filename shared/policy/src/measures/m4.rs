@@ -8,23 +8,16 @@
 //! whose number the telecom check attributes to Wenzhou (`m4.city_code`, 0577) gets
 //! `m4.gigabytes` from the carrier that owns the number; once per number.
 
-use super::{by_id, m1, Builder};
+use super::{by_id, m1, Builder, PersonFacts};
 use crate::Entitlement;
 use std::collections::BTreeSet;
 
 pub fn grant(b: &mut Builder<'_>) {
     let p = b.params();
-    let si = by_id(
-        b.facts
-            .social_insurance
-            .iter()
-            .flat_map(|r| r.persons.iter()),
-        |x| x.id_number.as_str(),
-    );
-    let presence = by_id(
-        b.facts.presence.iter().flat_map(|r| r.persons.iter()),
-        |x| x.id_number.as_str(),
-    );
+    let PersonFacts {
+        insured: si,
+        presence,
+    } = PersonFacts::of(b.facts);
     let numbers = by_id(b.facts.telecom.iter().flat_map(|r| r.numbers.iter()), |x| {
         x.phone.as_str()
     });

@@ -8,16 +8,13 @@
 //! Residence Permit issued by the Lucheng sub-bureau (`m5.issuer_code`, 330302) valid that day
 //! (valid_from ≤ day ≤ valid_to): `m5.points`, once per person. Insurance is not a condition.
 
-use super::{by_id, Builder};
+use super::{by_id, Builder, PersonFacts};
 use crate::{terms, Entitlement};
 use std::collections::BTreeSet;
 
 pub fn grant(b: &mut Builder<'_>) {
     let p = b.params();
-    let presence = by_id(
-        b.facts.presence.iter().flat_map(|r| r.persons.iter()),
-        |x| x.id_number.as_str(),
-    );
+    let presence = PersonFacts::of(b.facts).presence;
     let permits = by_id(
         b.facts
             .residence_permit

@@ -261,6 +261,26 @@ pub fn evaluate(
     b.finish()
 }
 
+/// The social-insurance and presence facts of a claim, by ID number (M1, M4, M5, M19).
+pub(crate) struct PersonFacts<'f> {
+    pub insured: BTreeMap<&'f str, &'f huiqi_events::payloads::InsuredPerson>,
+    pub presence: BTreeMap<&'f str, &'f huiqi_events::payloads::PresencePerson>,
+}
+
+impl<'f> PersonFacts<'f> {
+    pub fn of(facts: &'f Facts) -> Self {
+        PersonFacts {
+            insured: by_id(
+                facts.social_insurance.iter().flat_map(|r| r.persons.iter()),
+                |x| x.id_number.as_str(),
+            ),
+            presence: by_id(facts.presence.iter().flat_map(|r| r.persons.iter()), |x| {
+                x.id_number.as_str()
+            }),
+        }
+    }
+}
+
 /// Facts looked up per person, with the reply entry for an id.
 pub(crate) fn by_id<'f, T>(
     items: impl IntoIterator<Item = &'f T>,

@@ -68,14 +68,13 @@ pub struct State {
 }
 
 impl State {
-    /// Folds one logged event.
+    /// Folds one logged event (start-up and replay). The live path calls the typed methods
+    /// below directly with the values it already holds; both paths share them.
     pub fn apply(&mut self, env: &Envelope) {
         match env.ty.as_str() {
             types::CHECK_RECORDED => {
                 if let Ok(r) = env.data_as::<CheckRecorded>() {
-                    if !self.decided.contains(&r.claim_id) {
-                        self.facts.entry(r.claim_id.clone()).or_default().push(r);
-                    }
+                    self.on_check(r);
                 }
             }
             types::CLAIM_VERIFIED => {
@@ -85,11 +84,8 @@ impl State {
             }
             types::AWARD_DECIDED => {
                 if let Ok(d) = env.data_as::<AwardDecision>() {
-                    if let Some(app) = self.verified.remove(&d.claim_id) {
-                        self.history.record_decision(&app, &d);
-                    }
-                    self.facts.remove(&d.claim_id);
-                    self.decided.insert(d.claim_id);
+                    let app = self.verified.remove(&d.claim_id);
+                    self.on_decision(app.as_ref(), &d);
                 }
             }
             types::ENTITLEMENT_DATA_PACKAGE => {
@@ -106,12 +102,42 @@ impl State {
         }
     }
 
+    /// A check reply arrived for a claim not yet decided.
+    pub fn on_check(&mut self, r: CheckRecorded) {
+        if !self.decided.contains(&r.claim_id) {
+            self.facts.entry(r.claim_id.clone()).or_default().push(r);
+        }
+    }
+
+    /// A decision was recorded: its effects join the history; the claim's facts are dropped.
+    pub fn on_decision(&mut self, app: Option<&Application>, d: &AwardDecision) {
+        if let Some(app) = app {
+            self.history.record_decision(app, d);
+        }
+        self.facts.remove(&d.claim_id);
+        self.decided.insert(d.claim_id.clone());
+    }
+
+    /// The live path's fold of one evaluation: the same effects as applying its events.
+    pub fn on_evaluation(&mut self, app: &Application, e: &Evaluation) {
+        self.on_decision(Some(app), &e.decision);
+        for ent in &e.entitlements {
+            match ent {
+                Entitlement::DataPackage { phone, .. } => self.history.record_data_package(phone),
+                Entitlement::ResidentPoints { person, .. } => {
+                    self.history.record_resident_points(person)
+                }
+            }
+        }
+    }
+
     pub fn is_decided(&self, claim_id: &str) -> bool {
         self.decided.contains(claim_id)
     }
 
-    /// The claim's facts, when every chunk `checks` promises has arrived.
-    pub fn facts_for(&self, v: &ClaimVerified) -> Result<Facts, String> {
+    /// Takes the claim's facts out of the state, when every chunk `checks` promises has
+    /// arrived (they are left in place otherwise). A decision follows, which drops them anyway.
+    pub fn take_facts(&mut self, v: &ClaimVerified) -> Result<Facts, String> {
         let got = self
             .facts
             .get(&v.claim_id)
@@ -126,23 +152,28 @@ impl State {
                 }
             }
         }
-        Facts::assemble(got.iter().filter(|r| v.checks.contains_key(&r.check)))
+        let records = self.facts.remove(&v.claim_id).unwrap_or_default();
+        Facts::assemble(
+            records
+                .into_iter()
+                .filter(|r| v.checks.contains_key(&r.check)),
+        )
     }
 
     /// Decides a verified claim against the history so far.
     pub fn evaluate(
-        &self,
+        &mut self,
         policies: &PolicySet,
         policy_version: Option<&str>,
         v: &ClaimVerified,
     ) -> Result<Evaluation, String> {
-        let facts = self.facts_for(v)?;
         let policy = match policy_version {
             Some(version) => policies.get(version).map_err(|e| e.to_string())?,
             None => policies
                 .for_application(&v.application)
                 .unwrap_or_else(|_| policies.versions().first().expect("a policy version")),
         };
+        let facts = self.take_facts(v)?;
         Ok(huiqi_policy::evaluate(
             policy,
             &v.claim_id,
@@ -320,11 +351,9 @@ impl Handler {
                         return self.park(d, inbox, &format!("facts never completed: {why}"))
                     }
                 };
-                let mut events = vec![Pending::local(env.clone())];
-                events.extend(decision_events(&env, &v, &evaluation));
-                for p in &events {
-                    self.state.apply(&p.envelope);
-                }
+                let mut events = decision_events(&env, &v, &evaluation);
+                self.state.on_evaluation(&v.application, &evaluation);
+                events.insert(0, Pending::local(env));
                 let dec = &evaluation.decision;
                 tracing::info!(
                     claim_id = %dec.claim_id,

@@ -3,6 +3,7 @@
 use crate::gen;
 use crate::pipeline::{Pipeline, UpSettings};
 use crate::watch::{publish_all, Watcher};
+
 use crate::HuiqiError;
 use huiqi_eventlog::EventLog;
 use huiqi_events::payloads::{Application, Facts};
@@ -338,12 +339,19 @@ impl std::fmt::Display for LoadReport {
 /// `huiqi loadgen`: generates `n` M1 applications of `persons` qualifying persons each (with
 /// matching fixtures), runs the whole pipeline in-process on a private nats-server, submits
 /// them with many acks in flight and measures submit → settled per claim.
+///
+/// Settlements are read back from the stream with an ordered consumer (flow-controlled, so
+/// none is missed however busy the machine is), and each one's settle time is the server's
+/// storage timestamp of the `huiqi.payouts.settled` event, so the figures do not depend on
+/// how fast this command reads.
 pub async fn loadgen(
     n: usize,
     persons: usize,
     data_dir: &Path,
     timeout: Duration,
 ) -> Result<LoadReport, HuiqiError> {
+    use futures_util::StreamExt;
+    let nats = |e: &dyn std::fmt::Display| HuiqiError::Nats(e.to_string());
     let mut fx = gen::Fixtures::default();
     let mut events = Vec::with_capacity(n);
     for i in 0..n {
@@ -368,42 +376,71 @@ pub async fn loadgen(
     let fixtures = data_dir.join("fixtures");
     fx.write(&fixtures)
         .map_err(|e| HuiqiError::Io(fixtures.display().to_string(), e))?;
+    drop(fx);
     let settings = UpSettings::new(&data_dir.join("run"), Some(&fixtures));
     let pipeline = Pipeline::start(&settings).await?;
     let client = huiqi_bus::connect(pipeline.url(), "huiqi-loadgen")
         .await
-        .map_err(|e| HuiqiError::Nats(e.to_string()))?;
+        .map_err(|e| nats(&e))?;
     let js = async_nats::jetstream::new(client.clone());
-    let mut watcher = Watcher::start(&client, false).await?;
-    let mut submitted_at = std::collections::HashMap::new();
+    let mut submitted_at: std::collections::HashMap<String, std::time::SystemTime> =
+        std::collections::HashMap::with_capacity(n);
     let start = Instant::now();
     for chunk in events.chunks(500) {
-        let t = Instant::now();
         publish_all(&js, chunk, 1000).await?;
+        let t = std::time::SystemTime::now();
         for e in chunk {
-            submitted_at.insert(e.subject.clone(), t);
+            submitted_at.insert(huiqi_intake::claim_id_for(&e.subject), t);
         }
-        // Fold replies meanwhile so the subscription never backs up.
-        watcher.until(Duration::ZERO, |_| false).await;
     }
+    drop(events);
     let submit_seconds = start.elapsed().as_secs_f64();
-    watcher
-        .until(timeout, |w| {
-            w.by_application
-                .values()
-                .filter(|o| o.finished_at.is_some())
-                .count()
-                >= n
+    let stream = js
+        .get_stream(huiqi_bus::setup::STREAM)
+        .await
+        .map_err(|e| nats(&e))?;
+    let consumer = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
+            filter_subject: huiqi_events::subjects::PAYOUTS_SETTLED.to_string(),
+            ..Default::default()
         })
-        .await;
-    let total_seconds = start.elapsed().as_secs_f64();
+        .await
+        .map_err(|e| nats(&e))?;
+    let mut messages = consumer.messages().await.map_err(|e| nats(&e))?;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut lat = Vec::with_capacity(n);
+    let mut last_settle = std::time::SystemTime::UNIX_EPOCH;
+    while lat.len() < n {
+        let msg = tokio::select! {
+            m = messages.next() => m,
+            _ = tokio::time::sleep_until(deadline) => None,
+        };
+        let Some(msg) = msg else { break };
+        let msg = msg.map_err(|e| nats(&e))?;
+        let stored = msg
+            .info()
+            .map(|i| i.published.unix_timestamp_nanos())
+            .map_err(|e| nats(&e))?;
+        let stored = std::time::UNIX_EPOCH + Duration::from_nanos(stored.max(0) as u64);
+        let Ok(env) = Envelope::decode(&msg.payload) else {
+            continue;
+        };
+        let Some(sent) = env.data["claim_id"]
+            .as_str()
+            .and_then(|c| submitted_at.get(c))
+        else {
+            continue;
+        };
+        lat.push(stored.duration_since(*sent).unwrap_or_default());
+        last_settle = last_settle.max(stored);
+    }
+    let wall_start = std::time::SystemTime::now() - start.elapsed();
+    let total_seconds = last_settle
+        .duration_since(wall_start)
+        .unwrap_or_default()
+        .as_secs_f64();
+    drop(messages);
     pipeline.stop().await?;
-    let mut lat: Vec<Duration> = watcher
-        .by_application
-        .values()
-        .filter(|o| !o.settled.is_empty())
-        .filter_map(|o| Some(o.finished_at? - *submitted_at.get(&o.application_id)?))
-        .collect();
     lat.sort();
     let pct = |p: f64| {
         lat.get(((lat.len() as f64 * p).ceil() as usize).saturating_sub(1))
@@ -417,10 +454,52 @@ pub async fn loadgen(
         settled,
         submit_seconds,
         total_seconds,
-        claims_per_second: settled as f64 / total_seconds,
-        person_checks_per_second: (settled * persons * 4) as f64 / total_seconds,
+        claims_per_second: settled as f64 / total_seconds.max(1e-9),
+        person_checks_per_second: (settled * persons * 4) as f64 / total_seconds.max(1e-9),
         p50: pct(0.50),
         p99: pct(0.99),
         max: lat.last().copied().unwrap_or_default(),
     })
+}
+
+/// `huiqi status`: the stream and every durable consumer, as an operator checks for backlog
+/// (pending), work in flight (ack pending) and trouble (redeliveries).
+pub async fn status(nats_url: &str) -> Result<String, HuiqiError> {
+    let nats = |e: &dyn std::fmt::Display| HuiqiError::Nats(e.to_string());
+    let client = huiqi_bus::connect(nats_url, "huiqi-status")
+        .await
+        .map_err(|e| nats(&e))?;
+    let js = async_nats::jetstream::new(client);
+    let mut stream = js
+        .get_stream(huiqi_bus::setup::STREAM)
+        .await
+        .map_err(|e| nats(&e))?;
+    let info = stream.info().await.map_err(|e| nats(&e))?;
+    let mut out = format!(
+        "stream {}: {} messages, {} bytes, sequences {}..{}\n",
+        huiqi_bus::setup::STREAM,
+        info.state.messages,
+        info.state.bytes,
+        info.state.first_sequence,
+        info.state.last_sequence
+    );
+    out.push_str(&format!(
+        "{:<14} {:<38} {:>9} {:>11} {:>11} {:>10}\n",
+        "consumer", "filter", "pending", "ack_pending", "redelivered", "delivered"
+    ));
+    for name in ["intake", "verification", "award", "payout"] {
+        match stream.consumer_info(name).await {
+            Ok(c) => out.push_str(&format!(
+                "{:<14} {:<38} {:>9} {:>11} {:>11} {:>10}\n",
+                name,
+                c.config.filter_subject,
+                c.num_pending,
+                c.num_ack_pending,
+                c.num_redelivered,
+                c.delivered.stream_sequence
+            )),
+            Err(e) => out.push_str(&format!("{name:<14} not found ({e})\n")),
+        }
+    }
+    Ok(out)
 }

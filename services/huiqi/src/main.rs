@@ -46,6 +46,11 @@ enum Command {
         nats_url: String,
         files: Vec<PathBuf>,
     },
+    /// Show the stream and the consumers' backlog, in-flight and redelivered counts.
+    Status {
+        #[arg(long, default_value = "nats://127.0.0.1:4222")]
+        nats_url: String,
+    },
     /// Decide an application offline; prints the award event's data.
     Evaluate {
         #[arg(long)]
@@ -156,6 +161,9 @@ async fn main() -> anyhow::Result<()> {
                 "published {} applications (acked by JetStream)",
                 events.len()
             );
+        }
+        Command::Status { nats_url } => {
+            print!("{}", huiqi::commands::status(&nats_url).await?);
         }
         Command::Evaluate {
             application,

@@ -92,9 +92,13 @@ pub struct Watcher {
     subs: futures_util::stream::SelectAll<async_nats::Subscriber>,
     pub by_application: BTreeMap<String, Outcome>,
     claim_to_app: HashMap<String, String>,
+    /// Events of claims whose acceptance has not been seen yet: the subscriptions are separate,
+    /// so nothing orders a claim's settlement after its acceptance on this side.
+    early: HashMap<String, Vec<(String, Envelope)>>,
     /// Events that could not be tied to an application (e.g. a malformed submission's reply).
     pub orphans: Vec<Envelope>,
     pub include_awards: bool,
+    finished: usize,
 }
 
 impl Watcher {
@@ -128,9 +132,17 @@ impl Watcher {
             subs,
             by_application: BTreeMap::new(),
             claim_to_app: HashMap::new(),
+            early: HashMap::new(),
             orphans: Vec::new(),
             include_awards,
+            finished: 0,
         })
+    }
+
+    /// How many applications have reached their final outcome (kept as a count: checking it
+    /// after every message must not scan every application).
+    pub fn finished(&self) -> usize {
+        self.finished
     }
 
     /// Folds messages until `done` holds or `timeout` passes; returns whether `done` held.
@@ -187,7 +199,12 @@ impl Watcher {
         if subject == subjects::INTAKE_ACCEPTED {
             if let Ok(a) = env.data_as::<IntakeAccepted>() {
                 self.claim_to_app.insert(a.claim_id.clone(), app_id);
+                let early = self.early.remove(&a.claim_id).unwrap_or_default();
                 o.accepted.push(a);
+                for (subject, env) in early {
+                    self.fold(&subject, env);
+                }
+                return;
             }
         } else if subject == subjects::INTAKE_REJECTED {
             if let Ok(r) = env.data_as::<IntakeRejected>() {

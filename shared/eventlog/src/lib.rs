@@ -7,8 +7,11 @@
 //!   the chain and the head, so any edit, deletion, insertion or reordering is reported.
 //! - **Inbox**: the ids of incoming events already applied, kept for ever (JetStream's dedupe
 //!   window is only two minutes). The inbox mark and the events it caused are written in *one*
-//!   sled transaction by [`EventLog::commit`], which then flushes: a message is acked only after
-//!   that, so a crash anywhere either redelivers it (nothing written) or makes it a no-op.
+//!   atomic sled batch by [`EventLog::commit`], which then flushes: a message is acked only
+//!   after that, so a crash anywhere either redelivers it (nothing written) or makes it a no-op.
+//! - **One tree, key prefixes** (`L` log, `S` index, `I` inbox, `H` head, `C` cursor): sled's
+//!   `apply_batch` is atomic within a tree and far cheaper than a multi-tree transaction;
+//!   commits are serialised by a mutex, so reading the head and inbox before the batch is safe.
 //! - **Outbox**: an event appended with a `publish` subject is published by the relay (in
 //!   `huiqi-bus`), which keeps its cursor here. A crash between append and publish republishes
 //!   on restart; consumers drop the duplicate by event id.
@@ -16,15 +19,38 @@
 
 use huiqi_events::Envelope;
 use sha2::{Digest, Sha256};
-use sled::transaction::{ConflictableTransactionError, TransactionError};
-use sled::Transactional;
+use std::collections::HashSet;
 use std::path::Path;
+use std::sync::Mutex;
 
 pub type Hash = [u8; 32];
 
 const FORMAT: u8 = 1;
-const HEAD_KEY: &[u8] = b"head";
-const CURSOR_KEY: &[u8] = b"outbox_cursor";
+const HEAD_KEY: &[u8] = b"H";
+const CURSOR_KEY: &[u8] = b"C";
+const LOG: u8 = b'L';
+const INDEX: u8 = b'S';
+const INBOX: u8 = b'I';
+
+fn log_key(seq: u64) -> [u8; 9] {
+    let mut k = [LOG; 9];
+    k[1..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn inbox_key(id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + id.len());
+    k.push(INBOX);
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+fn seq_of(key: &[u8]) -> Result<u64, LogError> {
+    key.get(1..9)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map(u64::from_be_bytes)
+        .ok_or_else(|| LogError::Meta("a log key is not L + u64".into()))
+}
 
 /// Errors of the event log.
 #[derive(Debug, thiserror::Error)]
@@ -207,23 +233,18 @@ fn decode_head(bytes: Option<&[u8]>) -> Result<(u64, Hash), LogError> {
 }
 
 fn index_key(subject: &str, seq: u64) -> Vec<u8> {
-    let mut k = subject.as_bytes().to_vec();
+    let mut k = vec![INDEX];
+    k.extend_from_slice(subject.as_bytes());
     k.push(0);
     k.extend_from_slice(&seq.to_be_bytes());
     k
 }
 
-/// An event ready to append: publish subject bytes, event JSON, index subject.
-type Encoded = (Vec<u8>, Vec<u8>, String);
-
-/// A service's event log. Cheap to share behind an `Arc`; sled is internally synchronised,
-/// but [`EventLog::commit`] is meant to be called by one writer task at a time.
+/// A service's event log. Share it behind an `Arc`; commits are serialised internally.
 pub struct EventLog {
     db: sled::Db,
-    log: sled::Tree,
-    by_subject: sled::Tree,
-    inbox: sled::Tree,
-    meta: sled::Tree,
+    tree: sled::Tree,
+    writing: Mutex<()>,
 }
 
 impl EventLog {
@@ -234,95 +255,72 @@ impl EventLog {
             .cache_capacity(128 * 1024 * 1024)
             .open()?;
         Ok(EventLog {
-            log: db.open_tree("log")?,
-            by_subject: db.open_tree("by_subject")?,
-            inbox: db.open_tree("inbox")?,
-            meta: db.open_tree("meta")?,
+            tree: db.open_tree("events")?,
             db,
+            writing: Mutex::new(()),
         })
     }
 
-    /// Applies a batch of commits in one sled transaction, then flushes to disk. When this
+    /// Applies a batch of commits as one atomic sled batch, then flushes to disk. When this
     /// returns `Ok`, every message in the batch may be acked.
     pub fn commit(&self, batch: &[Commit]) -> Result<Vec<Applied>, LogError> {
-        // Serialise outside the transaction closure (sled may retry the closure).
-        let encoded: Vec<Vec<Encoded>> = batch
-            .iter()
-            .map(|c| {
-                c.events
-                    .iter()
-                    .map(|p| {
-                        (
-                            p.publish.clone().unwrap_or_default().into_bytes(),
-                            p.envelope.encode(),
-                            p.envelope.subject.clone(),
-                        )
-                    })
-                    .collect()
-            })
-            .collect();
-        let result = (&self.log, &self.by_subject, &self.inbox, &self.meta).transaction(
-            |(log, idx, inbox, meta)| {
-                let (mut seq, mut prev) = decode_head(meta.get(HEAD_KEY)?.as_deref())
-                    .map_err(|e| ConflictableTransactionError::Abort(e.to_string()))?;
-                let mut applied = Vec::with_capacity(batch.len());
-                for (commit, events) in batch.iter().zip(&encoded) {
-                    if let Some(id) = &commit.inbox_id {
-                        if inbox.get(id.as_bytes())?.is_some() {
-                            applied.push(Applied::Duplicate);
-                            continue;
-                        }
-                        inbox.insert(id.as_bytes(), &(seq + 1).to_be_bytes())?;
-                    }
-                    let first = seq + 1;
-                    for (publish, event, subject) in events {
-                        seq += 1;
-                        let hash = chain_hash(&prev, seq, publish, event);
-                        log.insert(
-                            &seq.to_be_bytes(),
-                            encode_record(&prev, &hash, publish, event),
-                        )?;
-                        idx.insert(index_key(subject, seq), &[])?;
-                        prev = hash;
-                    }
-                    applied.push(Applied::Appended {
-                        first,
-                        count: events.len() as u64,
-                    });
+        let _one_writer = self
+            .writing
+            .lock()
+            .map_err(|_| LogError::Meta("a commit panicked".into()))?;
+        let (mut seq, mut prev) = self.head()?;
+        let mut out = sled::Batch::default();
+        let mut marked: HashSet<&str> = HashSet::new();
+        let mut applied = Vec::with_capacity(batch.len());
+        for commit in batch {
+            if let Some(id) = &commit.inbox_id {
+                if marked.contains(id.as_str()) || self.tree.contains_key(inbox_key(id))? {
+                    applied.push(Applied::Duplicate);
+                    continue;
                 }
-                meta.insert(HEAD_KEY, encode_head(seq, &prev))?;
-                Ok(applied)
-            },
-        );
-        let applied = match result {
-            Ok(a) => a,
-            Err(TransactionError::Abort(reason)) => return Err(LogError::Meta(reason)),
-            Err(TransactionError::Storage(e)) => return Err(LogError::Sled(e)),
-        };
+                marked.insert(id);
+                out.insert(inbox_key(id), &(seq + 1).to_be_bytes());
+            }
+            let first = seq + 1;
+            for p in &commit.events {
+                seq += 1;
+                let publish = p.publish.as_deref().unwrap_or("").as_bytes();
+                let event = p.envelope.encode();
+                let hash = chain_hash(&prev, seq, publish, &event);
+                out.insert(&log_key(seq), encode_record(&prev, &hash, publish, &event));
+                out.insert(index_key(&p.envelope.subject, seq), &[]);
+                prev = hash;
+            }
+            applied.push(Applied::Appended {
+                first,
+                count: commit.events.len() as u64,
+            });
+        }
+        out.insert(HEAD_KEY, encode_head(seq, &prev));
+        self.tree.apply_batch(out)?;
         self.db.flush()?;
         Ok(applied)
     }
 
     /// Whether an incoming event id was already applied.
     pub fn is_processed(&self, id: &str) -> Result<bool, LogError> {
-        Ok(self.inbox.contains_key(id.as_bytes())?)
+        Ok(self.tree.contains_key(inbox_key(id))?)
     }
 
     /// The last sequence number and its hash (0 and zeros for an empty log).
     pub fn head(&self) -> Result<(u64, Hash), LogError> {
-        decode_head(self.meta.get(HEAD_KEY)?.as_deref())
+        decode_head(self.tree.get(HEAD_KEY)?.as_deref())
     }
 
     /// Records with `seq >= from`, in order.
     pub fn records_from(&self, from: u64) -> impl Iterator<Item = Result<Record, LogError>> + '_ {
-        self.log.range(from.to_be_bytes()..).map(|item| {
-            let (k, v) = item?;
-            let seq = u64::from_be_bytes(k.as_ref().try_into().map_err(|_| LogError::Corrupt {
-                seq: 0,
-                reason: "key is not a u64".into(),
-            })?);
-            decode_record(seq, &v)
-        })
+        self.tree
+            .range(log_key(from)..log_key(u64::MAX))
+            .map(|item| {
+                let (k, v) = item?;
+                let seq = seq_of(&k)?;
+                decode_record(seq, &v)
+            })
     }
 
     /// Up to `limit` records with `seq >= from` that have a publish subject, as the raw event
@@ -335,12 +333,9 @@ impl EventLog {
         }
         let mut out = Vec::new();
         let mut last = from.saturating_sub(1);
-        for item in self.log.range(from.to_be_bytes()..) {
+        for item in self.tree.range(log_key(from)..log_key(u64::MAX)) {
             let (k, v) = item?;
-            let seq = u64::from_be_bytes(k.as_ref().try_into().map_err(|_| LogError::Corrupt {
-                seq: 0,
-                reason: "key is not a u64".into(),
-            })?);
+            let seq = seq_of(&k)?;
             last = seq;
             let raw = split_record(seq, &v)?;
             if !raw.publish.is_empty() {
@@ -370,17 +365,18 @@ impl EventLog {
 
     /// Every record whose envelope subject is `subject` (a claim or application id), in order.
     pub fn subject_records(&self, subject: &str) -> Result<Vec<Record>, LogError> {
-        let mut prefix = subject.as_bytes().to_vec();
+        let mut prefix = vec![INDEX];
+        prefix.extend_from_slice(subject.as_bytes());
         prefix.push(0);
         let mut out = Vec::new();
-        for item in self.by_subject.scan_prefix(&prefix) {
+        for item in self.tree.scan_prefix(&prefix) {
             let (k, _) = item?;
             let seq = u64::from_be_bytes(
                 k[prefix.len()..]
                     .try_into()
                     .map_err(|_| LogError::Meta("index key has the wrong length".into()))?,
             );
-            if let Some(v) = self.log.get(seq.to_be_bytes())? {
+            if let Some(v) = self.tree.get(log_key(seq))? {
                 out.push(decode_record(seq, &v)?);
             }
         }
@@ -389,7 +385,7 @@ impl EventLog {
 
     /// The sequence number of the last record the outbox relay has published.
     pub fn outbox_cursor(&self) -> Result<u64, LogError> {
-        match self.meta.get(CURSOR_KEY)? {
+        match self.tree.get(CURSOR_KEY)? {
             None => Ok(0),
             Some(b) => Ok(u64::from_be_bytes(b.as_ref().try_into().map_err(|_| {
                 LogError::Meta("outbox cursor has the wrong length".into())
@@ -399,7 +395,7 @@ impl EventLog {
 
     /// Moves the relay cursor (flushed: a restart must not fall further back than needed).
     pub fn set_outbox_cursor(&self, seq: u64) -> Result<(), LogError> {
-        self.meta.insert(CURSOR_KEY, &seq.to_be_bytes())?;
+        self.tree.insert(CURSOR_KEY, &seq.to_be_bytes())?;
         self.db.flush()?;
         Ok(())
     }
@@ -409,15 +405,14 @@ impl EventLog {
         let mut report = AuditReport::default();
         let mut prev: Hash = [0u8; 32];
         let mut expected_seq = 1u64;
-        for item in self.log.iter() {
+        for item in self.tree.scan_prefix([LOG]) {
             let (k, v) = item?;
-            let Ok(kb) = <[u8; 8]>::try_from(k.as_ref()) else {
+            let Ok(seq) = seq_of(&k) else {
                 report
                     .problems
                     .push("a key is not a sequence number".into());
                 continue;
             };
-            let seq = u64::from_be_bytes(kb);
             if seq != expected_seq {
                 report.problems.push(format!(
                     "sequence gap: expected record {expected_seq}, found {seq} (records deleted?)"
@@ -461,14 +456,14 @@ impl EventLog {
 
     /// For tests and tamper drills: the raw bytes of a record.
     pub fn raw_record(&self, seq: u64) -> Result<Option<Vec<u8>>, LogError> {
-        Ok(self.log.get(seq.to_be_bytes())?.map(|v| v.to_vec()))
+        Ok(self.tree.get(log_key(seq))?.map(|v| v.to_vec()))
     }
 
     /// For tests and tamper drills: overwrite or remove a raw record, bypassing the chain.
     pub fn tamper(&self, seq: u64, bytes: Option<Vec<u8>>) -> Result<(), LogError> {
         match bytes {
-            Some(b) => self.log.insert(seq.to_be_bytes(), b)?,
-            None => self.log.remove(seq.to_be_bytes())?,
+            Some(b) => self.tree.insert(log_key(seq), b)?,
+            None => self.tree.remove(log_key(seq))?,
         };
         self.db.flush()?;
         Ok(())

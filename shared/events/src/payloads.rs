@@ -223,33 +223,32 @@ pub struct ClaimVerified {
 
 impl Facts {
     /// Joins recorded check replies (chunks of one check concatenate their lists, in chunk
-    /// order) into the facts of a claim. Errors name the check that does not fit.
-    pub fn assemble<'a>(
-        records: impl IntoIterator<Item = &'a CheckRecorded>,
-    ) -> Result<Facts, String> {
-        let mut by_check: std::collections::BTreeMap<&str, Vec<&CheckRecorded>> =
+    /// order) into the facts of a claim. Takes the records by value: the replies are moved, not
+    /// copied. Errors name the check that does not fit.
+    pub fn assemble(records: impl IntoIterator<Item = CheckRecorded>) -> Result<Facts, String> {
+        let mut by_check: std::collections::BTreeMap<String, Vec<CheckRecorded>> =
             Default::default();
         for r in records {
-            by_check.entry(r.check.as_str()).or_default().push(r);
+            by_check.entry(r.check.clone()).or_default().push(r);
         }
         let mut map = serde_json::Map::new();
         for (check, mut chunks) in by_check {
             chunks.sort_by_key(|c| c.chunk);
             chunks.dedup_by_key(|c| c.chunk);
-            let list_key = match check {
+            let list_key = match check.as_ref() {
                 "enterprise" | "statistics" => None,
                 "telecom" => Some("numbers"),
                 "prior_benefits" => Some("payments"),
                 _ => Some("persons"),
             };
             let merged = match list_key {
-                None => chunks[0].reply.clone(),
+                None => chunks.swap_remove(0).reply,
                 Some(key) => {
                     let mut all = Vec::new();
-                    for c in &chunks {
-                        match c.reply.get(key).and_then(|v| v.as_array()) {
-                            Some(items) => all.extend(items.iter().cloned()),
-                            None => {
+                    for mut c in chunks {
+                        match c.reply.get_mut(key).map(serde_json::Value::take) {
+                            Some(serde_json::Value::Array(items)) => all.extend(items),
+                            _ => {
                                 return Err(format!(
                                     "check `{check}` chunk {}: reply has no `{key}` list",
                                     c.chunk
@@ -260,7 +259,7 @@ impl Facts {
                     serde_json::json!({ key: all })
                 }
             };
-            map.insert(check.to_string(), merged);
+            map.insert(check, merged);
         }
         serde_json::from_value(serde_json::Value::Object(map))
             .map_err(|e| format!("facts do not fit the check replies' schema: {e}"))

@@ -277,6 +277,11 @@ pub async fn build(settings: Settings) -> Result<App, AwardError> {
 }
 
 impl App {
+    /// The service's event log (for the operator query responder and audits in-process).
+    pub fn log(&self) -> std::sync::Arc<huiqi_eventlog::EventLog> {
+        self.core.log().clone()
+    }
+
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), AwardError> {
         let idle = async { Ok(()) };
         self.core

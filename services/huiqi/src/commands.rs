@@ -503,3 +503,111 @@ pub async fn status(nats_url: &str) -> Result<String, HuiqiError> {
     }
     Ok(out)
 }
+
+/// `huiqi query`: asks the running pipeline for one claim's state and timeline.
+pub async fn query(
+    nats_url: &str,
+    claim_id: Option<&str>,
+    application_id: Option<&str>,
+) -> Result<String, HuiqiError> {
+    let client = huiqi_bus::connect(nats_url, "huiqi-query-cli")
+        .await
+        .map_err(|e| HuiqiError::Nats(e.to_string()))?;
+    let body = match (claim_id, application_id) {
+        (Some(c), _) => serde_json::json!({ "claim_id": c }),
+        (None, Some(a)) => serde_json::json!({ "application_id": a }),
+        (None, None) => {
+            return Err(HuiqiError::Input(
+                "give --claim-id or --application-id".into(),
+            ))
+        }
+    };
+    let policy = huiqi_bus::RetryPolicy {
+        max_attempts: Some(3),
+        ..Default::default()
+    };
+    let (reply, _) = huiqi_bus::request::request_json(
+        &client,
+        huiqi_events::subjects::QUERY_CLAIM,
+        &body,
+        &policy,
+        &huiqi_bus::Circuit::default(),
+        &tokio_util::sync::CancellationToken::new(),
+    )
+    .await
+    .map_err(|e| HuiqiError::Nats(e.to_string()))?;
+    Ok(serde_json::to_string_pretty(&reply).expect("serializes"))
+}
+
+/// `huiqi parked`: lists the poison messages every service parked, oldest first, and with
+/// `republish` sends one parked message's original bytes back to its original subject (after
+/// the cause was fixed), under a new message id so the service's inbox takes it again.
+pub async fn parked(nats_url: &str, republish: Option<u64>) -> Result<String, HuiqiError> {
+    use futures_util::StreamExt;
+    let nats = |e: &dyn std::fmt::Display| HuiqiError::Nats(e.to_string());
+    let client = huiqi_bus::connect(nats_url, "huiqi-parked")
+        .await
+        .map_err(|e| nats(&e))?;
+    let js = async_nats::jetstream::new(client);
+    let stream = js
+        .get_stream(huiqi_bus::setup::STREAM)
+        .await
+        .map_err(|e| nats(&e))?;
+    let consumer = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
+            filter_subject: format!("{}.>", huiqi_events::subjects::PARKED_PREFIX),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| nats(&e))?;
+    let pending = consumer
+        .clone()
+        .info()
+        .await
+        .map_err(|e| nats(&e))?
+        .num_pending as usize;
+    let mut out = format!("{pending} parked message(s)\n");
+    if pending == 0 {
+        return Ok(out);
+    }
+    let mut messages = consumer.messages().await.map_err(|e| nats(&e))?;
+    let mut seen = 0;
+    while seen < pending {
+        let Some(Ok(msg)) = tokio::time::timeout(Duration::from_secs(10), messages.next())
+            .await
+            .ok()
+            .flatten()
+        else {
+            break;
+        };
+        seen += 1;
+        let Ok(env) = Envelope::decode(&msg.payload) else {
+            continue;
+        };
+        let Ok(p) = env.data_as::<huiqi_events::payloads::MessageParked>() else {
+            continue;
+        };
+        out.push_str(&format!(
+            "original stream seq {:>8}  {:<13} {:<36} delivered {}  {}\n",
+            p.stream_sequence,
+            p.service,
+            p.subject,
+            p.delivered,
+            huiqi_events::mask_digit_runs(&p.reason)
+        ));
+        if republish == Some(p.stream_sequence) {
+            let mut h = async_nats::HeaderMap::new();
+            h.insert(
+                "Nats-Msg-Id",
+                format!("republished-{}-{}", p.stream_sequence, env.id).as_str(),
+            );
+            js.publish_with_headers(p.subject.clone(), h, p.payload.clone().into_bytes().into())
+                .await
+                .map_err(|e| nats(&e))?
+                .await
+                .map_err(|e| nats(&e))?;
+            out.push_str(&format!("    republished to {}\n", p.subject));
+        }
+    }
+    Ok(out)
+}

@@ -8,6 +8,7 @@
 pub mod commands;
 pub mod gen;
 pub mod pipeline;
+pub mod query;
 pub mod watch;
 
 pub use pipeline::{Pipeline, UpSettings};

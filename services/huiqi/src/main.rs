@@ -51,6 +51,23 @@ enum Command {
         #[arg(long, default_value = "nats://127.0.0.1:4222")]
         nats_url: String,
     },
+    /// Ask the running pipeline for one claim's state and timeline (huiqi.query.claim).
+    Query {
+        #[arg(long, default_value = "nats://127.0.0.1:4222")]
+        nats_url: String,
+        #[arg(long)]
+        claim_id: Option<String>,
+        #[arg(long)]
+        application_id: Option<String>,
+    },
+    /// List parked (poison) messages; --republish SEQ sends one back after its cause is fixed.
+    Parked {
+        #[arg(long, default_value = "nats://127.0.0.1:4222")]
+        nats_url: String,
+        /// The original stream sequence of the parked message to republish.
+        #[arg(long)]
+        republish: Option<u64>,
+    },
     /// Decide an application offline; prints the award event's data.
     Evaluate {
         #[arg(long)]
@@ -164,6 +181,23 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Status { nats_url } => {
             print!("{}", huiqi::commands::status(&nats_url).await?);
+        }
+        Command::Query {
+            nats_url,
+            claim_id,
+            application_id,
+        } => {
+            println!(
+                "{}",
+                huiqi::commands::query(&nats_url, claim_id.as_deref(), application_id.as_deref())
+                    .await?
+            );
+        }
+        Command::Parked {
+            nats_url,
+            republish,
+        } => {
+            print!("{}", huiqi::commands::parked(&nats_url, republish).await?);
         }
         Command::Evaluate {
             application,

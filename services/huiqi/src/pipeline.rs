@@ -99,6 +99,12 @@ impl Pipeline {
             .await
             .map_err(|e| HuiqiError::Start("payout", e.to_string()))?;
 
+        let logs = vec![intake.log(), verification.log(), award.log(), payout.log()];
+        let query_client = huiqi_bus::connect(&url, "huiqi-query")
+            .await
+            .map_err(|e| HuiqiError::Start("query", e.to_string()))?;
+        let sd = shutdown.clone();
+        tasks.spawn(async move { ("query", crate::query::serve(query_client, logs, sd).await) });
         let sd = shutdown.clone();
         tasks.spawn(async move { ("intake", intake.run(sd).await.map_err(|e| e.to_string())) });
         let sd = shutdown.clone();

@@ -154,6 +154,11 @@ pub async fn build(settings: Settings) -> Result<App, PayoutError> {
 }
 
 impl App {
+    /// The service's event log (for the operator query responder and audits in-process).
+    pub fn log(&self) -> std::sync::Arc<huiqi_eventlog::EventLog> {
+        self.core.log().clone()
+    }
+
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), PayoutError> {
         let worker = self.worker;
         let limit = worker.settings.payments_in_flight;

@@ -185,6 +185,11 @@ pub async fn build(settings: Settings) -> Result<App, VerificationError> {
 }
 
 impl App {
+    /// The service's event log (for the operator query responder and audits in-process).
+    pub fn log(&self) -> std::sync::Arc<huiqi_eventlog::EventLog> {
+        self.core.log().clone()
+    }
+
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), VerificationError> {
         let work = self.worker.run(self.rx, self.resume, shutdown.clone());
         self.core

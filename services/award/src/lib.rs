@@ -12,7 +12,7 @@
 //! for the payout service when approved, and M4/M5 entitlement events.
 
 use huiqi_bus::consumer::{BatchHandler, ConsumerSpec, Delivery, Disposition};
-use huiqi_bus::service::{parked, Core};
+use huiqi_bus::service::{parked, Consuming, Core};
 use huiqi_bus::{BusError, LogWriter};
 use huiqi_eventlog::{Commit, EventLog, Pending};
 use huiqi_events::payloads::{
@@ -248,11 +248,7 @@ pub fn decision_events(cause: &Envelope, v: &ClaimVerified, e: &Evaluation) -> V
 }
 
 pub struct App {
-    core: Core,
-    spec: ConsumerSpec,
-    consumer:
-        async_nats::jetstream::consumer::Consumer<async_nats::jetstream::consumer::pull::Config>,
-    handler: Handler,
+    service: Consuming<Handler>,
 }
 
 pub async fn build(settings: Settings) -> Result<App, AwardError> {
@@ -262,31 +258,25 @@ pub async fn build(settings: Settings) -> Result<App, AwardError> {
         state.apply(&rec?.envelope);
     }
     let spec = ConsumerSpec::new(SERVICE, subjects::VERIFICATION_ALL);
-    let consumer = core.consumer(&spec).await?;
     let handler = Handler {
         writer: core.writer.clone(),
         state,
         policies: PolicySet::builtin(),
     };
     Ok(App {
-        core,
-        spec,
-        consumer,
-        handler,
+        service: Consuming::new(core, spec, handler).await?,
     })
 }
 
 impl App {
     /// The service's event log (for the operator query responder and audits in-process).
     pub fn log(&self) -> std::sync::Arc<huiqi_eventlog::EventLog> {
-        self.core.log().clone()
+        self.service.log()
     }
 
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), AwardError> {
         let idle = async { Ok(()) };
-        self.core
-            .run(self.consumer, self.spec, self.handler, idle, shutdown)
-            .await?;
+        self.service.run(idle, shutdown).await?;
         Ok(())
     }
 }

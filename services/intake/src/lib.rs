@@ -11,7 +11,7 @@
 pub mod validate;
 
 use huiqi_bus::consumer::{BatchHandler, ConsumerSpec, Delivery, Disposition};
-use huiqi_bus::service::{parked, Core};
+use huiqi_bus::service::{parked, Consuming, Core};
 use huiqi_bus::BusError;
 use huiqi_eventlog::{Commit, Pending};
 use huiqi_events::payloads::{
@@ -104,11 +104,7 @@ impl State {
 }
 
 pub struct App {
-    core: Core,
-    spec: ConsumerSpec,
-    consumer:
-        async_nats::jetstream::consumer::Consumer<async_nats::jetstream::consumer::pull::Config>,
-    handler: Handler,
+    service: Consuming<Handler>,
 }
 
 pub async fn build(settings: Settings) -> Result<App, IntakeError> {
@@ -118,7 +114,6 @@ pub async fn build(settings: Settings) -> Result<App, IntakeError> {
         state.apply(&rec?.envelope);
     }
     let spec = ConsumerSpec::new(SERVICE, subjects::APPLICATIONS_SUBMITTED);
-    let consumer = core.consumer(&spec).await?;
     let handler = Handler {
         writer: core.writer.clone(),
         state,
@@ -126,24 +121,19 @@ pub async fn build(settings: Settings) -> Result<App, IntakeError> {
         max_persons: settings.max_persons,
     };
     Ok(App {
-        core,
-        spec,
-        consumer,
-        handler,
+        service: Consuming::new(core, spec, handler).await?,
     })
 }
 
 impl App {
     /// The service's event log (for the operator query responder and audits in-process).
     pub fn log(&self) -> std::sync::Arc<huiqi_eventlog::EventLog> {
-        self.core.log().clone()
+        self.service.log()
     }
 
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), IntakeError> {
         let idle = async { Ok(()) };
-        self.core
-            .run(self.consumer, self.spec, self.handler, idle, shutdown)
-            .await?;
+        self.service.run(idle, shutdown).await?;
         Ok(())
     }
 }

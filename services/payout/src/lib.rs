@@ -12,7 +12,7 @@
 use chrono::{FixedOffset, Utc};
 use huiqi_bus::consumer::ConsumerSpec;
 use huiqi_bus::request::{request_json, Circuit, RetryPolicy};
-use huiqi_bus::service::{work_queue, Core, RecordAndQueue};
+use huiqi_bus::service::{work_queue, Consuming, Core, RecordAndQueue};
 use huiqi_bus::{BusError, LogWriter};
 use huiqi_eventlog::{Commit, Pending};
 use huiqi_events::payloads::{
@@ -63,11 +63,7 @@ struct Job {
 }
 
 pub struct App {
-    core: Core,
-    spec: ConsumerSpec,
-    consumer:
-        async_nats::jetstream::consumer::Consumer<async_nats::jetstream::consumer::pull::Config>,
-    handler: Handler,
+    service: Consuming<Handler>,
     worker: Worker,
     rx: mpsc::UnboundedReceiver<Job>,
     resume: Vec<Job>,
@@ -122,7 +118,6 @@ pub async fn build(settings: Settings) -> Result<App, PayoutError> {
         );
     }
     let spec = ConsumerSpec::new(SERVICE, subjects::PAYMENT_ORDERED);
-    let consumer = core.consumer(&spec).await?;
     let (tx, rx) = mpsc::unbounded_channel();
     let handler = Handler {
         service: SERVICE,
@@ -143,10 +138,7 @@ pub async fn build(settings: Settings) -> Result<App, PayoutError> {
         circuit: Arc::new(Circuit::default()),
     };
     Ok(App {
-        core,
-        spec,
-        consumer,
-        handler,
+        service: Consuming::new(core, spec, handler).await?,
         worker,
         rx,
         resume,
@@ -156,7 +148,7 @@ pub async fn build(settings: Settings) -> Result<App, PayoutError> {
 impl App {
     /// The service's event log (for the operator query responder and audits in-process).
     pub fn log(&self) -> std::sync::Arc<huiqi_eventlog::EventLog> {
-        self.core.log().clone()
+        self.service.log()
     }
 
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), PayoutError> {
@@ -172,9 +164,7 @@ impl App {
                 async move { w.pay(job, sd).await }
             },
         );
-        self.core
-            .run(self.consumer, self.spec, self.handler, work, shutdown)
-            .await?;
+        self.service.run(work, shutdown).await?;
         Ok(())
     }
 }

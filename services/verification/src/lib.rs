@@ -13,7 +13,7 @@ pub mod plan;
 
 use huiqi_bus::consumer::ConsumerSpec;
 use huiqi_bus::request::{request_json, Circuit, RetryPolicy};
-use huiqi_bus::service::{Core, RecordAndQueue};
+use huiqi_bus::service::{Consuming, Core, RecordAndQueue};
 use huiqi_bus::{BusError, LogWriter};
 use huiqi_eventlog::{Commit, Pending};
 use huiqi_events::payloads::{self as pl, CheckRecorded, ClaimOpened, ClaimVerified};
@@ -96,11 +96,7 @@ pub fn validate_reply(check: &str, v: &serde_json::Value) -> Result<(), String> 
 }
 
 pub struct App {
-    core: Core,
-    spec: ConsumerSpec,
-    consumer:
-        async_nats::jetstream::consumer::Consumer<async_nats::jetstream::consumer::pull::Config>,
-    handler: Handler,
+    service: Consuming<Handler>,
     worker: Worker,
     rx: mpsc::UnboundedReceiver<Job>,
     resume: Vec<Job>,
@@ -147,7 +143,6 @@ pub async fn build(settings: Settings) -> Result<App, VerificationError> {
         tracing::info!(claims = resume.len(), "resuming claims left unverified");
     }
     let spec = ConsumerSpec::new(SERVICE, subjects::CLAIM_OPENED);
-    let consumer = core.consumer(&spec).await?;
     let (tx, rx) = mpsc::unbounded_channel();
     let handler = Handler {
         service: SERVICE,
@@ -174,10 +169,7 @@ pub async fn build(settings: Settings) -> Result<App, VerificationError> {
         ),
     };
     Ok(App {
-        core,
-        spec,
-        consumer,
-        handler,
+        service: Consuming::new(core, spec, handler).await?,
         worker,
         rx,
         resume,
@@ -187,14 +179,12 @@ pub async fn build(settings: Settings) -> Result<App, VerificationError> {
 impl App {
     /// The service's event log (for the operator query responder and audits in-process).
     pub fn log(&self) -> std::sync::Arc<huiqi_eventlog::EventLog> {
-        self.core.log().clone()
+        self.service.log()
     }
 
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), VerificationError> {
         let work = self.worker.run(self.rx, self.resume, shutdown.clone());
-        self.core
-            .run(self.consumer, self.spec, self.handler, work, shutdown)
-            .await?;
+        self.service.run(work, shutdown).await?;
         Ok(())
     }
 }

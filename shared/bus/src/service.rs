@@ -275,3 +275,38 @@ impl BinaryEnv {
         token
     }
 }
+
+/// A service's consuming half, ready to run: its core, its durable consumer and the handler.
+pub struct Consuming<H> {
+    core: Core,
+    spec: ConsumerSpec,
+    consumer: jetstream::consumer::Consumer<jetstream::consumer::pull::Config>,
+    handler: H,
+}
+
+impl<H: BatchHandler + 'static> Consuming<H> {
+    /// Creates or updates the durable consumer `spec` and pairs it with `handler`.
+    pub async fn new(core: Core, spec: ConsumerSpec, handler: H) -> Result<Self, BusError> {
+        let consumer = core.consumer(&spec).await?;
+        Ok(Consuming {
+            core,
+            spec,
+            consumer,
+            handler,
+        })
+    }
+
+    pub fn log(&self) -> Arc<EventLog> {
+        self.core.log().clone()
+    }
+
+    /// Runs the consumer and `work` (a service's worker, or nothing) until `shutdown`.
+    pub async fn run<W>(self, work: W, shutdown: CancellationToken) -> Result<(), BusError>
+    where
+        W: Future<Output = Result<(), BusError>> + Send + 'static,
+    {
+        self.core
+            .run(self.consumer, self.spec, self.handler, work, shutdown)
+            .await
+    }
+}

@@ -295,6 +295,10 @@ impl Handler {
             Err(e) => return self.park(d, inbox, &format!("unreadable event: {e}")),
         };
         let inbox = env.id.clone();
+        // A redelivery (the ack was lost after the commit) is a no-op, before it touches state.
+        if self.writer.log().is_processed(&inbox).unwrap_or(false) {
+            return (Commit::default(), Disposition::Ack);
+        }
         match env.ty.as_str() {
             types::CHECK_RECORDED => {
                 let Ok(r) = env.data_as::<CheckRecorded>() else {
@@ -309,12 +313,11 @@ impl Handler {
                         Disposition::Ack,
                     );
                 }
-                let p = Pending::local(env);
-                self.state.apply(&p.envelope);
+                self.state.on_check(r);
                 (
                     Commit {
                         inbox_id: Some(inbox),
-                        events: vec![p],
+                        events: vec![Pending::local(env)],
                     },
                     Disposition::Ack,
                 )

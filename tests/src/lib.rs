@@ -13,15 +13,7 @@ use std::time::Duration;
 /// Every event on the `HUIQI` stream whose subject matches `filter`, read from the start
 /// (so it also sees what was published before a restart).
 pub async fn stream_events(js: &jetstream::Context, filter: &str) -> Vec<(String, Envelope)> {
-    let stream = js
-        .get_stream(huiqi_bus::setup::STREAM)
-        .await
-        .expect("stream");
-    let consumer = stream
-        .create_consumer(jetstream::consumer::pull::OrderedConfig {
-            filter_subject: filter.to_string(),
-            ..Default::default()
-        })
+    let consumer = huiqi_bus::setup::ordered_reader(js, filter)
         .await
         .expect("ordered consumer");
     let pending = consumer.clone().info().await.expect("info").num_pending as usize;

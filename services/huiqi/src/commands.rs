@@ -395,15 +395,7 @@ pub async fn loadgen(
     }
     drop(events);
     let submit_seconds = start.elapsed().as_secs_f64();
-    let stream = js
-        .get_stream(huiqi_bus::setup::STREAM)
-        .await
-        .map_err(|e| nats(&e))?;
-    let consumer = stream
-        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
-            filter_subject: huiqi_events::subjects::PAYOUTS_SETTLED.to_string(),
-            ..Default::default()
-        })
+    let consumer = huiqi_bus::setup::ordered_reader(&js, huiqi_events::subjects::PAYOUTS_SETTLED)
         .await
         .map_err(|e| nats(&e))?;
     let mut messages = consumer.messages().await.map_err(|e| nats(&e))?;
@@ -549,17 +541,12 @@ pub async fn parked(nats_url: &str, republish: Option<u64>) -> Result<String, Hu
         .await
         .map_err(|e| nats(&e))?;
     let js = async_nats::jetstream::new(client);
-    let stream = js
-        .get_stream(huiqi_bus::setup::STREAM)
-        .await
-        .map_err(|e| nats(&e))?;
-    let consumer = stream
-        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
-            filter_subject: format!("{}.>", huiqi_events::subjects::PARKED_PREFIX),
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| nats(&e))?;
+    let consumer = huiqi_bus::setup::ordered_reader(
+        &js,
+        &format!("{}.>", huiqi_events::subjects::PARKED_PREFIX),
+    )
+    .await
+    .map_err(|e| nats(&e))?;
     let pending = consumer
         .clone()
         .info()

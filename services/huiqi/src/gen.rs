@@ -12,14 +12,8 @@ pub fn id_number(area: &str, n: u64) -> String {
     let base = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("date");
     let birth = base + chrono::Duration::days((n / 1000 % 12_000) as i64);
     let body = format!("{area}{}{:03}", birth.format("%Y%m%d"), n % 1000);
-    const W: [u32; 17] = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
-    const C: &[u8; 11] = b"10X98765432";
-    let sum: u32 = body
-        .bytes()
-        .zip(W)
-        .map(|(d, w)| u32::from(d - b'0') * w)
-        .sum();
-    format!("{body}{}", C[(sum % 11) as usize] as char)
+    let check = huiqi_intake::validate::id_check_char(body.as_bytes());
+    format!("{body}{}", check as char)
 }
 
 /// A GB 32100 USCC for a Lucheng enterprise number `n` (area 330302), check chars computed.
@@ -28,29 +22,12 @@ pub fn uscc(n: u64) -> String {
 }
 
 pub fn uscc_in(area: &str, n: u64) -> String {
-    const SET: &str = "0123456789ABCDEFGHJKLMNPQRTUWXY";
-    let org = format!("{:08}", n % 100_000_000);
-    const OW: [u32; 8] = [3, 7, 9, 10, 5, 8, 4, 2];
-    let osum: u32 = org
-        .bytes()
-        .zip(OW)
-        .map(|(d, w)| u32::from(d - b'0') * w)
-        .sum();
-    let ocheck = match 11 - osum % 11 {
-        10 => 'X',
-        11 => '0',
-        d => char::from_digit(d, 10).expect("digit"),
-    };
-    let body = format!("91{area}{org}{ocheck}");
-    const W: [u32; 17] = [
-        1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28,
-    ];
-    let sum: u32 = body
-        .chars()
-        .zip(W)
-        .map(|(c, w)| SET.find(c).expect("in set") as u32 * w)
-        .sum();
-    let check = SET.as_bytes()[((31 - sum % 31) % 31) as usize] as char;
+    use huiqi_intake::validate::{org_code_check_char, uscc_check_char};
+    let org: Vec<char> = format!("{:08}", n % 100_000_000).chars().collect();
+    let ocheck = org_code_check_char(&org);
+    let body: String = format!("91{area}{}{ocheck}", org.iter().collect::<String>());
+    let chars: Vec<char> = body.chars().collect();
+    let check = uscc_check_char(&chars).expect("digits and area are in the set");
     format!("{body}{check}")
 }
 

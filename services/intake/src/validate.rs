@@ -9,6 +9,53 @@ use huiqi_policy::PolicySet;
 /// Most errors listed for one application; the rest are summarised in one final entry.
 pub const MAX_ERRORS: usize = 200;
 
+/// The GB 11643 (ISO 7064 MOD 11-2) check character of an ID number's 17 leading digits.
+pub fn id_check_char(body: &[u8]) -> u8 {
+    const W: [u32; 17] = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
+    const C: &[u8; 11] = b"10X98765432";
+    let sum: u32 = body
+        .iter()
+        .zip(W)
+        .map(|(d, w)| u32::from(d.wrapping_sub(b'0')) * w)
+        .sum();
+    C[(sum % 11) as usize]
+}
+
+/// The GB 32100 character set, in value order.
+const USCC_SET: &str = "0123456789ABCDEFGHJKLMNPQRTUWXY";
+
+/// The GB 11714 check character of an organisation code's 8 body characters
+/// (weights 3 7 9 10 5 8 4 2; check = 11 − sum mod 11, 10 → X, 11 → 0).
+pub fn org_code_check_char(body: &[char]) -> char {
+    const OW: [u32; 8] = [3, 7, 9, 10, 5, 8, 4, 2];
+    let value = |c: char| -> u32 {
+        if c.is_ascii_digit() {
+            c as u32 - '0' as u32
+        } else {
+            c as u32 - 'A' as u32 + 10
+        }
+    };
+    let sum: u32 = body.iter().zip(OW).map(|(c, w)| value(*c) * w).sum();
+    match 11 - sum % 11 {
+        10 => 'X',
+        11 => '0',
+        n => char::from_digit(n, 10).expect("digit"),
+    }
+}
+
+/// The GB 32100 MOD 31 check character of a USCC's 17 leading characters; None when one of
+/// them is outside the character set.
+pub fn uscc_check_char(body: &[char]) -> Option<char> {
+    const W: [u32; 17] = [
+        1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28,
+    ];
+    let mut sum = 0u32;
+    for (c, w) in body.iter().zip(W) {
+        sum += USCC_SET.find(*c)? as u32 * w;
+    }
+    USCC_SET.chars().nth(((31 - sum % 31) % 31) as usize)
+}
+
 /// GB 11643-1999 resident ID: 17 digits + ISO 7064 MOD 11-2 check character (0-9 or X),
 /// with a real birth date in positions 7–14.
 pub fn check_id_number(id: &str) -> Result<(), (&'static str, String)> {
@@ -29,14 +76,7 @@ pub fn check_id_number(id: &str) -> Result<(), (&'static str, String)> {
             "positions 7–14 are not a valid birth date".into(),
         ));
     }
-    const W: [u32; 17] = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
-    const C: &[u8; 11] = b"10X98765432";
-    let sum: u32 = b[..17]
-        .iter()
-        .zip(W)
-        .map(|(d, w)| u32::from(d - b'0') * w)
-        .sum();
-    let expected = C[(sum % 11) as usize];
+    let expected = id_check_char(&b[..17]);
     let got = b[17].to_ascii_uppercase();
     if got != expected {
         return Err((
@@ -51,7 +91,6 @@ pub fn check_id_number(id: &str) -> Result<(), (&'static str, String)> {
 /// MOD 31 check character, and positions 9–17 an organisation code whose 9th character is its
 /// GB 11714 MOD 11 check character.
 pub fn check_uscc(code: &str) -> Result<(), (&'static str, String)> {
-    const SET: &str = "0123456789ABCDEFGHJKLMNPQRTUWXY";
     let chars: Vec<char> = code.chars().collect();
     if chars.len() != 18 {
         return Err((
@@ -59,10 +98,9 @@ pub fn check_uscc(code: &str) -> Result<(), (&'static str, String)> {
             format!("must be 18 characters, got {}", chars.len()),
         ));
     }
-    let mut values = Vec::with_capacity(18);
     for (i, c) in chars.iter().enumerate() {
-        match SET.find(*c) {
-            Some(v) => values.push(v as u32),
+        match USCC_SET.find(*c) {
+            Some(_) => {}
             None => {
                 return Err((
                     "uscc_format",
@@ -80,37 +118,15 @@ pub fn check_uscc(code: &str) -> Result<(), (&'static str, String)> {
             "positions 3–8 must be the six-digit area code".into(),
         ));
     }
-    // Organisation code (GB 11714): 8 body characters, weights 3 7 9 10 5 8 4 2, check = 11 − sum mod 11.
-    const OW: [u32; 8] = [3, 7, 9, 10, 5, 8, 4, 2];
-    let org_value = |c: char| -> u32 {
-        if c.is_ascii_digit() {
-            c as u32 - '0' as u32
-        } else {
-            c as u32 - 'A' as u32 + 10
-        }
-    };
-    let osum: u32 = chars[8..16]
-        .iter()
-        .zip(OW)
-        .map(|(c, w)| org_value(*c) * w)
-        .sum();
-    let ocheck = match 11 - osum % 11 {
-        10 => 'X',
-        11 => '0',
-        n => char::from_digit(n, 10).expect("digit"),
-    };
+    let ocheck = org_code_check_char(&chars[8..16]);
     if chars[16] != ocheck {
         return Err((
             "uscc_org_checksum",
             "the embedded organisation code's check character (position 17) does not match (GB 11714)".into(),
         ));
     }
-    const W: [u32; 17] = [
-        1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28,
-    ];
-    let sum: u32 = values[..17].iter().zip(W).map(|(v, w)| v * w).sum();
-    let check = (31 - sum % 31) % 31;
-    if values[17] != check {
+    let check = uscc_check_char(&chars[..17]).expect("characters checked above");
+    if chars[17] != check {
         return Err((
             "uscc_checksum",
             "the check character (position 18) does not match (GB 32100)".into(),

@@ -84,3 +84,24 @@ pub async fn ensure_consumer(
             message: e.to_string(),
         })
 }
+
+/// An ordered consumer reading `filter` on the `HUIQI` stream from its first message: for
+/// operators and measurements that must see every event (flow-controlled, unlike a core
+/// subscription), including those published before they started.
+pub async fn ordered_reader(
+    js: &jetstream::Context,
+    filter: &str,
+) -> Result<jetstream::consumer::Consumer<pull::OrderedConfig>, BusError> {
+    let err = |e: &dyn std::fmt::Display| BusError::Setup {
+        what: format!("ordered reader of {filter}"),
+        message: e.to_string(),
+    };
+    let stream = js.get_stream(STREAM).await.map_err(|e| err(&e))?;
+    stream
+        .create_consumer(pull::OrderedConfig {
+            filter_subject: filter.to_string(),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| err(&e))
+}

@@ -16,6 +16,10 @@
 //!   `huiqi-bus`), which keeps its cursor here. A crash between append and publish republishes
 //!   on restart; consumers drop the duplicate by event id.
 //! - **Per-subject index**: `subject ‖ 0 ‖ seq` → (), so a claim's timeline is a prefix scan.
+//! - **Skipped records** (`K` ‖ seq → reason): a record an operator told the service to skip at
+//!   start because it could not be read; the skip is also logged as an event, so it is audited.
+//! - **Exact bytes**: an event received from the stream is logged with the bytes it was signed
+//!   over ([`Pending::raw`]), so the log and the stream hold the same event byte for byte.
 
 use huiqi_events::Envelope;
 use sha2::{Digest, Sha256};
@@ -31,6 +35,7 @@ const CURSOR_KEY: &[u8] = b"C";
 const LOG: u8 = b'L';
 const INDEX: u8 = b'S';
 const INBOX: u8 = b'I';
+const SKIPPED: u8 = b'K';
 
 fn log_key(seq: u64) -> [u8; 9] {
     let mut k = [LOG; 9];
@@ -68,6 +73,9 @@ pub enum LogError {
 pub struct Pending {
     pub envelope: Envelope,
     pub publish: Option<String>,
+    /// The event's bytes as received (they decode to `envelope`); logged as they are instead
+    /// of re-encoding `envelope`, so a signature over them still verifies.
+    pub raw: Option<bytes::Bytes>,
 }
 
 impl Pending {
@@ -75,12 +83,31 @@ impl Pending {
         Pending {
             envelope,
             publish: Some(subject.into()),
+            raw: None,
         }
     }
     pub fn local(envelope: Envelope) -> Self {
         Pending {
             envelope,
             publish: None,
+            raw: None,
+        }
+    }
+    /// An event received from the stream, logged with its exact bytes.
+    pub fn received(envelope: Envelope, raw: bytes::Bytes) -> Self {
+        Pending {
+            envelope,
+            publish: None,
+            raw: Some(raw),
+        }
+    }
+    /// An event restored from the stream that this service had published: logged with its
+    /// exact bytes and its subject (the relay cursor is moved past it by the restore).
+    pub fn restored(envelope: Envelope, raw: bytes::Bytes, subject: impl Into<String>) -> Self {
+        Pending {
+            envelope,
+            publish: Some(subject.into()),
+            raw: Some(raw),
         }
     }
 }
@@ -232,6 +259,30 @@ fn decode_head(bytes: Option<&[u8]>) -> Result<(u64, Hash), LogError> {
     }
 }
 
+fn skipped_key(seq: u64) -> [u8; 9] {
+    let mut k = [SKIPPED; 9];
+    k[1..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// Adds one event to a batch after `seq`/`prev`, moving both on.
+fn append(out: &mut sled::Batch, seq: &mut u64, prev: &mut Hash, p: &Pending) {
+    *seq += 1;
+    let publish = p.publish.as_deref().unwrap_or("").as_bytes();
+    let encoded;
+    let event: &[u8] = match &p.raw {
+        Some(raw) => raw,
+        None => {
+            encoded = p.envelope.encode();
+            &encoded
+        }
+    };
+    let hash = chain_hash(prev, *seq, publish, event);
+    out.insert(&log_key(*seq), encode_record(prev, &hash, publish, event));
+    out.insert(index_key(&p.envelope.subject, *seq), &[]);
+    *prev = hash;
+}
+
 fn index_key(subject: &str, seq: u64) -> Vec<u8> {
     let mut k = vec![INDEX];
     k.extend_from_slice(subject.as_bytes());
@@ -283,13 +334,7 @@ impl EventLog {
             }
             let first = seq + 1;
             for p in &commit.events {
-                seq += 1;
-                let publish = p.publish.as_deref().unwrap_or("").as_bytes();
-                let event = p.envelope.encode();
-                let hash = chain_hash(&prev, seq, publish, &event);
-                out.insert(&log_key(seq), encode_record(&prev, &hash, publish, &event));
-                out.insert(index_key(&p.envelope.subject, seq), &[]);
-                prev = hash;
+                append(&mut out, &mut seq, &mut prev, p);
             }
             applied.push(Applied::Appended {
                 first,
@@ -300,6 +345,38 @@ impl EventLog {
         self.tree.apply_batch(out)?;
         self.db.flush()?;
         Ok(applied)
+    }
+
+    /// Marks record `seq` as skipped (an operator's explicit decision) and appends `event`
+    /// recording it, in one atomic batch.
+    pub fn skip(&self, seq: u64, reason: &str, event: Pending) -> Result<(), LogError> {
+        let _one_writer = self
+            .writing
+            .lock()
+            .map_err(|_| LogError::Meta("a commit panicked".into()))?;
+        let (mut head, mut prev) = self.head()?;
+        let mut out = sled::Batch::default();
+        out.insert(skipped_key(seq).to_vec(), reason.as_bytes());
+        append(&mut out, &mut head, &mut prev, &event);
+        out.insert(HEAD_KEY, encode_head(head, &prev));
+        self.tree.apply_batch(out)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// The records an operator skipped, with the reason given.
+    pub fn skipped(&self) -> Result<std::collections::BTreeMap<u64, String>, LogError> {
+        let mut out = std::collections::BTreeMap::new();
+        for item in self.tree.scan_prefix([SKIPPED]) {
+            let (k, v) = item?;
+            out.insert(seq_of(&k)?, String::from_utf8_lossy(&v).into_owned());
+        }
+        Ok(out)
+    }
+
+    /// Whether the log holds no record at all (a fresh directory, e.g. before a restore).
+    pub fn is_empty(&self) -> Result<bool, LogError> {
+        Ok(self.head()?.0 == 0 && self.tree.first()?.is_none())
     }
 
     /// Whether an incoming event id was already applied.

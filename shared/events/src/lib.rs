@@ -14,8 +14,28 @@ pub mod payloads;
 pub mod subjects;
 pub mod types;
 
-pub use envelope::{Envelope, EnvelopeError};
+pub use envelope::{derived_id, Envelope, EnvelopeError};
 pub use money::Money;
+
+/// Escapes control characters (newlines, carriage returns, ANSI escapes, …) so that a value
+/// taken from the outside can never start a forged log line or drive a terminal. Printable
+/// text, Chinese included, is left as it is.
+pub fn escape_control(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
 
 /// Masks an identifier for logs and errors: keeps the first four and last four characters.
 ///
@@ -58,7 +78,18 @@ pub fn mask_digit_runs(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{mask, mask_digit_runs};
+    use super::{escape_control, mask, mask_digit_runs};
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(escape_control("P-1"), "P-1");
+        assert_eq!(escape_control("惠企 P-1"), "惠企 P-1");
+        assert_eq!(
+            escape_control("P-1\n2026-11-27 INFO forged"),
+            "P-1\\n2026-11-27 INFO forged"
+        );
+        assert_eq!(escape_control("a\u{1b}[31mb\r"), "a\\u{1b}[31mb\\r");
+    }
 
     #[test]
     fn masks_digit_runs_in_free_text() {

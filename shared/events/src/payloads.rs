@@ -33,6 +33,18 @@ pub struct Application {
 }
 
 impl Application {
+    /// SHA-256 (hex) of the application's canonical JSON (field order of the type, absent lists
+    /// left out): the same content gives the same digest whatever whitespace or key order the
+    /// portal sent.
+    pub fn digest(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let bytes = serde_json::to_vec(self).expect("an application always serializes");
+        Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
     /// Every person's ID number the application names, in roster order, without repeats.
     pub fn person_ids(&self) -> Vec<String> {
         let mut seen = std::collections::BTreeSet::new();
@@ -198,6 +210,10 @@ pub struct IntakeRejected {
 pub struct ClaimOpened {
     pub claim_id: String,
     pub application: Application,
+    /// SHA-256 of the application as accepted ([`Application::digest`]): a later submission
+    /// under the same application id with other content is refused (POLICY.md ruling 9).
+    #[serde(default)]
+    pub application_digest: String,
 }
 
 /// Verification received one answer from a check provider (one chunk of a batched check).
@@ -327,6 +343,33 @@ pub struct MessageParked {
     pub reason: String,
     /// The original bytes, lossily as text (they may not be UTF-8).
     pub payload: String,
+    /// The original `Huiqi-Signature` header, kept so that `huiqi parked --republish` sends
+    /// the message back exactly as it came.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
+}
+
+/// A logged event the relay could not publish (bigger than the server's `max_payload`): the
+/// relay records this and moves on, so one oversized event never blocks the ones behind it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventUnpublishable {
+    pub service: String,
+    pub log_sequence: u64,
+    pub event_id: String,
+    pub event_type: String,
+    pub subject: String,
+    pub publish_subject: String,
+    pub bytes: u64,
+    pub limit: u64,
+    pub reason: String,
+}
+
+/// An operator told a service to skip a log record it could not read at start.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecordSkipped {
+    pub service: String,
+    pub log_sequence: u64,
+    pub reason: String,
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -17,6 +17,11 @@ pub const PAYOUT_FAILED: &str = "huiqi.payout.failed.v1";
 pub const ENTITLEMENT_DATA_PACKAGE: &str = "huiqi.entitlement.data_package.v1";
 pub const ENTITLEMENT_RESIDENT_POINTS: &str = "huiqi.entitlement.resident_points.v1";
 pub const MESSAGE_PARKED: &str = "huiqi.message.parked.v1";
+/// A logged event that could not be published (larger than the server allows): recorded and
+/// reported instead of blocking the relay.
+pub const EVENT_UNPUBLISHABLE: &str = "huiqi.event.unpublishable.v1";
+/// An operator skipped a log record the service could not read at start (`--skip-record`).
+pub const RECORD_SKIPPED: &str = "huiqi.record.skipped.v1";
 
 /// Every type this build understands, at its current version.
 pub const CURRENT: &[&str] = &[
@@ -34,7 +39,64 @@ pub const CURRENT: &[&str] = &[
     ENTITLEMENT_DATA_PACKAGE,
     ENTITLEMENT_RESIDENT_POINTS,
     MESSAGE_PARKED,
+    EVENT_UNPUBLISHABLE,
+    RECORD_SKIPPED,
 ];
+
+/// Which service may produce which event types (CONTRACT.md, "Signed events"): the default
+/// trust file gives each service's key exactly these types. Every service may park messages
+/// and report events it cannot publish.
+pub const PRODUCERS: &[(&str, &[&str])] = &[
+    (
+        "intake",
+        &[
+            INTAKE_ACCEPTED,
+            INTAKE_REJECTED,
+            CLAIM_OPENED,
+            MESSAGE_PARKED,
+            EVENT_UNPUBLISHABLE,
+        ],
+    ),
+    (
+        "verification",
+        &[
+            CHECK_RECORDED,
+            CLAIM_VERIFIED,
+            MESSAGE_PARKED,
+            EVENT_UNPUBLISHABLE,
+        ],
+    ),
+    (
+        "award",
+        &[
+            AWARD_DECIDED,
+            PAYMENT_ORDERED,
+            ENTITLEMENT_DATA_PACKAGE,
+            ENTITLEMENT_RESIDENT_POINTS,
+            MESSAGE_PARKED,
+            EVENT_UNPUBLISHABLE,
+        ],
+    ),
+    (
+        "payout",
+        &[
+            PAYMENT_ATTEMPTED,
+            PAYOUT_SETTLED,
+            PAYOUT_FAILED,
+            MESSAGE_PARKED,
+            EVENT_UNPUBLISHABLE,
+        ],
+    ),
+];
+
+/// The event types `service` may produce (empty for an unknown service).
+pub fn produced_by(service: &str) -> &'static [&'static str] {
+    PRODUCERS
+        .iter()
+        .find(|(s, _)| *s == service)
+        .map(|(_, t)| *t)
+        .unwrap_or(&[])
+}
 
 /// Splits `huiqi.claim.opened.v1` into (`huiqi.claim.opened`, 1).
 pub fn split_version(ty: &str) -> Option<(&str, u32)> {

@@ -3,11 +3,14 @@
 //! message as the service says. The service writes its effects and inbox marks in one sled
 //! transaction and flushes *before* it returns, so an ack never precedes durable state.
 
+use crate::trust::{Mode, SignatureError, Signer, TrustStore, SIGNATURE_HEADER};
 use crate::BusError;
 use async_nats::jetstream::{self, consumer::pull, AckKind};
 use bytes::Bytes;
 use futures_util::StreamExt;
+use huiqi_eventlog::Commit;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -52,12 +55,53 @@ pub struct Delivery {
     pub delivered: i64,
     /// This is the last delivery JetStream will make: retrying is pointless, park instead.
     pub final_attempt: bool,
+    /// The `Huiqi-Signature` header, when present.
+    pub signature: Option<String>,
+    /// Who signed it, as checked against the trust file before the service sees it:
+    /// `Ok(None)` means unsigned where signatures are optional (portal applications).
+    pub signer: Result<Option<Signer>, SignatureError>,
 }
 
 impl Delivery {
-    /// A stable key for the inbox when the payload cannot be read: the stream sequence.
-    pub fn fallback_id(&self) -> String {
+    /// A key naming this stream message: the inbox key of a message that is parked or
+    /// cannot be read (never its claimed event id, which a forger could take from a genuine
+    /// event to have it dropped later), and the cause of the parked record's derived id.
+    pub fn stream_key(&self) -> String {
         format!("stream-seq-{}", self.stream_sequence)
+    }
+}
+
+/// Whether a service's input must be signed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signatures {
+    /// Internal events: anything unsigned, untrusted or signed for another type is parked
+    /// before the service sees it.
+    Required,
+    /// Portal applications: unsigned is accepted (the portal's NATS login vouches for it); a
+    /// signature present must verify, and the service answers one that does not.
+    Optional,
+}
+
+/// The check every delivery passes before its service sees it; what fails a required
+/// signature is recorded as parked (inbox + parked event, then terminated) right here.
+pub struct Gate {
+    pub service: String,
+    pub trust: Arc<TrustStore>,
+    pub signatures: Signatures,
+    pub writer: crate::LogWriter,
+}
+
+impl Gate {
+    fn check(
+        &self,
+        signature: Option<&str>,
+        payload: &[u8],
+    ) -> Result<Option<Signer>, SignatureError> {
+        match self.trust.verify(signature, payload, Mode::Live) {
+            Ok(s) => Ok(Some(s)),
+            Err(SignatureError::Missing) if self.signatures == Signatures::Optional => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 }
 
@@ -87,6 +131,7 @@ pub async fn run<H: BatchHandler>(
     consumer: jetstream::consumer::Consumer<pull::Config>,
     spec: ConsumerSpec,
     mut handler: H,
+    gate: Gate,
     shutdown: CancellationToken,
 ) -> Result<(), BusError> {
     let err = |e: &dyn std::fmt::Display| BusError::Consume {
@@ -120,36 +165,73 @@ pub async fn run<H: BatchHandler>(
         if msgs.is_empty() {
             continue;
         }
-        let batch: Vec<Delivery> = msgs
-            .iter()
-            .map(|m| {
-                let (seq, delivered) = m
-                    .info()
-                    .map(|i| (i.stream_sequence, i.delivered))
-                    .unwrap_or((0, 1));
-                Delivery {
-                    subject: m.subject.to_string(),
-                    payload: m.payload.clone(),
-                    msg_id: m
-                        .headers
-                        .as_ref()
-                        .and_then(|h| h.get("Nats-Msg-Id"))
-                        .map(|v| v.as_str().to_string()),
-                    stream_sequence: seq,
-                    delivered,
-                    final_attempt: spec.max_deliver > 0 && delivered >= spec.max_deliver,
+        let mut dispositions: Vec<Option<Disposition>> = vec![None; msgs.len()];
+        let mut batch = Vec::with_capacity(msgs.len());
+        let mut admitted = Vec::with_capacity(msgs.len());
+        let mut parked = Vec::new();
+        for (i, m) in msgs.iter().enumerate() {
+            let (seq, delivered) = m
+                .info()
+                .map(|i| (i.stream_sequence, i.delivered))
+                .unwrap_or((0, 1));
+            let header = |name: &str| {
+                m.headers
+                    .as_ref()
+                    .and_then(|h| h.get(name))
+                    .map(|v| v.as_str().to_string())
+            };
+            let signature = header(SIGNATURE_HEADER);
+            let signer = gate.check(signature.as_deref(), &m.payload);
+            let d = Delivery {
+                subject: m.subject.to_string(),
+                payload: m.payload.clone(),
+                msg_id: header("Nats-Msg-Id"),
+                stream_sequence: seq,
+                delivered,
+                final_attempt: spec.max_deliver > 0 && delivered >= spec.max_deliver,
+                signature,
+                signer,
+            };
+            match &d.signer {
+                Err(e) if gate.signatures == Signatures::Required => {
+                    let reason = format!("signature refused: {e}");
+                    tracing::warn!(
+                        service = %gate.service,
+                        stream_seq = seq,
+                        subject = %huiqi_events::escape_control(&d.subject),
+                        reason = %reason,
+                        "message parked before processing"
+                    );
+                    parked.push(Commit {
+                        inbox_id: Some(d.stream_key()),
+                        events: vec![crate::service::parked(&gate.service, &d, &reason)],
+                    });
+                    dispositions[i] = Some(Disposition::Term);
                 }
-            })
-            .collect();
-        let n = batch.len();
-        let dispositions = handler.handle(batch).await?;
-        if dispositions.len() != n {
-            return Err(BusError::Handler(format!(
-                "handler returned {} dispositions for {n} messages",
-                dispositions.len()
-            )));
+                _ => {
+                    admitted.push(i);
+                    batch.push(d);
+                }
+            }
+        }
+        if !parked.is_empty() {
+            gate.writer.commit(parked).await?;
+        }
+        if !batch.is_empty() {
+            let n = batch.len();
+            let handled = handler.handle(batch).await?;
+            if handled.len() != n {
+                return Err(BusError::Handler(format!(
+                    "handler returned {} dispositions for {n} messages",
+                    handled.len()
+                )));
+            }
+            for (i, d) in admitted.into_iter().zip(handled) {
+                dispositions[i] = Some(d);
+            }
         }
         let acks = msgs.iter().zip(dispositions).map(|(m, d)| async move {
+            let d = d.expect("every message has a disposition");
             let kind = match d {
                 Disposition::Ack => AckKind::Ack,
                 Disposition::Retry(delay) => AckKind::Nak(Some(delay)),

@@ -1,24 +1,39 @@
 //! NATS and JetStream wiring shared by every Huiqi service.
 //!
-//! Why one crate: at-least-once delivery is only safe when every service does the same three
-//! things in the same order — write the effects and the inbox mark in one sled transaction,
-//! flush, then ack — and publishes its own events through an outbox relay with
-//! `Nats-Msg-Id` = event id. This crate is that order, written once:
-//! - [`setup`]: the `HUIQI` stream and durable pull consumers, created or updated idempotently.
-//! - [`consumer`]: the batch loop (pull many, hand the batch to the service, ack/nak/term each).
+//! Why one crate: at-least-once delivery is only safe when every service does the same things
+//! in the same order — check who signed a message before anything else, write the effects and
+//! the inbox mark in one sled transaction, flush, then ack — and publishes its own events
+//! through a signing outbox relay with `Nats-Msg-Id` = event id. This crate is that order,
+//! written once:
+//! - [`connect`]: logging in (credentials, TLS) without ever printing a secret.
+//! - [`trust`]: signing keys, the trust file, signature checks.
+//! - [`access`]: the NATS users and their least-privilege permissions.
+//! - [`topology`] and [`setup`]: the stream and the durable consumers, provisioned by an admin.
+//! - [`consumer`]: the batch loop (pull many, check signatures, hand the batch to the service,
+//!   ack/nak/term each).
 //! - [`relay`]: the outbox relay, many publish acks in flight, cursor kept in the sled log.
 //! - [`request`]: request/reply to check providers with timeout, backoff, retries and a circuit.
+//! - [`restore`]: rebuilding a lost log from the stream.
 //! - [`server`]: a child `nats-server -js` for `huiqi up` and for tests.
+//! - [`service`], [`cli`], [`telemetry`]: what every service binary starts with.
 
+pub mod access;
+pub mod cli;
+pub mod connect;
 pub mod consumer;
 pub mod relay;
 pub mod request;
+pub mod restore;
 pub mod server;
 pub mod service;
 pub mod setup;
+pub mod telemetry;
+pub mod topology;
+pub mod trust;
 pub mod writer;
 
-pub use consumer::{BatchHandler, ConsumerSpec, Delivery, Disposition};
+pub use connect::{NatsArgs, NatsOptions, Secret};
+pub use consumer::{BatchHandler, ConsumerSpec, Delivery, Disposition, Signatures};
 pub use relay::Relay;
 pub use relay::RelayWaker;
 pub use request::{Circuit, RequestError, RetryPolicy};
@@ -38,19 +53,22 @@ pub enum BusError {
     Consume { durable: String, message: String },
     #[error("event log: {0}")]
     Log(#[from] huiqi_eventlog::LogError),
+    #[error(
+        "{service}: log record {seq} cannot be read ({reason}); the service will not start on a \
+         log it cannot fold. Restore the log from the stream (`huiqi restore --service {service}`) \
+         or, if losing this record is acceptable, skip it explicitly with --skip-record {seq} \
+         (the skip is recorded in the log)"
+    )]
+    Fold {
+        service: String,
+        seq: u64,
+        reason: String,
+    },
     #[error("service handler: {0}")]
     Handler(String),
 }
 
-/// Connects to NATS, naming the connection after the service (visible in server monitoring).
+/// Connects to an open bus (no credentials), naming the connection: for tests and tools.
 pub async fn connect(url: &str, name: &str) -> Result<async_nats::Client, BusError> {
-    async_nats::ConnectOptions::new()
-        .name(name)
-        .connection_timeout(std::time::Duration::from_secs(5))
-        .connect(url)
-        .await
-        .map_err(|e| BusError::Connect {
-            url: url.to_string(),
-            message: e.to_string(),
-        })
+    NatsOptions::new(url).connect(name).await
 }

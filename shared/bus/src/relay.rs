@@ -1,12 +1,20 @@
 //! The outbox relay: publishes every log record that has a `publish` subject, in log order,
-//! with `Nats-Msg-Id` = event id, up to `max_in_flight` publish acks outstanding, and moves the
-//! cursor in the sled log only when every ack of the batch is in. A crash republishes from
-//! the cursor; JetStream's duplicate window and the consumers' inboxes drop the repeats.
+//! with `Nats-Msg-Id` = event id and `Huiqi-Signature` = the service's signature of the exact
+//! bytes, up to `max_in_flight` publish acks outstanding, and moves the cursor in the sled log
+//! only when every ack of the batch is in. A crash republishes from the cursor; JetStream's
+//! duplicate window and the consumers' inboxes drop the repeats.
+//!
+//! An event bigger than the server accepts can never be published: retrying it would block
+//! every event behind it for ever. The relay records it instead ([`EventUnpublishable`], on
+//! `huiqi.parked.<service>`, with a warning) and moves on; `huiqi status` counts it.
 
+use crate::trust::{SigningKey, SIGNATURE_HEADER};
 use crate::BusError;
 use async_nats::jetstream;
 use async_nats::HeaderMap;
-use huiqi_eventlog::EventLog;
+use huiqi_eventlog::{Commit, EventLog, Outgoing, Pending};
+use huiqi_events::payloads::EventUnpublishable;
+use huiqi_events::{subjects, types, Envelope};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -28,16 +36,23 @@ pub struct Relay {
     waker: RelayWaker,
     max_in_flight: usize,
     service: String,
+    key: Arc<SigningKey>,
 }
 
 impl Relay {
-    pub fn new(service: &str, log: Arc<EventLog>, js: jetstream::Context) -> Self {
+    pub fn new(
+        service: &str,
+        log: Arc<EventLog>,
+        js: jetstream::Context,
+        key: Arc<SigningKey>,
+    ) -> Self {
         Relay {
             log,
             js,
             waker: RelayWaker::default(),
             max_in_flight: 1_000,
             service: service.to_string(),
+            key,
         }
     }
 
@@ -83,18 +98,34 @@ impl Relay {
             return Ok(0);
         }
         let mut acks = Vec::with_capacity(batch.len());
+        let mut unpublishable = Vec::new();
         for out in batch {
             let mut headers = HeaderMap::new();
             headers.insert("Nats-Msg-Id", out.id.as_str());
-            let ack = self
+            headers.insert(SIGNATURE_HEADER, self.key.sign(&out.event).as_str());
+            let Outgoing {
+                seq,
+                subject,
+                id,
+                event,
+            } = out;
+            let size = event.len();
+            match self
                 .js
-                .publish_with_headers(out.subject.clone(), headers, out.event.into())
+                .publish_with_headers(subject.clone(), headers, event.into())
                 .await
-                .map_err(|e| BusError::Publish {
-                    subject: out.subject.clone(),
-                    message: e.to_string(),
-                })?;
-            acks.push((out.subject, ack));
+            {
+                Ok(ack) => acks.push((subject, ack)),
+                Err(e) if e.kind() == jetstream::context::PublishErrorKind::MaxPayloadExceeded => {
+                    unpublishable.push((seq, id, subject, size, e.to_string()));
+                }
+                Err(e) => {
+                    return Err(BusError::Publish {
+                        subject,
+                        message: e.to_string(),
+                    })
+                }
+            }
         }
         let results =
             futures_util::future::join_all(acks.into_iter().map(|(subject, ack)| async move {
@@ -107,7 +138,66 @@ impl Relay {
         for r in results {
             r?;
         }
+        for (seq, id, subject, size, reason) in unpublishable {
+            self.record_unpublishable(seq, &id, &subject, size, &reason)?;
+        }
         self.log.set_outbox_cursor(last)?;
         Ok((last - cursor) as usize)
+    }
+
+    /// Logs (and so, on the next round, publishes) the record of an event that cannot be
+    /// published, once per log record.
+    fn record_unpublishable(
+        &self,
+        seq: u64,
+        id: &str,
+        publish_subject: &str,
+        size: usize,
+        reason: &str,
+    ) -> Result<(), BusError> {
+        let head = self
+            .log
+            .records_from(seq)
+            .next()
+            .and_then(Result::ok)
+            .map(|r| (r.envelope.ty, r.envelope.subject));
+        let limit = self.js.client().server_info().max_payload as u64;
+        let data = EventUnpublishable {
+            service: self.service.clone(),
+            log_sequence: seq,
+            event_id: id.to_string(),
+            event_type: head.as_ref().map(|h| h.0.clone()).unwrap_or_default(),
+            subject: head.as_ref().map(|h| h.1.clone()).unwrap_or_default(),
+            publish_subject: publish_subject.to_string(),
+            bytes: size as u64,
+            limit,
+            reason: reason.to_string(),
+        };
+        tracing::warn!(
+            service = %self.service,
+            log_seq = seq,
+            event_type = %huiqi_events::escape_control(&data.event_type),
+            subject = %huiqi_events::escape_control(&data.subject),
+            bytes = size,
+            limit,
+            "event too large to publish: recorded on huiqi.parked and skipped; its claim waits for an operator"
+        );
+        let env = Envelope::derived(
+            &self.service,
+            types::EVENT_UNPUBLISHABLE,
+            &data.subject,
+            &data,
+            id,
+            "0",
+        )
+        .expect("serializes");
+        self.log.commit(&[Commit {
+            inbox_id: Some(format!("unpublishable@{seq}")),
+            events: vec![Pending::publish(
+                env,
+                subjects::parked_subject(&self.service),
+            )],
+        }])?;
+        Ok(())
     }
 }

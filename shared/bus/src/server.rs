@@ -1,7 +1,14 @@
 //! A child `nats-server` with JetStream: the private server of `huiqi up` and the throwaway
-//! server of every test. It listens on a random loopback port (learned from the ports file),
-//! keeps its store under the given directory, allows 8 MB messages, and is killed on drop.
+//! server of every test. It listens on loopback (a random port unless told), keeps its store
+//! under the given directory, allows 8 MB messages and, given [`NatsUsers`], requires every
+//! client to log in as one of them with the permissions of [`crate::access`].
+//!
+//! Stopping it: dropping it (or [`NatsServer::stop`]) asks it to shut down cleanly (SIGTERM,
+//! sent with `nats-server --signal`) and kills it if it has not gone within five seconds;
+//! [`NatsServer::kill`] is the SIGKILL of fault drills, and [`NatsServer::restart`] brings it
+//! back on the same port and store.
 
+use crate::access::NatsUsers;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -24,35 +31,74 @@ pub enum ServerError {
 
 /// A running child nats-server.
 pub struct NatsServer {
-    child: Child,
+    child: Option<Child>,
     url: String,
+    port: u16,
     dir: PathBuf,
+    config: String,
+}
+
+fn binary() -> String {
+    std::env::var("NATS_SERVER_BIN").unwrap_or_else(|_| "nats-server".into())
 }
 
 impl NatsServer {
-    /// Starts `nats-server -js` with its store, config, log and ports file under `dir`.
-    /// `port` None picks a free port.
+    /// Starts an open `nats-server -js` (no authentication) under `dir`; `port` None picks a
+    /// free port. For tests of the open-bus case and for tools that need no login.
     pub fn start(dir: &Path, port: Option<u16>) -> Result<Self, ServerError> {
+        Self::start_with(dir, port, None)
+    }
+
+    /// Starts the server; with `users`, only they may connect, each with its permissions.
+    pub fn start_with(
+        dir: &Path,
+        port: Option<u16>,
+        users: Option<&NatsUsers>,
+    ) -> Result<Self, ServerError> {
         std::fs::create_dir_all(dir)?;
         let store = dir.join("jetstream");
-        let conf = dir.join("nats-server.conf");
-        let log = dir.join("nats-server.log");
-        let ports_dir = dir.join("ports");
+        let config = match users {
+            None => format!(
+                "max_payload: 8MB\njetstream {{\n  store_dir: {:?}\n}}\n",
+                store.display().to_string()
+            ),
+            Some(users) => crate::access::server_config(
+                "127.0.0.1:4222",
+                &store.display().to_string(),
+                "Private server of huiqi up (generated; the listen address is overridden).",
+                |u| format!("{:?}", users.public_key(u).expect("every user has a key")),
+            ),
+        };
+        let mut server = NatsServer {
+            child: None,
+            url: String::new(),
+            port: port.unwrap_or(0),
+            dir: dir.to_path_buf(),
+            config,
+        };
+        server.spawn()?;
+        Ok(server)
+    }
+
+    fn spawn(&mut self) -> Result<(), ServerError> {
+        let conf = self.dir.join("nats-server.conf");
+        let log = self.dir.join("nats-server.log");
+        let ports_dir = self.dir.join("ports");
         std::fs::create_dir_all(&ports_dir)?;
         for old in std::fs::read_dir(&ports_dir)? {
             let _ = std::fs::remove_file(old?.path());
         }
-        let port = port.map(i32::from).unwrap_or(-1);
-        std::fs::write(
-            &conf,
-            format!(
-                "listen: \"127.0.0.1:{port}\"\nmax_payload: 8MB\njetstream {{\n  store_dir: {store:?}\n}}\n"
-            ),
-        )?;
-        let binary = std::env::var("NATS_SERVER_BIN").unwrap_or_else(|_| "nats-server".into());
+        std::fs::write(&conf, &self.config)?;
+        let port = if self.port == 0 {
+            "-1".to_string()
+        } else {
+            self.port.to_string()
+        };
+        let binary = binary();
         let child = Command::new(&binary)
             .arg("-c")
             .arg(&conf)
+            .args(["-a", "127.0.0.1", "-p", &port])
             .arg("-js")
             .arg("-l")
             .arg(&log)
@@ -63,19 +109,22 @@ impl NatsServer {
             .stderr(Stdio::null())
             .spawn()
             .map_err(|source| ServerError::Spawn { binary, source })?;
-        let mut server = NatsServer {
-            child,
-            url: String::new(),
-            dir: dir.to_path_buf(),
-        };
-        server.url = server.wait_for_port(&ports_dir, &log)?;
-        Ok(server)
+        self.child = Some(child);
+        let url = self.wait_for_port(&ports_dir, &log)?;
+        self.port = url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(self.port);
+        self.url = url;
+        Ok(())
     }
 
     fn wait_for_port(&mut self, ports_dir: &Path, log: &Path) -> Result<String, ServerError> {
         let limit = Duration::from_secs(20);
         let started = Instant::now();
-        let file = ports_dir.join(format!("nats-server_{}.ports", self.child.id()));
+        let child = self.child.as_mut().expect("spawned");
+        let file = ports_dir.join(format!("nats-server_{}.ports", child.id()));
         loop {
             if let Ok(text) = std::fs::read_to_string(&file) {
                 if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
@@ -84,7 +133,7 @@ impl NatsServer {
                     }
                 }
             }
-            if let Ok(Some(_)) = self.child.try_wait() {
+            if let Ok(Some(_)) = child.try_wait() {
                 return Err(ServerError::Exited {
                     log: log.to_path_buf(),
                 });
@@ -104,11 +153,53 @@ impl NatsServer {
     pub fn dir(&self) -> &Path {
         &self.dir
     }
+
+    /// The process id, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// SIGKILL, as a crashed machine would: no clean shutdown.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the server again on the same port with the same store.
+    pub fn restart(&mut self) -> Result<(), ServerError> {
+        self.stop();
+        self.spawn()
+    }
+
+    /// Asks the server to shut down cleanly (SIGTERM) and waits up to five seconds before
+    /// killing it.
+    pub fn stop(&mut self) {
+        let Some(mut c) = self.child.take() else {
+            return;
+        };
+        let _ = Command::new(binary())
+            .arg("--signal")
+            .arg(format!("term={}", c.id()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = c.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+    }
 }
 
 impl Drop for NatsServer {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }

@@ -1,19 +1,53 @@
-//! What every service starts with and how it stops: connect, make sure the stream exists, open
-//! its sled log, start the group writer and the outbox relay; on shutdown let the consumer and
-//! workers reach a safe state first, then let the relay publish what they appended.
+//! What every service starts with and how it stops: connect with its own credentials, bind its
+//! durable consumer, open its sled log, fold it loudly, start the group writer and the signing
+//! outbox relay; on shutdown let the consumer and workers reach a safe state first, then let
+//! the relay publish what they appended.
 
-use crate::consumer::{self, BatchHandler, ConsumerSpec, Delivery};
+use crate::connect::NatsOptions;
+use crate::consumer::{self, BatchHandler, ConsumerSpec, Delivery, Gate, Signatures};
 use crate::relay::Relay;
+use crate::trust::{SigningKey, TrustStore};
 use crate::writer::LogWriter;
 use crate::BusError;
 use async_nats::jetstream;
-use huiqi_eventlog::{EventLog, Pending};
-use huiqi_events::payloads::MessageParked;
+use huiqi_eventlog::{EventLog, LogError, Pending, Record};
+use huiqi_events::payloads::{MessageParked, RecordSkipped};
 use huiqi_events::{subjects, types, Envelope};
 use std::future::Future;
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
+
+/// What every service needs to run, whoever starts it (its binary, `huiqi up`, a test).
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    pub nats: NatsOptions,
+    /// This service's own sled directory.
+    pub data_dir: PathBuf,
+    /// The key the service signs what it publishes with.
+    pub signing_key: Arc<SigningKey>,
+    /// The keys whose events it accepts, and for which types.
+    pub trust: Arc<TrustStore>,
+    /// Log records the operator told it to skip at start when they cannot be read.
+    pub skip_records: Vec<u64>,
+}
+
+impl ServiceConfig {
+    pub fn new(
+        nats: NatsOptions,
+        data_dir: PathBuf,
+        signing_key: Arc<SigningKey>,
+        trust: Arc<TrustStore>,
+    ) -> Self {
+        ServiceConfig {
+            nats,
+            data_dir,
+            signing_key,
+            trust,
+            skip_records: Vec::new(),
+        }
+    }
+}
 
 pub struct Core {
     pub name: String,
@@ -21,20 +55,23 @@ pub struct Core {
     pub js: jetstream::Context,
     pub writer: LogWriter,
     relay: Relay,
+    trust: Arc<TrustStore>,
+    skip_records: Vec<u64>,
 }
 
 impl Core {
-    /// Connects, ensures the stream and opens the log in `dir` (created if missing).
-    pub async fn start(name: &str, nats_url: &str, dir: &Path) -> Result<Core, BusError> {
+    /// Opens the log in the config's directory (created if missing), connects and starts the
+    /// writer and the relay.
+    pub async fn start(name: &str, config: &ServiceConfig) -> Result<Core, BusError> {
+        let dir = &config.data_dir;
         std::fs::create_dir_all(dir).map_err(|e| BusError::Setup {
             what: format!("data dir {}", dir.display()),
             message: e.to_string(),
         })?;
         let log = Arc::new(EventLog::open(dir)?);
-        let client = crate::connect(nats_url, &format!("huiqi-{name}")).await?;
+        let client = config.nats.connect(&format!("huiqi-{name}")).await?;
         let js = jetstream::new(client.clone());
-        crate::setup::ensure_stream(&js).await?;
-        let relay = Relay::new(name, log.clone(), js.clone());
+        let relay = Relay::new(name, log.clone(), js.clone(), config.signing_key.clone());
         let writer = LogWriter::spawn(log, relay.waker());
         Ok(Core {
             name: name.to_string(),
@@ -42,6 +79,8 @@ impl Core {
             js,
             writer,
             relay,
+            trust: config.trust.clone(),
+            skip_records: config.skip_records.clone(),
         })
     }
 
@@ -49,12 +88,15 @@ impl Core {
         self.writer.log()
     }
 
-    /// Creates or updates this service's durable consumer.
-    pub async fn consumer(
+    /// Folds the log into the service's state with `apply`, loudly: a record that cannot be
+    /// read (or that `apply` cannot decode) stops the start with the service, sequence and
+    /// reason, unless the operator named it in `--skip-record` (or skipped it before), in which
+    /// case the skip is recorded in the log as an event and the record left out.
+    pub fn fold(
         &self,
-        spec: &ConsumerSpec,
-    ) -> Result<jetstream::consumer::Consumer<jetstream::consumer::pull::Config>, BusError> {
-        crate::setup::ensure_consumer(&self.js, spec).await
+        mut apply: impl FnMut(&Record) -> Result<(), String>,
+    ) -> Result<(), BusError> {
+        fold_log(self.log(), &self.name, &self.skip_records, &mut apply)
     }
 
     /// Runs the consumer loop and `work` until `shutdown`; then stops the relay after one final
@@ -64,6 +106,7 @@ impl Core {
         consumer: jetstream::consumer::Consumer<jetstream::consumer::pull::Config>,
         spec: ConsumerSpec,
         handler: H,
+        signatures: Signatures,
         work: W,
         shutdown: CancellationToken,
     ) -> Result<(), BusError>
@@ -73,7 +116,13 @@ impl Core {
     {
         let relay_stop = CancellationToken::new();
         let relay = tokio::spawn(self.relay.run(relay_stop.clone()));
-        let consume = consumer::run(consumer, spec, handler, shutdown.clone());
+        let gate = Gate {
+            service: self.name.clone(),
+            trust: self.trust.clone(),
+            signatures,
+            writer: self.writer.clone(),
+        };
+        let consume = consumer::run(consumer, spec, handler, gate, shutdown.clone());
         let (c, w) = tokio::join!(consume, work);
         relay_stop.cancel();
         let r = relay
@@ -87,8 +136,69 @@ impl Core {
     }
 }
 
+/// The loud fold of [`Core::fold`], for tools that open a log without a service (replay).
+pub fn fold_log(
+    log: &EventLog,
+    service: &str,
+    skip_requested: &[u64],
+    apply: &mut dyn FnMut(&Record) -> Result<(), String>,
+) -> Result<(), BusError> {
+    let mut skipped = log.skipped()?;
+    let mut handle_bad = |seq: u64, reason: String| -> Result<(), BusError> {
+        if skipped.contains_key(&seq) {
+            return Ok(());
+        }
+        if skip_requested.contains(&seq) {
+            let reason = huiqi_events::mask_digit_runs(&reason);
+            tracing::warn!(service, seq, reason = %reason, "log record skipped on the operator's request");
+            let data = RecordSkipped {
+                service: service.to_string(),
+                log_sequence: seq,
+                reason: reason.clone(),
+            };
+            let env = Envelope::derived(
+                service,
+                types::RECORD_SKIPPED,
+                &format!("log-{seq}"),
+                &data,
+                &format!("log-{seq}"),
+                "0",
+            )
+            .expect("serializes");
+            log.skip(seq, &reason, Pending::local(env))?;
+            skipped.insert(seq, reason);
+            return Ok(());
+        }
+        Err(BusError::Fold {
+            service: service.to_string(),
+            seq,
+            reason: huiqi_events::mask_digit_runs(&reason),
+        })
+    };
+    let head = log.head()?.0;
+    for rec in log.records_from(1) {
+        match rec {
+            Ok(r) if r.seq > head => break,
+            Ok(r) => {
+                if let Err(reason) = apply(&r) {
+                    handle_bad(r.seq, reason)?;
+                }
+            }
+            Err(LogError::Corrupt { seq, reason }) => handle_bad(seq, reason)?,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Decodes a logged event's data for a fold, naming the type in the error.
+pub fn data<T: serde::de::DeserializeOwned>(env: &Envelope) -> Result<T, String> {
+    env.data_as::<T>().map_err(|e| e.to_string())
+}
+
 /// The event that records a poison message in a service's log and publishes it on
-/// `huiqi.parked.<service>` for operators (the original bytes included, so it can be replayed).
+/// `huiqi.parked.<service>` for operators (the original bytes and signature included, so it can
+/// be republished once its cause is fixed). Its id derives from the stream message.
 pub fn parked(service: &str, d: &Delivery, reason: &str) -> Pending {
     let data = MessageParked {
         service: service.to_string(),
@@ -97,8 +207,10 @@ pub fn parked(service: &str, d: &Delivery, reason: &str) -> Pending {
         delivered: d.delivered.max(0) as u64,
         reason: reason.to_string(),
         payload: String::from_utf8_lossy(&d.payload).into_owned(),
+        signature: d.signature.clone(),
     };
-    let env = Envelope::new(service, types::MESSAGE_PARKED, &d.fallback_id(), &data)
+    let key = d.stream_key();
+    let env = Envelope::derived(service, types::MESSAGE_PARKED, &key, &data, &key, "0")
         .expect("parked record serializes");
     Pending::publish(env, subjects::parked_subject(service))
 }
@@ -155,15 +267,21 @@ where
 }
 
 /// The consumer half of a service whose real work is slow (provider calls, payments): it
-/// records each incoming event in the log (with its inbox mark), ignores a second event for a
-/// key it already has (e.g. the same claim under another event id), parks what it cannot
-/// read, and — only once the batch is durable — hands each new job to the worker queue.
+/// records each incoming event in the log with its exact bytes (and its inbox mark), ignores a
+/// second event for a key it already has (e.g. the same claim under another event id), parks
+/// what it cannot read, and — only once the batch is durable — hands each new job to the
+/// worker queue. Deliveries reach it only after their signature was accepted.
 pub struct RecordAndQueue<T, J> {
     pub service: &'static str,
+    /// The one event type this consumer acts on.
+    pub ty: &'static str,
     pub writer: crate::LogWriter,
     /// Keys already recorded (folded from the log at start).
     pub known: std::collections::HashSet<String>,
     pub key: fn(&T) -> String,
+    /// A last check of the content before it is recorded as work (e.g. a payment order's
+    /// amount); what fails is parked with the reason.
+    pub check: fn(&T) -> Result<(), String>,
     pub job: fn(Envelope, T) -> J,
     pub tx: tokio::sync::mpsc::UnboundedSender<J>,
 }
@@ -179,14 +297,18 @@ where
         let mut commits = Vec::with_capacity(batch.len());
         let mut dispositions = Vec::with_capacity(batch.len());
         let mut jobs = Vec::new();
-        for d in &batch {
+        for d in batch {
+            let ty = self.ty;
             let parsed = Envelope::decode(&d.payload)
                 .and_then(huiqi_events::types::upcast)
                 .map_err(|e| e.to_string())
                 .and_then(|env| {
-                    env.data_as::<T>()
-                        .map(|t| (env, t))
-                        .map_err(|e| e.to_string())
+                    if env.ty != ty {
+                        return Err(format!("expected `{ty}`, got `{}`", env.ty));
+                    }
+                    let t = env.data_as::<T>().map_err(|e| e.to_string())?;
+                    (self.check)(&t)?;
+                    Ok((env, t))
                 });
             match parsed {
                 Ok((env, item)) => {
@@ -194,11 +316,11 @@ where
                     if self.known.insert(key.clone()) {
                         commits.push(Commit {
                             inbox_id: Some(env.id.clone()),
-                            events: vec![Pending::local(env.clone())],
+                            events: vec![Pending::received(env.clone(), d.payload.clone())],
                         });
                         jobs.push((self.job)(env, item));
                     } else {
-                        tracing::warn!(service = self.service, %key, "a second event for the same work ignored");
+                        tracing::warn!(service = self.service, key = %huiqi_events::escape_control(&key), "a second event for the same work ignored");
                         commits.push(Commit {
                             inbox_id: Some(env.id.clone()),
                             events: vec![],
@@ -207,15 +329,16 @@ where
                     dispositions.push(Disposition::Ack);
                 }
                 Err(reason) => {
+                    let reason = huiqi_events::mask_digit_runs(&reason);
                     tracing::error!(
                         service = self.service,
                         stream_seq = d.stream_sequence,
-                        reason = %huiqi_events::mask_digit_runs(&reason),
+                        reason = %reason,
                         "unreadable event parked"
                     );
                     commits.push(Commit {
-                        inbox_id: Some(d.msg_id.clone().unwrap_or_else(|| d.fallback_id())),
-                        events: vec![parked(self.service, d, &reason)],
+                        inbox_id: Some(d.stream_key()),
+                        events: vec![parked(self.service, &d, &reason)],
                     });
                     dispositions.push(Disposition::Term);
                 }
@@ -230,50 +353,30 @@ where
     }
 }
 
-/// What a service binary reads from its environment: `NATS_URL` (default
-/// `nats://127.0.0.1:4222`) and `HUIQI_DATA_DIR` (default `huiqi-data`, the service using its
-/// own sub-directory). It also installs the log subscriber (`RUST_LOG`, default `info`).
-pub struct BinaryEnv {
-    pub nats_url: String,
-    pub data_dir: std::path::PathBuf,
-}
-
-impl BinaryEnv {
-    pub fn read(service: &str) -> BinaryEnv {
-        let filter =
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-        tracing_subscriber::fmt().with_env_filter(filter).init();
-        let nats_url = std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
-        let dir = std::env::var("HUIQI_DATA_DIR").unwrap_or_else(|_| "huiqi-data".into());
-        BinaryEnv {
-            nats_url,
-            data_dir: Path::new(&dir).join(service),
-        }
-    }
-
-    /// A token cancelled on Ctrl-C or SIGTERM, so the service stops in a safe state.
-    pub fn shutdown_signal() -> CancellationToken {
-        let token = CancellationToken::new();
-        let t = token.clone();
-        tokio::spawn(async move {
-            let term = async {
-                #[cfg(unix)]
-                if let Ok(mut s) =
-                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                {
-                    s.recv().await;
-                    return;
-                }
-                std::future::pending::<()>().await
-            };
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term => {}
+/// A token cancelled on Ctrl-C or SIGTERM (systemd's and Docker's stop), so the process stops
+/// in a safe state.
+pub fn shutdown_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        let term = async {
+            #[cfg(unix)]
+            if let Ok(mut s) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            {
+                s.recv().await;
+                return;
             }
-            t.cancel();
-        });
-        token
-    }
+            std::future::pending::<()>().await
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term => {}
+        }
+        tracing::info!("stop signal received; finishing the work in hand");
+        t.cancel();
+    });
+    token
 }
 
 /// A service's consuming half, ready to run: its core, its durable consumer and the handler.
@@ -282,17 +385,24 @@ pub struct Consuming<H> {
     spec: ConsumerSpec,
     consumer: jetstream::consumer::Consumer<jetstream::consumer::pull::Config>,
     handler: H,
+    signatures: Signatures,
 }
 
 impl<H: BatchHandler + 'static> Consuming<H> {
-    /// Creates or updates the durable consumer `spec` and pairs it with `handler`.
-    pub async fn new(core: Core, spec: ConsumerSpec, handler: H) -> Result<Self, BusError> {
-        let consumer = core.consumer(&spec).await?;
+    /// Binds the durable consumer `spec` (provisioned by an admin) and pairs it with `handler`.
+    pub async fn new(
+        core: Core,
+        spec: ConsumerSpec,
+        handler: H,
+        signatures: Signatures,
+    ) -> Result<Self, BusError> {
+        let consumer = crate::setup::bind_consumer(&core.js, &spec).await?;
         Ok(Consuming {
             core,
             spec,
             consumer,
             handler,
+            signatures,
         })
     }
 
@@ -306,7 +416,14 @@ impl<H: BatchHandler + 'static> Consuming<H> {
         W: Future<Output = Result<(), BusError>> + Send + 'static,
     {
         self.core
-            .run(self.consumer, self.spec, self.handler, work, shutdown)
+            .run(
+                self.consumer,
+                self.spec,
+                self.handler,
+                self.signatures,
+                work,
+                shutdown,
+            )
             .await
     }
 }

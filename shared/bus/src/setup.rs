@@ -1,6 +1,10 @@
-//! The `HUIQI` stream and durable pull consumers, created or updated at start-up, idempotently:
-//! every service calls [`ensure_stream`] and its own consumer's [`ensure_consumer`], so the
-//! start order does not matter and a changed setting reaches the server on the next start.
+//! The `HUIQI` stream and the durable consumers.
+//!
+//! Who does what: an admin provisions ([`provision`], `huiqi setup`; `huiqi up` does it for its
+//! private server): the stream with explicit [`StreamSettings`] and every durable consumer of
+//! [`crate::topology`]. A service only binds to its own consumer ([`bind_consumer`]); on an open
+//! bus (no permissions, as in tests) it creates what is missing itself, and under least
+//! privilege it says which admin step is missing instead.
 
 use crate::consumer::ConsumerSpec;
 use crate::BusError;
@@ -10,28 +14,99 @@ use std::time::Duration;
 /// The one stream that carries every captured subject (see `huiqi_events::subjects`).
 pub const STREAM: &str = "HUIQI";
 
-/// How long JetStream drops a repeated `Nats-Msg-Id`. The sled inboxes keep ids for ever; this
-/// window only saves the work of re-processing a quick republish.
-pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+/// The stream's retention and limits, all explicit (README, "Configuration").
+///
+/// Why these defaults: the stream is the second copy of every service log (a lost sled
+/// directory is rebuilt from it), so it keeps everything (`max_age` 0, no size limit) and, if
+/// an operator sets a limit, refuses new events when full (`discard: new`) rather than silently
+/// dropping the oldest history. The duplicate window only saves re-processing a quick
+/// republish: every inbox keeps event ids for ever.
+#[derive(Debug, Clone, PartialEq, clap::Args)]
+pub struct StreamSettings {
+    /// Stream replicas (1 on a single server; 3 on a 3-node cluster).
+    #[arg(
+        long = "stream-replicas",
+        env = "HUIQI_STREAM_REPLICAS",
+        default_value_t = 1
+    )]
+    pub replicas: usize,
+    /// Oldest message kept, in seconds; 0 keeps messages for ever.
+    #[arg(
+        long = "stream-max-age-secs",
+        env = "HUIQI_STREAM_MAX_AGE_SECS",
+        default_value_t = 0
+    )]
+    pub max_age_secs: u64,
+    /// Most bytes the stream holds; -1 for no limit (new events are refused at the limit).
+    #[arg(long = "stream-max-bytes", env = "HUIQI_STREAM_MAX_BYTES", default_value_t = -1, allow_hyphen_values = true)]
+    pub max_bytes: i64,
+    /// Most messages the stream holds; -1 for no limit (new events are refused at the limit).
+    #[arg(long = "stream-max-messages", env = "HUIQI_STREAM_MAX_MESSAGES", default_value_t = -1, allow_hyphen_values = true)]
+    pub max_messages: i64,
+    /// Largest message, bytes (the server's max_payload must allow it).
+    #[arg(long = "stream-max-message-size", env = "HUIQI_STREAM_MAX_MESSAGE_SIZE", default_value_t = 8 * 1024 * 1024)]
+    pub max_message_size: i32,
+    /// JetStream's duplicate window for `Nats-Msg-Id`, seconds.
+    #[arg(
+        long = "stream-duplicate-window-secs",
+        env = "HUIQI_STREAM_DUPLICATE_WINDOW_SECS",
+        default_value_t = 120
+    )]
+    pub duplicate_window_secs: u64,
+}
 
-pub fn stream_config() -> stream::Config {
-    stream::Config {
-        name: STREAM.to_string(),
-        subjects: huiqi_events::subjects::STREAM_SUBJECTS
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
-        retention: stream::RetentionPolicy::Limits,
-        storage: stream::StorageType::File,
-        duplicate_window: DUPLICATE_WINDOW,
-        discard: stream::DiscardPolicy::Old,
-        ..Default::default()
+impl Default for StreamSettings {
+    fn default() -> Self {
+        StreamSettings {
+            replicas: 1,
+            max_age_secs: 0,
+            max_bytes: -1,
+            max_messages: -1,
+            max_message_size: 8 * 1024 * 1024,
+            duplicate_window_secs: 120,
+        }
     }
 }
 
-/// Creates the stream, or brings an existing one to [`stream_config`].
-pub async fn ensure_stream(js: &jetstream::Context) -> Result<(), BusError> {
-    let config = stream_config();
+impl StreamSettings {
+    pub fn config(&self) -> stream::Config {
+        stream::Config {
+            name: STREAM.to_string(),
+            subjects: huiqi_events::subjects::STREAM_SUBJECTS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            retention: stream::RetentionPolicy::Limits,
+            storage: stream::StorageType::File,
+            num_replicas: self.replicas,
+            max_age: Duration::from_secs(self.max_age_secs),
+            max_bytes: self.max_bytes,
+            max_messages: self.max_messages,
+            max_message_size: self.max_message_size,
+            duplicate_window: Duration::from_secs(self.duplicate_window_secs),
+            discard: stream::DiscardPolicy::New,
+            ..Default::default()
+        }
+    }
+}
+
+fn differs(current: &stream::Config, wanted: &stream::Config) -> bool {
+    current.subjects != wanted.subjects
+        || current.num_replicas != wanted.num_replicas
+        || current.max_age != wanted.max_age
+        || current.max_bytes != wanted.max_bytes
+        || current.max_messages != wanted.max_messages
+        || current.max_message_size != wanted.max_message_size
+        || current.duplicate_window != wanted.duplicate_window
+        || current.discard != wanted.discard
+}
+
+/// Creates the stream, or brings an existing one to `settings` (admin).
+pub async fn ensure_stream(
+    js: &jetstream::Context,
+    settings: &StreamSettings,
+) -> Result<(), BusError> {
+    let config = settings.config();
     let err = |e: &dyn std::fmt::Display| BusError::Setup {
         what: format!("stream {STREAM}"),
         message: e.to_string(),
@@ -39,33 +114,22 @@ pub async fn ensure_stream(js: &jetstream::Context) -> Result<(), BusError> {
     match js.get_stream(STREAM).await {
         Ok(mut s) => {
             let info = s.info().await.map_err(|e| err(&e))?;
-            let current = &info.config;
-            if current.subjects != config.subjects
-                || current.duplicate_window != config.duplicate_window
-            {
+            if differs(&info.config, &config) {
                 js.update_stream(config).await.map_err(|e| err(&e))?;
             }
             Ok(())
         }
         Err(_) => match js.create_stream(config.clone()).await {
             Ok(_) => Ok(()),
-            // Another service created it between our get and create.
+            // Another process created it between our get and create.
             Err(_) if js.get_stream(STREAM).await.is_ok() => Ok(()),
             Err(e) => Err(err(&e)),
         },
     }
 }
 
-/// Creates or updates a durable pull consumer with explicit acks.
-pub async fn ensure_consumer(
-    js: &jetstream::Context,
-    spec: &ConsumerSpec,
-) -> Result<jetstream::consumer::Consumer<pull::Config>, BusError> {
-    let stream = js.get_stream(STREAM).await.map_err(|e| BusError::Setup {
-        what: format!("stream {STREAM}"),
-        message: e.to_string(),
-    })?;
-    let config = pull::Config {
+fn pull_config(spec: &ConsumerSpec) -> pull::Config {
+    pull::Config {
         durable_name: Some(spec.durable.clone()),
         description: Some(format!("huiqi {} consumer", spec.durable)),
         filter_subject: spec.filter.clone(),
@@ -75,14 +139,80 @@ pub async fn ensure_consumer(
         max_deliver: spec.max_deliver,
         max_ack_pending: spec.max_ack_pending,
         ..Default::default()
-    };
+    }
+}
+
+/// Creates or updates a durable pull consumer with explicit acks (admin).
+pub async fn ensure_consumer(
+    js: &jetstream::Context,
+    spec: &ConsumerSpec,
+) -> Result<jetstream::consumer::Consumer<pull::Config>, BusError> {
+    let stream = js.get_stream(STREAM).await.map_err(|e| BusError::Setup {
+        what: format!("stream {STREAM}"),
+        message: e.to_string(),
+    })?;
     stream
-        .create_consumer(config)
+        .create_consumer(pull_config(spec))
         .await
         .map_err(|e| BusError::Setup {
             what: format!("consumer {}", spec.durable),
             message: e.to_string(),
         })
+}
+
+/// Everything an admin sets up: the stream and every durable consumer of the topology.
+pub async fn provision(js: &jetstream::Context, settings: &StreamSettings) -> Result<(), BusError> {
+    ensure_stream(js, settings).await?;
+    for spec in crate::topology::all_consumers() {
+        ensure_consumer(js, &spec).await?;
+    }
+    Ok(())
+}
+
+/// A service's start-up: find the stream and its own durable consumer. When either is missing
+/// it tries to create it (which succeeds only where the user may, e.g. on an open bus) and
+/// otherwise names the admin step that is missing.
+pub async fn bind_consumer(
+    js: &jetstream::Context,
+    spec: &ConsumerSpec,
+) -> Result<jetstream::consumer::Consumer<pull::Config>, BusError> {
+    let missing = |what: String, e: &dyn std::fmt::Display| {
+        BusError::Setup {
+        what,
+        message: format!(
+            "{e}; it is missing and this NATS user may not create it: run `huiqi setup` with the admin credentials first"
+        ),
+    }
+    };
+    let stream = match js.get_stream(STREAM).await {
+        Ok(s) => s,
+        Err(_) => {
+            ensure_stream(js, &StreamSettings::default())
+                .await
+                .map_err(|e| missing(format!("stream {STREAM}"), &e))?;
+            js.get_stream(STREAM).await.map_err(|e| BusError::Setup {
+                what: format!("stream {STREAM}"),
+                message: e.to_string(),
+            })?
+        }
+    };
+    match stream.get_consumer::<pull::Config>(&spec.durable).await {
+        Ok(mut c) => {
+            if let Ok(info) = c.info().await {
+                if info.config.filter_subject != spec.filter
+                    || info.config.max_ack_pending != spec.max_ack_pending
+                    || info.config.ack_wait != spec.ack_wait
+                {
+                    tracing::warn!(durable = %spec.durable, "consumer settings differ from this build; `huiqi setup` updates them");
+                }
+            }
+            Ok(c)
+        }
+        Err(_) => stream
+            .create_consumer(pull_config(spec))
+            .await
+            .map_err(|e| missing(format!("consumer {}", spec.durable), &e)),
+    }
 }
 
 /// An ordered consumer reading `filter` on the `HUIQI` stream from its first message: for

@@ -1,0 +1,330 @@
+//! Who may do what on the bus: one NATS user per service and per role, each allowed only what
+//! its job needs, written once here and rendered into both the private server configuration
+//! of `huiqi up` and the shipped `deploy/nats-server.conf` (a test keeps the shipped file equal
+//! to the rendering, and another asserts the allowed/denied table against a real server).
+//!
+//! The rules:
+//! - a service publishes only its own event subjects (and its provider requests), uses only its
+//!   own durable consumer (info, next, acks) and reads the stream's info; it can create, purge or
+//!   delete nothing;
+//! - the portal publishes applications and reads intake's replies;
+//! - bureau systems read the public subjects: core subscriptions, and the `bureau-*` durable
+//!   consumers an admin provisions, which they may pull from and ack;
+//! - the operator role monitors (stream and consumer info, `huiqi.query.claim`); reading event
+//!   contents (parked messages, restore) needs the admin;
+//! - the simulator (check providers and treasury) answers requests;
+//! - only the admin may create, update, purge or delete streams and consumers.
+//!
+//! Each user's replies arrive under `_INBOX_<user>.` and only that user may subscribe there,
+//! so nobody reads another's provider replies, treasury answers or publish acks.
+
+use crate::setup::STREAM;
+use crate::topology;
+use huiqi_events::subjects as s;
+use std::path::{Path, PathBuf};
+
+/// Every NATS user of a deployment, in the order the configuration lists them.
+pub const USERS: &[&str] = &[
+    "admin",
+    "operator",
+    "portal",
+    "bureau",
+    "simulator",
+    "query",
+    "intake",
+    "verification",
+    "award",
+    "payout",
+];
+
+/// A user's permissions: subjects it may publish to and subscribe to, and whether it may
+/// answer requests (publish to the reply subject of a request it received).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Permissions {
+    pub publish: Vec<String>,
+    pub subscribe: Vec<String>,
+    pub allow_responses: bool,
+}
+
+/// The reply prefix of a user.
+pub fn inbox_prefix(user: &str) -> String {
+    format!("_INBOX_{user}")
+}
+
+fn consumer_api(durable: &str) -> Vec<String> {
+    vec![
+        format!("$JS.API.CONSUMER.INFO.{STREAM}.{durable}"),
+        format!("$JS.API.CONSUMER.MSG.NEXT.{STREAM}.{durable}"),
+        format!("$JS.ACK.{STREAM}.{durable}.>"),
+    ]
+}
+
+fn service_publish(service: &str) -> Vec<String> {
+    let own: &[&str] = match service {
+        "intake" => &[s::INTAKE_ACCEPTED, s::INTAKE_REJECTED, s::CLAIM_OPENED],
+        "verification" => &[s::FACTS_RECORDED, s::CLAIM_VERIFIED, "huiqi.checks.*"],
+        "award" => &[
+            "huiqi.awards.approved.*",
+            "huiqi.awards.rejected.*",
+            s::ENTITLEMENT_DATA_PACKAGE,
+            s::ENTITLEMENT_RESIDENT_POINTS,
+            s::PAYMENT_ORDERED,
+        ],
+        "payout" => &[
+            s::PAYOUTS_SETTLED,
+            s::PAYOUTS_FAILED,
+            s::PAYMENT_ATTEMPTED,
+            s::TREASURY_PAY,
+        ],
+        _ => &[],
+    };
+    let mut out: Vec<String> = own.iter().map(|x| x.to_string()).collect();
+    out.push(s::parked_subject(service));
+    out.push(format!("$JS.API.STREAM.INFO.{STREAM}"));
+    out.extend(consumer_api(service));
+    out
+}
+
+/// The permissions of `user` (None for an unknown user).
+pub fn permissions(user: &str) -> Option<Permissions> {
+    let inbox = format!("{}.>", inbox_prefix(user));
+    let p = |publish: Vec<String>, mut subscribe: Vec<String>, allow_responses: bool| {
+        subscribe.push(inbox.clone());
+        Some(Permissions {
+            publish,
+            subscribe,
+            allow_responses,
+        })
+    };
+    let strs = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    match user {
+        "admin" => Some(Permissions {
+            publish: vec![">".into()],
+            subscribe: vec![">".into()],
+            allow_responses: false,
+        }),
+        "intake" | "verification" | "award" | "payout" => p(service_publish(user), vec![], false),
+        "portal" => p(
+            vec![
+                s::APPLICATIONS_SUBMITTED.to_string(),
+                format!("$JS.API.STREAM.INFO.{STREAM}"),
+            ],
+            strs(&[s::INTAKE_ACCEPTED, s::INTAKE_REJECTED]),
+            false,
+        ),
+        "bureau" => {
+            let mut publish = vec![format!("$JS.API.STREAM.INFO.{STREAM}")];
+            for (durable, _) in topology::BUREAU_CONSUMERS {
+                publish.extend(consumer_api(durable));
+            }
+            p(
+                publish,
+                strs(&["huiqi.awards.>", "huiqi.payouts.>", "huiqi.entitlements.>"]),
+                false,
+            )
+        }
+        "operator" => p(
+            vec![
+                "$JS.API.INFO".into(),
+                format!("$JS.API.STREAM.INFO.{STREAM}"),
+                format!("$JS.API.CONSUMER.INFO.{STREAM}.*"),
+                format!("$JS.API.CONSUMER.LIST.{STREAM}"),
+                format!("$JS.API.CONSUMER.NAMES.{STREAM}"),
+                s::QUERY_CLAIM.to_string(),
+            ],
+            vec![],
+            false,
+        ),
+        "simulator" => p(vec![], strs(&["huiqi.checks.*", s::TREASURY_PAY]), true),
+        "query" => p(vec![], strs(&[s::QUERY_CLAIM]), true),
+        _ => None,
+    }
+}
+
+fn list(v: &[String]) -> String {
+    let quoted: Vec<String> = v.iter().map(|x| format!("{x:?}")).collect();
+    format!("[{}]", quoted.join(", "))
+}
+
+/// Renders a nats-server configuration: JetStream, 8 MB messages, and the users above in one
+/// account, each authenticated by an nkey. `nkey(user)` gives the value written for the
+/// user's public key: the key itself, or a `$VARIABLE` the server reads from its environment.
+pub fn server_config(
+    listen: &str,
+    store_dir: &str,
+    header: &str,
+    nkey: impl Fn(&str) -> String,
+) -> String {
+    let mut out = String::new();
+    for line in header.lines() {
+        out.push_str(&format!("# {line}\n"));
+    }
+    out.push_str(&format!(
+        "listen: {listen:?}\nmax_payload: 8MB\njetstream {{\n  store_dir: {store_dir:?}\n}}\n\n"
+    ));
+    out.push_str("accounts {\n  HUIQI {\n    jetstream: enabled\n    users: [\n");
+    for user in USERS {
+        let p = permissions(user).expect("every listed user has permissions");
+        out.push_str(&format!("      # {user}\n"));
+        out.push_str(&format!("      {{ nkey: {}, permissions: {{\n", nkey(user)));
+        out.push_str(&format!(
+            "          publish: {{ allow: {} }}\n",
+            list(&p.publish)
+        ));
+        out.push_str(&format!(
+            "          subscribe: {{ allow: {} }}\n",
+            list(&p.subscribe)
+        ));
+        if p.allow_responses {
+            out.push_str("          allow_responses: true\n");
+        }
+        out.push_str("      } }\n");
+    }
+    out.push_str("    ]\n  }\n}\n");
+    out
+}
+
+/// The environment variable the shipped configuration reads a user's public nkey from.
+pub fn nkey_variable(user: &str) -> String {
+    format!("HUIQI_NKEY_{}", user.to_ascii_uppercase())
+}
+
+/// The shipped `deploy/nats-server.conf`, exactly.
+pub fn shipped_config() -> String {
+    server_config(
+        "0.0.0.0:4222",
+        "/var/lib/nats/jetstream",
+        "Huiqi's nats-server configuration: JetStream, 8 MB messages, one nkey user per service and\n\
+         role with least-privilege permissions. Generated by `huiqi nats-config` from\n\
+         shared/bus/src/access.rs (a test keeps the two equal; edit the Rust, not this file).\n\
+         Each user's public nkey comes from the environment (HUIQI_NKEY_<USER>):\n\
+         `huiqi keys generate --out DIR` writes them to DIR/nats/users.env and each user's seed\n\
+         to DIR/nats/<user>.seed.",
+        |u| format!("${}", nkey_variable(u)),
+    )
+}
+
+/// The NATS user keys of a deployment: one nkey per user, seeds on disk under `nats/`.
+pub struct NatsUsers {
+    pub seeds: Vec<(String, String)>,
+}
+
+impl NatsUsers {
+    pub fn generate() -> Self {
+        NatsUsers {
+            seeds: USERS
+                .iter()
+                .map(|u| {
+                    let kp = nkeys::KeyPair::new_user();
+                    (u.to_string(), kp.seed().expect("new key has a seed"))
+                })
+                .collect(),
+        }
+    }
+
+    pub fn seed_path(dir: &Path, user: &str) -> PathBuf {
+        dir.join("nats").join(format!("{user}.seed"))
+    }
+
+    pub fn env_path(dir: &Path) -> PathBuf {
+        dir.join("nats").join("users.env")
+    }
+
+    pub fn seed(&self, user: &str) -> Option<&str> {
+        self.seeds
+            .iter()
+            .find(|(u, _)| u == user)
+            .map(|(_, s)| s.as_str())
+    }
+
+    pub fn public_key(&self, user: &str) -> Option<String> {
+        self.seed(user)
+            .and_then(|s| nkeys::KeyPair::from_seed(s).ok())
+            .map(|k| k.public_key())
+    }
+
+    /// Writes each seed (0600) and `users.env` with the public keys the server reads.
+    pub fn write(&self, dir: &Path) -> Result<(), crate::trust::TrustError> {
+        let mut env = String::from("# Public nkeys of the Huiqi NATS users (not secret).\n");
+        for (user, seed) in &self.seeds {
+            crate::trust::write_secret(&Self::seed_path(dir, user), seed)?;
+            env.push_str(&format!(
+                "{}={}\n",
+                nkey_variable(user),
+                self.public_key(user).expect("valid seed")
+            ));
+        }
+        let path = Self::env_path(dir);
+        std::fs::write(&path, env).map_err(|source| crate::trust::TrustError::Io {
+            path: path.display().to_string(),
+            source,
+        })
+    }
+
+    pub fn load(dir: &Path) -> Result<Self, crate::trust::TrustError> {
+        let mut seeds = Vec::new();
+        for u in USERS {
+            let path = Self::seed_path(dir, u);
+            let seed = std::fs::read_to_string(&path)
+                .map_err(|source| crate::trust::TrustError::Io {
+                    path: path.display().to_string(),
+                    source,
+                })?
+                .trim()
+                .to_string();
+            nkeys::KeyPair::from_seed(&seed).map_err(|_| crate::trust::TrustError::Key {
+                origin: path.display().to_string(),
+                message: "not a valid nkey seed".into(),
+            })?;
+            seeds.push((u.to_string(), seed));
+        }
+        Ok(NatsUsers { seeds })
+    }
+
+    pub fn load_or_generate(dir: &Path) -> Result<Self, crate::trust::TrustError> {
+        if Self::env_path(dir).exists() {
+            Self::load(dir)
+        } else {
+            let users = Self::generate();
+            users.write(dir)?;
+            Ok(users)
+        }
+    }
+
+    /// Connection options for `user` against `url`: its nkey and its own reply prefix.
+    pub fn options(&self, user: &str, url: &str) -> crate::NatsOptions {
+        crate::NatsOptions::new(url)
+            .with_nkey(self.seed(user).expect("known user"))
+            .with_inbox_prefix(&inbox_prefix(user))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_award_publishes_payment_orders_and_only_admin_touches_the_api_broadly() {
+        for user in USERS {
+            let p = permissions(user).unwrap();
+            let orders = p
+                .publish
+                .iter()
+                .any(|x| x == s::PAYMENT_ORDERED || x == ">" || x == "huiqi.internal.>");
+            assert_eq!(orders, *user == "award" || *user == "admin", "{user}");
+            let broad_api = p.publish.iter().any(|x| {
+                x == ">"
+                    || x.starts_with("$JS.API.>")
+                    || x.contains("DELETE")
+                    || x.contains("PURGE")
+                    || x.contains("CREATE")
+            });
+            assert_eq!(broad_api, *user == "admin", "{user}");
+            let internal_read = p
+                .subscribe
+                .iter()
+                .any(|x| x.starts_with("huiqi.internal") || x == ">");
+            assert_eq!(internal_read, *user == "admin", "{user}");
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! The flags every service binary takes (each also read from the environment), turned into a
+//! [`ServiceConfig`]. Secure by default: a service does not start without its signing key and
+//! a trust file.
+
+use crate::connect::{NatsArgs, Secret};
+use crate::service::ServiceConfig;
+use crate::trust::{SigningKey, TrustStore};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServiceArgs {
+    #[command(flatten)]
+    pub nats: NatsArgs,
+    /// Data directory; the service keeps its sled log in its own sub-directory.
+    #[arg(long, env = "HUIQI_DATA_DIR", default_value = "huiqi-data")]
+    pub data_dir: PathBuf,
+    /// File holding this service's signing key seed (`huiqi keys generate` writes one).
+    #[arg(long, env = "HUIQI_SIGNING_KEY_FILE")]
+    pub signing_key_file: Option<PathBuf>,
+    /// The signing key seed itself (prefer the file; never logged).
+    #[arg(long, env = "HUIQI_SIGNING_KEY", hide_env_values = true)]
+    pub signing_key: Option<Secret>,
+    /// The trust file: which public key may produce which event types.
+    #[arg(long, env = "HUIQI_TRUST_FILE")]
+    pub trust_file: Option<PathBuf>,
+    /// Log records to skip at start when they cannot be read (recorded in the log as events).
+    #[arg(
+        long = "skip-record",
+        env = "HUIQI_SKIP_RECORDS",
+        value_delimiter = ','
+    )]
+    pub skip_records: Vec<u64>,
+    /// How long to keep trying the first NATS connection, seconds.
+    #[arg(long, env = "HUIQI_CONNECT_RETRY_SECS", default_value_t = 120)]
+    pub connect_retry_secs: u64,
+}
+
+/// What is missing or wrong in a service's start-up configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Missing(String),
+    #[error(transparent)]
+    Trust(#[from] crate::trust::TrustError),
+}
+
+impl ServiceArgs {
+    /// The configuration of `service`: its NATS login (replies under `_INBOX_<service>` unless
+    /// told otherwise), its sled directory, its signing key and the trust file.
+    pub fn config(&self, service: &str) -> Result<ServiceConfig, ConfigError> {
+        let key = match (&self.signing_key, &self.signing_key_file) {
+            (Some(seed), _) => SigningKey::from_seed(seed.expose(), "HUIQI_SIGNING_KEY")?,
+            (None, Some(path)) => SigningKey::from_file(path)?,
+            (None, None) => {
+                return Err(ConfigError::Missing(format!(
+                    "{service} needs its signing key: --signing-key-file or HUIQI_SIGNING_KEY_FILE \
+                     (`huiqi keys generate --out DIR` writes DIR/signing/{service}.seed)"
+                )))
+            }
+        };
+        let trust = match &self.trust_file {
+            Some(path) => TrustStore::from_file(path)?,
+            None => {
+                return Err(ConfigError::Missing(format!(
+                    "{service} needs a trust file: --trust-file or HUIQI_TRUST_FILE \
+                     (`huiqi keys generate --out DIR` writes DIR/trust.json)"
+                )))
+            }
+        };
+        let mut nats = self.nats.options();
+        if nats.inbox_prefix.is_none() {
+            nats.inbox_prefix = Some(crate::access::inbox_prefix(service));
+        }
+        nats.connect_retry = Duration::from_secs(self.connect_retry_secs);
+        let mut config = ServiceConfig::new(
+            nats,
+            self.data_dir.join(service),
+            Arc::new(key),
+            Arc::new(trust),
+        );
+        config.skip_records = self.skip_records.clone();
+        Ok(config)
+    }
+}

@@ -48,7 +48,7 @@ impl Rig {
         let fixtures = dir.path().join("fixtures");
         fx.write(&fixtures).expect("write fixtures");
         let mut settings = UpSettings::new(&dir.path().join("data"), Some(&fixtures));
-        settings.nats_url = nats_url.map(str::to_string);
+        settings.nats = nats_url.map(huiqi_bus::NatsOptions::new);
         settings.request_timeout = Duration::from_millis(500);
         Rig { dir, settings }
     }
@@ -68,9 +68,17 @@ impl Rig {
     }
 }
 
-/// A client, its JetStream context and a watcher started before anything is submitted.
+/// A client on an open bus, its JetStream context and a watcher started before anything is
+/// submitted.
 pub async fn observe(url: &str) -> (async_nats::Client, jetstream::Context, Watcher) {
-    let client = huiqi_bus::connect(url, "e2e").await.expect("connect");
+    observe_with(&huiqi_bus::NatsOptions::new(url)).await
+}
+
+/// The same with a login (the admin's, on a pipeline's private server).
+pub async fn observe_with(
+    options: &huiqi_bus::NatsOptions,
+) -> (async_nats::Client, jetstream::Context, Watcher) {
+    let client = options.connect("e2e").await.expect("connect");
     let js = jetstream::new(client.clone());
     let watcher = Watcher::start(&client, true).await.expect("watcher");
     (client, js, watcher)

@@ -11,8 +11,9 @@
 //! Outputs, per claim exactly once: `huiqi.awards.approved|rejected.<measure>`, a payment order
 //! for the payout service when approved, and M4/M5 entitlement events.
 
-use huiqi_bus::consumer::{BatchHandler, ConsumerSpec, Delivery, Disposition};
-use huiqi_bus::service::{parked, Consuming, Core};
+use huiqi_bus::consumer::{BatchHandler, Delivery, Disposition, Signatures};
+use huiqi_bus::restore::{Consumed, RestoreRules};
+use huiqi_bus::service::{self, parked, Consuming, Core, ServiceConfig};
 use huiqi_bus::{BusError, LogWriter};
 use huiqi_eventlog::{Commit, EventLog, Pending};
 use huiqi_events::payloads::{
@@ -22,7 +23,6 @@ use huiqi_events::payloads::{
 use huiqi_events::{subjects, types, Envelope};
 use huiqi_policy::{Entitlement, Evaluation, History, PolicySet};
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::PathBuf;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -30,16 +30,12 @@ pub const SERVICE: &str = "award";
 
 #[derive(Debug, Clone)]
 pub struct Settings {
-    pub nats_url: String,
-    pub data_dir: PathBuf,
+    pub service: ServiceConfig,
 }
 
 impl Settings {
-    pub fn new(nats_url: &str, data_dir: PathBuf) -> Self {
-        Settings {
-            nats_url: nats_url.to_string(),
-            data_dir,
-        }
+    pub fn new(service: ServiceConfig) -> Self {
+        Settings { service }
     }
 }
 
@@ -51,6 +47,8 @@ pub enum AwardError {
     Log(#[from] huiqi_eventlog::LogError),
     #[error("policy: {0}")]
     Policy(#[from] huiqi_policy::PolicyError),
+    #[error("award log record {seq} cannot be read: {reason}")]
+    Unreadable { seq: u64, reason: String },
 }
 
 /// The award id of a claim's one award.
@@ -68,38 +66,35 @@ pub struct State {
 }
 
 impl State {
-    /// Folds one logged event (start-up and replay). The live path calls the typed methods
-    /// below directly with the values it already holds; both paths share them.
-    pub fn apply(&mut self, env: &Envelope) {
+    /// Folds one logged event (start-up and replay); an event it cannot decode is an error,
+    /// never silently skipped. The live path calls the typed methods below directly with the
+    /// values it already holds; both paths share them.
+    pub fn apply(&mut self, env: &Envelope) -> Result<(), String> {
         match env.ty.as_str() {
             types::CHECK_RECORDED => {
-                if let Ok(r) = env.data_as::<CheckRecorded>() {
-                    self.on_check(r);
-                }
+                let r: CheckRecorded = service::data(env)?;
+                self.on_check(r);
             }
             types::CLAIM_VERIFIED => {
-                if let Ok(v) = env.data_as::<ClaimVerified>() {
-                    self.verified.insert(v.claim_id, v.application);
-                }
+                let v: ClaimVerified = service::data(env)?;
+                self.verified.insert(v.claim_id, v.application);
             }
             types::AWARD_DECIDED => {
-                if let Ok(d) = env.data_as::<AwardDecision>() {
-                    let app = self.verified.remove(&d.claim_id);
-                    self.on_decision(app.as_ref(), &d);
-                }
+                let d: AwardDecision = service::data(env)?;
+                let app = self.verified.remove(&d.claim_id);
+                self.on_decision(app.as_ref(), &d);
             }
             types::ENTITLEMENT_DATA_PACKAGE => {
-                if let Ok(e) = env.data_as::<DataPackageEntitlement>() {
-                    self.history.record_data_package(&e.phone);
-                }
+                let e: DataPackageEntitlement = service::data(env)?;
+                self.history.record_data_package(&e.phone);
             }
             types::ENTITLEMENT_RESIDENT_POINTS => {
-                if let Ok(e) = env.data_as::<ResidentPointsEntitlement>() {
-                    self.history.record_resident_points(&e.id_number);
-                }
+                let e: ResidentPointsEntitlement = service::data(env)?;
+                self.history.record_resident_points(&e.id_number);
             }
             _ => {}
         }
+        Ok(())
     }
 
     /// A check reply arrived for a claim not yet decided.
@@ -189,10 +184,17 @@ pub fn decision_events(cause: &Envelope, v: &ClaimVerified, e: &Evaluation) -> V
     let d = &e.decision;
     let approved = d.status == AwardStatus::Approved;
     let mut out = Vec::new();
-    let env = Envelope::new(SERVICE, types::AWARD_DECIDED, &d.claim_id, d)
-        .expect("serializes")
-        .caused_by(cause)
-        .with_policy_version(&d.policy_version);
+    let env = Envelope::derived(
+        SERVICE,
+        types::AWARD_DECIDED,
+        &d.claim_id,
+        d,
+        &cause.id,
+        "0",
+    )
+    .expect("serializes")
+    .caused_by(cause)
+    .with_policy_version(&d.policy_version);
     out.push(Pending::publish(
         env,
         subjects::award_subject(approved, &d.measure),
@@ -207,12 +209,19 @@ pub fn decision_events(cause: &Envelope, v: &ClaimVerified, e: &Evaluation) -> V
             bank_account: v.application.applicant.bank_account.clone(),
             amount: d.total,
         };
-        let env = Envelope::new(SERVICE, types::PAYMENT_ORDERED, &d.claim_id, &order)
-            .expect("serializes")
-            .caused_by(cause);
+        let env = Envelope::derived(
+            SERVICE,
+            types::PAYMENT_ORDERED,
+            &d.claim_id,
+            &order,
+            &cause.id,
+            "0",
+        )
+        .expect("serializes")
+        .caused_by(cause);
         out.push(Pending::publish(env, subjects::PAYMENT_ORDERED));
     }
-    for ent in &e.entitlements {
+    for (i, ent) in e.entitlements.iter().enumerate() {
         let (ty, subject, env) = match ent {
             Entitlement::DataPackage {
                 phone,
@@ -239,9 +248,16 @@ pub fn decision_events(cause: &Envelope, v: &ClaimVerified, e: &Evaluation) -> V
                 }),
             ),
         };
-        let env = Envelope::new(SERVICE, ty, &d.claim_id, &env.expect("serializes"))
-            .expect("serializes")
-            .caused_by(cause);
+        let env = Envelope::derived(
+            SERVICE,
+            ty,
+            &d.claim_id,
+            &env.expect("serializes"),
+            &cause.id,
+            &i.to_string(),
+        )
+        .expect("serializes")
+        .caused_by(cause);
         out.push(Pending::publish(env, subject));
     }
     out
@@ -251,20 +267,43 @@ pub struct App {
     service: Consuming<Handler>,
 }
 
-pub async fn build(settings: Settings) -> Result<App, AwardError> {
-    let core = Core::start(SERVICE, &settings.nats_url, &settings.data_dir).await?;
-    let mut state = State::default();
-    for rec in core.log().records_from(1) {
-        state.apply(&rec?.envelope);
+/// The id of the decision award derives from a verified claim: proof, when restoring the
+/// award log, that the claim was decided.
+pub fn decision_id_for(verified_event_id: &str) -> String {
+    huiqi_events::derived_id(SERVICE, verified_event_id, types::AWARD_DECIDED, "0")
+}
+
+/// How award's log is rebuilt from the stream: every check record it consumed is recorded; a
+/// verified claim only with its decision (it is logged in the same commit as the decision), so
+/// one not yet decided is delivered again and decided then.
+pub struct Restore;
+
+impl RestoreRules for Restore {
+    fn consumed(&self, env: &Envelope, _stream_seq: u64) -> Consumed {
+        match env.ty.as_str() {
+            types::CLAIM_VERIFIED => Consumed::RecordIfAnswered {
+                inbox: env.id.clone(),
+                proofs: vec![decision_id_for(&env.id)],
+            },
+            _ => Consumed::Record {
+                inbox: env.id.clone(),
+            },
+        }
     }
-    let spec = ConsumerSpec::new(SERVICE, subjects::VERIFICATION_ALL);
+}
+
+pub async fn build(settings: Settings) -> Result<App, AwardError> {
+    let core = Core::start(SERVICE, &settings.service).await?;
+    let mut state = State::default();
+    core.fold(|rec| state.apply(&rec.envelope))?;
+    let spec = huiqi_bus::topology::service_consumer(SERVICE).expect("award has a consumer");
     let handler = Handler {
         writer: core.writer.clone(),
         state,
         policies: PolicySet::builtin(),
     };
     Ok(App {
-        service: Consuming::new(core, spec, handler).await?,
+        service: Consuming::new(core, spec, handler, Signatures::Required).await?,
     })
 }
 
@@ -289,10 +328,9 @@ struct Handler {
 
 impl Handler {
     fn process(&mut self, d: &Delivery) -> (Commit, Disposition) {
-        let inbox = d.msg_id.clone().unwrap_or_else(|| d.fallback_id());
         let env = match Envelope::decode(&d.payload).and_then(huiqi_events::types::upcast) {
             Ok(env) => env,
-            Err(e) => return self.park(d, inbox, &format!("unreadable event: {e}")),
+            Err(e) => return self.park(d, &format!("unreadable event: {e}")),
         };
         let inbox = env.id.clone();
         // A redelivery (the ack was lost after the commit) is a no-op, before it touches state.
@@ -302,7 +340,7 @@ impl Handler {
         match env.ty.as_str() {
             types::CHECK_RECORDED => {
                 let Ok(r) = env.data_as::<CheckRecorded>() else {
-                    return self.park(d, inbox, "check-recorded data does not match its schema");
+                    return self.park(d, "check-recorded data does not match its schema");
                 };
                 if self.state.is_decided(&r.claim_id) {
                     return (
@@ -317,7 +355,7 @@ impl Handler {
                 (
                     Commit {
                         inbox_id: Some(inbox),
-                        events: vec![Pending::local(env)],
+                        events: vec![Pending::received(env, d.payload.clone())],
                     },
                     Disposition::Ack,
                 )
@@ -325,7 +363,7 @@ impl Handler {
             types::CLAIM_VERIFIED => {
                 let v = match env.data_as::<ClaimVerified>() {
                     Ok(v) => v,
-                    Err(e) => return self.park(d, inbox, &format!("claim-verified data: {e}")),
+                    Err(e) => return self.park(d, &format!("claim-verified data: {e}")),
                 };
                 if self.state.is_decided(&v.claim_id) {
                     return (
@@ -345,13 +383,11 @@ impl Handler {
                             Disposition::Retry(Duration::from_secs(2)),
                         );
                     }
-                    Err(why) => {
-                        return self.park(d, inbox, &format!("facts never completed: {why}"))
-                    }
+                    Err(why) => return self.park(d, &format!("facts never completed: {why}")),
                 };
                 let mut events = decision_events(&env, &v, &evaluation);
                 self.state.on_evaluation(&v.application, &evaluation);
-                events.insert(0, Pending::local(env));
+                events.insert(0, Pending::received(env, d.payload.clone()));
                 let dec = &evaluation.decision;
                 tracing::info!(
                     claim_id = %dec.claim_id,
@@ -371,20 +407,20 @@ impl Handler {
                     Disposition::Ack,
                 )
             }
-            other => self.park(
-                d,
-                inbox,
-                &format!("unexpected event type `{other}` on {}", d.subject),
-            ),
+            other => {
+                let reason = format!("unexpected event type `{other}` on {}", d.subject);
+                self.park(d, &reason)
+            }
         }
     }
 
-    fn park(&self, d: &Delivery, inbox: String, reason: &str) -> (Commit, Disposition) {
-        tracing::error!(stream_seq = d.stream_sequence, reason = %huiqi_events::mask_digit_runs(reason), "message parked");
+    fn park(&self, d: &Delivery, reason: &str) -> (Commit, Disposition) {
+        let reason = huiqi_events::mask_digit_runs(reason);
+        tracing::error!(stream_seq = d.stream_sequence, reason = %reason, "message parked");
         (
             Commit {
-                inbox_id: Some(inbox),
-                events: vec![parked(SERVICE, d, reason)],
+                inbox_id: Some(d.stream_key()),
+                events: vec![parked(SERVICE, d, &reason)],
             },
             Disposition::Term,
         )
@@ -430,7 +466,9 @@ pub fn replay(log: &EventLog, policies: &PolicySet) -> Result<ReplayReport, Awar
     let mut pending_verified: HashMap<String, ClaimVerified> = HashMap::new();
     let mut report = ReplayReport::default();
     for rec in log.records_from(1) {
-        let env = rec?.envelope;
+        let rec = rec?;
+        let seq = rec.seq;
+        let env = rec.envelope;
         report.events += 1;
         if env.ty == types::CLAIM_VERIFIED {
             if let Ok(v) = env.data_as::<ClaimVerified>() {
@@ -470,7 +508,9 @@ pub fn replay(log: &EventLog, policies: &PolicySet) -> Result<ReplayReport, Awar
                 }
             }
         }
-        state.apply(&env);
+        state
+            .apply(&env)
+            .map_err(|reason| AwardError::Unreadable { seq, reason })?;
     }
     Ok(report)
 }

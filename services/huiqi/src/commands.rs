@@ -5,6 +5,7 @@ use crate::pipeline::{Pipeline, UpSettings};
 use crate::watch::{publish_all, Watcher};
 
 use crate::HuiqiError;
+use huiqi_bus::NatsOptions;
 use huiqi_eventlog::EventLog;
 use huiqi_events::payloads::{Application, Facts};
 use huiqi_events::{types, Envelope};
@@ -154,10 +155,19 @@ pub fn application_files(dir: &Path) -> Result<Vec<PathBuf>, HuiqiError> {
 pub async fn demo(sample: &Path, data_dir: &Path, timeout: Duration) -> Result<String, HuiqiError> {
     let settings = UpSettings::new(data_dir, Some(&sample.join("fixtures")));
     let pipeline = Pipeline::start(&settings).await?;
-    let client = huiqi_bus::connect(pipeline.url(), "huiqi-demo")
+    // Submit as a portal does (its own login, which may only publish applications); watch
+    // with the admin's.
+    let portal = pipeline
+        .options("portal")
+        .connect("huiqi-demo-portal")
         .await
         .map_err(|e| HuiqiError::Nats(e.to_string()))?;
-    let js = async_nats::jetstream::new(client.clone());
+    let js = async_nats::jetstream::new(portal);
+    let client = pipeline
+        .admin()
+        .connect("huiqi-demo")
+        .await
+        .map_err(|e| HuiqiError::Nats(e.to_string()))?;
     let mut watcher = Watcher::start(&client, true).await?;
     let mut events = Vec::new();
     let mut ids = Vec::new();
@@ -379,7 +389,9 @@ pub async fn loadgen(
     drop(fx);
     let settings = UpSettings::new(&data_dir.join("run"), Some(&fixtures));
     let pipeline = Pipeline::start(&settings).await?;
-    let client = huiqi_bus::connect(pipeline.url(), "huiqi-loadgen")
+    let client = pipeline
+        .admin()
+        .connect("huiqi-loadgen")
         .await
         .map_err(|e| nats(&e))?;
     let js = async_nats::jetstream::new(client.clone());
@@ -456,9 +468,11 @@ pub async fn loadgen(
 
 /// `huiqi status`: the stream and every durable consumer, as an operator checks for backlog
 /// (pending), work in flight (ack pending) and trouble (redeliveries).
-pub async fn status(nats_url: &str) -> Result<String, HuiqiError> {
+pub async fn status(options: &NatsOptions) -> Result<String, HuiqiError> {
+    use futures_util::StreamExt;
     let nats = |e: &dyn std::fmt::Display| HuiqiError::Nats(e.to_string());
-    let client = huiqi_bus::connect(nats_url, "huiqi-status")
+    let client = options
+        .connect("huiqi-status")
         .await
         .map_err(|e| nats(&e))?;
     let js = async_nats::jetstream::new(client);
@@ -493,16 +507,49 @@ pub async fn status(nats_url: &str) -> Result<String, HuiqiError> {
             Err(e) => out.push_str(&format!("{name:<14} not found ({e})\n")),
         }
     }
+    // Parked messages and unpublishable events, per service: the things that need a person.
+    let mut per_subject: std::collections::BTreeMap<String, usize> = Default::default();
+    match stream
+        .info_with_subjects(format!("{}.>", huiqi_events::subjects::PARKED_PREFIX))
+        .await
+    {
+        Ok(mut subjects) => {
+            while let Some(item) = subjects.next().await {
+                match item {
+                    Ok((subject, n)) => {
+                        per_subject.insert(subject, n);
+                    }
+                    Err(e) => {
+                        out.push_str(&format!("parked counts unavailable: {e}\n"));
+                        break;
+                    }
+                }
+            }
+        }
+        Err(e) => out.push_str(&format!("parked counts unavailable: {e}\n")),
+    }
+    let total: usize = per_subject.values().sum();
+    if total == 0 {
+        out.push_str("parked: none\n");
+    } else {
+        out.push_str(&format!(
+            "PARKED: {total} message(s) need an operator (`huiqi parked` lists them, with the reason):\n"
+        ));
+        for (subject, n) in per_subject {
+            out.push_str(&format!("  {subject:<28} {n}\n"));
+        }
+    }
     Ok(out)
 }
 
 /// `huiqi query`: asks the running pipeline for one claim's state and timeline.
 pub async fn query(
-    nats_url: &str,
+    options: &NatsOptions,
     claim_id: Option<&str>,
     application_id: Option<&str>,
 ) -> Result<String, HuiqiError> {
-    let client = huiqi_bus::connect(nats_url, "huiqi-query-cli")
+    let client = options
+        .connect("huiqi-query-cli")
         .await
         .map_err(|e| HuiqiError::Nats(e.to_string()))?;
     let body = match (claim_id, application_id) {
@@ -534,10 +581,11 @@ pub async fn query(
 /// `huiqi parked`: lists the poison messages every service parked, oldest first, and with
 /// `republish` sends one parked message's original bytes back to its original subject (after
 /// the cause was fixed), under a new message id so the service's inbox takes it again.
-pub async fn parked(nats_url: &str, republish: Option<u64>) -> Result<String, HuiqiError> {
+pub async fn parked(options: &NatsOptions, republish: Option<u64>) -> Result<String, HuiqiError> {
     use futures_util::StreamExt;
     let nats = |e: &dyn std::fmt::Display| HuiqiError::Nats(e.to_string());
-    let client = huiqi_bus::connect(nats_url, "huiqi-parked")
+    let client = options
+        .connect("huiqi-parked")
         .await
         .map_err(|e| nats(&e))?;
     let js = async_nats::jetstream::new(client);
@@ -571,6 +619,20 @@ pub async fn parked(nats_url: &str, republish: Option<u64>) -> Result<String, Hu
         let Ok(env) = Envelope::decode(&msg.payload) else {
             continue;
         };
+        if env.ty == types::EVENT_UNPUBLISHABLE {
+            if let Ok(u) = env.data_as::<huiqi_events::payloads::EventUnpublishable>() {
+                out.push_str(&format!(
+                    "UNPUBLISHABLE  {:<13} log seq {:>8}  {} of {} ({} bytes > {})\n",
+                    u.service,
+                    u.log_sequence,
+                    huiqi_events::escape_control(&u.event_type),
+                    huiqi_events::escape_control(&u.subject),
+                    u.bytes,
+                    u.limit
+                ));
+            }
+            continue;
+        }
         let Ok(p) = env.data_as::<huiqi_events::payloads::MessageParked>() else {
             continue;
         };
@@ -578,9 +640,9 @@ pub async fn parked(nats_url: &str, republish: Option<u64>) -> Result<String, Hu
             "original stream seq {:>8}  {:<13} {:<36} delivered {}  {}\n",
             p.stream_sequence,
             p.service,
-            p.subject,
+            huiqi_events::escape_control(&p.subject),
             p.delivered,
-            huiqi_events::mask_digit_runs(&p.reason)
+            huiqi_events::escape_control(&huiqi_events::mask_digit_runs(&p.reason))
         ));
         if republish == Some(p.stream_sequence) {
             let mut h = async_nats::HeaderMap::new();
@@ -588,6 +650,9 @@ pub async fn parked(nats_url: &str, republish: Option<u64>) -> Result<String, Hu
                 "Nats-Msg-Id",
                 format!("republished-{}-{}", p.stream_sequence, env.id).as_str(),
             );
+            if let Some(sig) = &p.signature {
+                h.insert(huiqi_bus::trust::SIGNATURE_HEADER, sig.as_str());
+            }
             js.publish_with_headers(p.subject.clone(), h, p.payload.clone().into_bytes().into())
                 .await
                 .map_err(|e| nats(&e))?
@@ -597,4 +662,135 @@ pub async fn parked(nats_url: &str, republish: Option<u64>) -> Result<String, Hu
         }
     }
     Ok(out)
+}
+
+/// The four services with a log, and how each is rebuilt from the stream.
+pub const SERVICES: &[&str] = &["intake", "verification", "award", "payout"];
+
+fn restore_rules(service: &str) -> Option<&'static dyn huiqi_bus::restore::RestoreRules> {
+    Some(match service {
+        "intake" => &huiqi_intake::Restore,
+        "verification" => &huiqi_verification::Restore,
+        "award" => &huiqi_award::Restore,
+        "payout" => &huiqi_payout::Restore,
+        _ => return None,
+    })
+}
+
+/// `huiqi restore`: rebuilds each named service's log under `data_dir/<service>` from the
+/// stream (read with `options`, which must be able to read the whole stream: the admin),
+/// checking every signature against `trust`. The services must be stopped; each target
+/// directory must hold no log.
+pub async fn restore(
+    options: &NatsOptions,
+    data_dir: &Path,
+    services: &[String],
+    trust: &huiqi_bus::trust::TrustStore,
+) -> Result<String, HuiqiError> {
+    let nats = |e: &dyn std::fmt::Display| HuiqiError::Nats(e.to_string());
+    let client = options
+        .connect("huiqi-restore")
+        .await
+        .map_err(|e| nats(&e))?;
+    let js = async_nats::jetstream::new(client);
+    let mut out = String::new();
+    for service in services {
+        let rules = restore_rules(service).ok_or_else(|| {
+            HuiqiError::Input(format!(
+                "unknown service `{service}` (one of {})",
+                SERVICES.join(", ")
+            ))
+        })?;
+        let dir = data_dir.join(service);
+        let log = EventLog::open(&dir)?;
+        let started = Instant::now();
+        let report =
+            huiqi_bus::restore::restore(&js, service, &log, trust, rules, &mut |read, total| {
+                tracing::info!(service = %service, read, total, "restoring");
+            })
+            .await
+            .map_err(|e| HuiqiError::Input(e.to_string()))?;
+        let audit = log.audit()?;
+        out.push_str(&format!(
+            "{service:<13} {} log records from {} stream messages in {:.1} s: {} it published, {} it consumed recorded, {} answered inputs marked, {} unanswered left for redelivery, {} refused signatures; chain {}\n",
+            report.log_records,
+            report.stream_messages,
+            started.elapsed().as_secs_f64(),
+            report.produced,
+            report.consumed_recorded,
+            report.consumed_inbox_only,
+            report.unanswered_left_for_redelivery,
+            report.refused_signatures,
+            if audit.is_clean() { "intact" } else { "BROKEN" },
+        ));
+        for e in &report.refused_examples {
+            out.push_str(&format!(
+                "    refused: {}\n",
+                huiqi_events::escape_control(e)
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// `huiqi setup`: the admin's provisioning of the stream and every durable consumer.
+pub async fn setup(
+    options: &NatsOptions,
+    stream: &huiqi_bus::setup::StreamSettings,
+) -> Result<String, HuiqiError> {
+    let client = options
+        .connect("huiqi-setup")
+        .await
+        .map_err(|e| HuiqiError::Nats(e.to_string()))?;
+    let js = async_nats::jetstream::new(client);
+    huiqi_bus::setup::provision(&js, stream)
+        .await
+        .map_err(|e| HuiqiError::Nats(e.to_string()))?;
+    Ok(format!(
+        "stream {} ({} replica(s), max age {} s (0 = for ever), max bytes {}, max messages {}, duplicate window {} s, discard new) and consumers {} are in place\n",
+        huiqi_bus::setup::STREAM,
+        stream.replicas,
+        stream.max_age_secs,
+        stream.max_bytes,
+        stream.max_messages,
+        stream.duplicate_window_secs,
+        huiqi_bus::topology::all_consumers()
+            .iter()
+            .map(|c| c.durable.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    ))
+}
+
+/// `huiqi keys generate`: a deployment's key material under `out`: a signing key per service
+/// and the trust file, and an nkey per NATS user with `nats/users.env` for the server.
+pub fn keys_generate(out: &Path, force: bool) -> Result<String, HuiqiError> {
+    let trust = huiqi_bus::trust::KeySet::trust_path(out);
+    if trust.exists() && !force {
+        return Err(HuiqiError::Input(format!(
+            "{} already exists: keys are not overwritten (use --force to replace them all)",
+            trust.display()
+        )));
+    }
+    let set = huiqi_bus::trust::KeySet::generate();
+    set.write(out)
+        .map_err(|e| HuiqiError::Input(e.to_string()))?;
+    let users = huiqi_bus::access::NatsUsers::generate();
+    users
+        .write(out)
+        .map_err(|e| HuiqiError::Input(e.to_string()))?;
+    let mut text = format!("wrote to {}:\n", out.display());
+    text.push_str("  trust.json                  which public key may produce which event types (give it to every service)\n");
+    for (service, key) in &set.keys {
+        text.push_str(&format!(
+            "  signing/{service}.seed{:<pad$} {service}'s signing key (secret; public {})\n",
+            "",
+            key.public_key(),
+            pad = 13usize.saturating_sub(service.len())
+        ));
+    }
+    text.push_str("  nats/<user>.seed            each NATS user's nkey (secret): ");
+    text.push_str(&huiqi_bus::access::USERS.join(", "));
+    text.push_str("\n  nats/users.env              the users' public nkeys for deploy/nats-server.conf (not secret)\n");
+    Ok(text)
 }

@@ -4,7 +4,6 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::time::Duration;
-use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
 #[command(
@@ -19,16 +18,28 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run every service (and the provider simulator) in one process until Ctrl-C.
+    /// Run every service (and the provider simulator) in one process until Ctrl-C or SIGTERM.
     Up {
-        /// NATS URL; without it a private nats-server is started under the data dir.
+        /// Connect to this NATS instead of starting a private, authenticated nats-server
+        /// (every component then logs in with the --nats-* credentials given).
         #[arg(long)]
         nats_url: Option<String>,
-        #[arg(long, default_value = "huiqi-data")]
+        #[command(flatten)]
+        nats: huiqi_bus::NatsArgs,
+        /// Port of the private nats-server (default: a free one).
+        #[arg(long)]
+        port: Option<u16>,
+        #[arg(long, env = "HUIQI_DATA_DIR", default_value = "huiqi-data")]
         data_dir: PathBuf,
+        /// Signing keys, trust file and NATS user keys (default: DATA_DIR/keys, generated
+        /// when missing).
+        #[arg(long)]
+        keys_dir: Option<PathBuf>,
         /// Fixture folder for the provider simulator; without it no simulator runs.
         #[arg(long)]
         fixtures: Option<PathBuf>,
+        #[command(flatten)]
+        stream: huiqi_bus::setup::StreamSettings,
     },
     /// Start everything on the sample data, submit the sample applications, print the outcomes.
     Demo {
@@ -42,32 +53,66 @@ enum Command {
     },
     /// Publish application files (application data or whole CloudEvents) to the portal subject.
     Submit {
-        #[arg(long, default_value = "nats://127.0.0.1:4222")]
-        nats_url: String,
+        #[command(flatten)]
+        nats: huiqi_bus::NatsArgs,
         files: Vec<PathBuf>,
     },
-    /// Show the stream and the consumers' backlog, in-flight and redelivered counts.
+    /// Show the stream, the consumers' backlog, in-flight and redelivered counts, and parked
+    /// messages per service.
     Status {
-        #[arg(long, default_value = "nats://127.0.0.1:4222")]
-        nats_url: String,
+        #[command(flatten)]
+        nats: huiqi_bus::NatsArgs,
     },
     /// Ask the running pipeline for one claim's state and timeline (huiqi.query.claim).
     Query {
-        #[arg(long, default_value = "nats://127.0.0.1:4222")]
-        nats_url: String,
+        #[command(flatten)]
+        nats: huiqi_bus::NatsArgs,
         #[arg(long)]
         claim_id: Option<String>,
         #[arg(long)]
         application_id: Option<String>,
     },
-    /// List parked (poison) messages; --republish SEQ sends one back after its cause is fixed.
+    /// List parked (poison) messages and unpublishable events; --republish SEQ sends one back
+    /// after its cause is fixed (needs the admin's credentials).
     Parked {
-        #[arg(long, default_value = "nats://127.0.0.1:4222")]
-        nats_url: String,
+        #[command(flatten)]
+        nats: huiqi_bus::NatsArgs,
         /// The original stream sequence of the parked message to republish.
         #[arg(long)]
         republish: Option<u64>,
     },
+    /// Provision the stream (explicit retention and limits) and every durable consumer: the
+    /// admin's step before services start on a least-privilege bus.
+    Setup {
+        #[command(flatten)]
+        nats: huiqi_bus::NatsArgs,
+        #[command(flatten)]
+        stream: huiqi_bus::setup::StreamSettings,
+    },
+    /// Rebuild lost service logs from the JetStream stream (signatures checked), then start
+    /// the services again. Needs the admin's credentials; the services must be stopped.
+    Restore {
+        #[command(flatten)]
+        nats: huiqi_bus::NatsArgs,
+        /// The service to restore (intake, verification, award, payout); repeat for several.
+        #[arg(long = "service", required_unless_present = "all")]
+        services: Vec<String>,
+        /// Restore all four.
+        #[arg(long, conflicts_with = "services")]
+        all: bool,
+        #[arg(long, env = "HUIQI_DATA_DIR", default_value = "huiqi-data")]
+        data_dir: PathBuf,
+        /// The trust file whose keys vouch for the stream's events.
+        #[arg(long, env = "HUIQI_TRUST_FILE")]
+        trust_file: PathBuf,
+    },
+    /// Key material for a deployment.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Print the nats-server configuration (users and permissions) that deploy/ ships.
+    NatsConfig,
     /// Decide an application offline; prints the award event's data.
     Evaluate {
         #[arg(long)]
@@ -109,13 +154,20 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Write a signing key per service, the trust file, and an nkey per NATS user.
+    Generate {
+        #[arg(long)]
+        out: PathBuf,
+        /// Replace keys that exist.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
 fn init_tracing(default: &str) {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    huiqi_bus::telemetry::init(default);
 }
 
 fn temp_or(dir: Option<PathBuf>) -> anyhow::Result<(PathBuf, Option<tempfile::TempDir>)> {
@@ -134,22 +186,35 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Up {
             nats_url,
+            nats,
+            port,
             data_dir,
+            keys_dir,
             fixtures,
+            stream,
         } => {
             init_tracing("info");
             let mut s = huiqi::UpSettings::new(&data_dir, fixtures.as_deref());
-            s.nats_url = nats_url;
+            if let Some(url) = nats_url {
+                let mut o = nats.options();
+                o.url = url;
+                s.nats = Some(o);
+            }
+            s.port = port;
+            s.keys_dir = keys_dir;
+            s.stream = stream;
+            let stop = huiqi_bus::service::shutdown_signal();
             let pipeline = huiqi::Pipeline::start(&s)
                 .await
                 .context("starting the pipeline")?;
-            println!("huiqi up: NATS {} — Ctrl-C to stop", pipeline.url());
-            let stop = CancellationToken::new();
-            let st = stop.clone();
-            tokio::spawn(async move {
-                let _ = tokio::signal::ctrl_c().await;
-                st.cancel();
-            });
+            let keys = s.keys_dir();
+            println!(
+                "huiqi up: NATS {} — Ctrl-C or SIGTERM to stop\n  keys: {} (signing/, trust.json, nats/<user>.seed)\n  e.g. NATS_URL={} NATS_NKEY={} NATS_INBOX_PREFIX=_INBOX_operator huiqi status",
+                pipeline.url(),
+                keys.display(),
+                pipeline.url(),
+                huiqi_bus::access::NatsUsers::seed_path(&keys, "operator").display(),
+            );
             pipeline.run_until(stop).await.context("pipeline")?;
         }
         Command::Demo {
@@ -163,9 +228,9 @@ async fn main() -> anyhow::Result<()> {
                 huiqi::commands::demo(&sample, &dir, Duration::from_secs(timeout_secs)).await?;
             println!("{table}");
         }
-        Command::Submit { nats_url, files } => {
+        Command::Submit { nats, files } => {
             init_tracing("warn");
-            let client = huiqi_bus::connect(&nats_url, "huiqi-submit").await?;
+            let client = nats.options().connect("huiqi-submit").await?;
             let js = async_nats::jetstream::new(client);
             let mut events = Vec::new();
             for f in &files {
@@ -179,25 +244,69 @@ async fn main() -> anyhow::Result<()> {
                 events.len()
             );
         }
-        Command::Status { nats_url } => {
-            print!("{}", huiqi::commands::status(&nats_url).await?);
+        Command::Status { nats } => {
+            init_tracing("warn");
+            print!("{}", huiqi::commands::status(&nats.options()).await?);
         }
         Command::Query {
-            nats_url,
+            nats,
             claim_id,
             application_id,
         } => {
+            init_tracing("warn");
             println!(
                 "{}",
-                huiqi::commands::query(&nats_url, claim_id.as_deref(), application_id.as_deref())
-                    .await?
+                huiqi::commands::query(
+                    &nats.options(),
+                    claim_id.as_deref(),
+                    application_id.as_deref()
+                )
+                .await?
             );
         }
-        Command::Parked {
-            nats_url,
-            republish,
+        Command::Parked { nats, republish } => {
+            init_tracing("warn");
+            print!(
+                "{}",
+                huiqi::commands::parked(&nats.options(), republish).await?
+            );
+        }
+        Command::Setup { nats, stream } => {
+            init_tracing("warn");
+            print!(
+                "{}",
+                huiqi::commands::setup(&nats.options(), &stream).await?
+            );
+        }
+        Command::Restore {
+            nats,
+            services,
+            all,
+            data_dir,
+            trust_file,
         } => {
-            print!("{}", huiqi::commands::parked(&nats_url, republish).await?);
+            init_tracing("info");
+            let trust = huiqi_bus::trust::TrustStore::from_file(&trust_file)?;
+            let services: Vec<String> = if all {
+                huiqi::commands::SERVICES
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect()
+            } else {
+                services
+            };
+            print!(
+                "{}",
+                huiqi::commands::restore(&nats.options(), &data_dir, &services, &trust).await?
+            );
+        }
+        Command::Keys {
+            command: KeysCommand::Generate { out, force },
+        } => {
+            print!("{}", huiqi::commands::keys_generate(&out, force)?);
+        }
+        Command::NatsConfig => {
+            print!("{}", huiqi_bus::access::shipped_config());
         }
         Command::Evaluate {
             application,

@@ -1,18 +1,35 @@
-//! Everything in one process: the four services and the provider simulator, against a given
-//! NATS or a private child nats-server whose store lives under the data dir.
+//! Everything in one process: the four services, the query responder and the provider
+//! simulator, against a given NATS or a private child nats-server whose store lives under the
+//! data dir.
+//!
+//! Secure by default: the private server requires every connection to log in as one of the
+//! users of `huiqi_bus::access` (nkeys generated under `<keys>/nats/` on first start), each
+//! service logs in as itself, and every service signs what it publishes with its own key from
+//! `<keys>/signing/` and checks what it consumes against `<keys>/trust.json`.
 
 use crate::HuiqiError;
-use huiqi_bus::NatsServer;
+use huiqi_bus::access::NatsUsers;
+use huiqi_bus::service::ServiceConfig;
+use huiqi_bus::setup::StreamSettings;
+use huiqi_bus::trust::{KeySet, TrustStore};
+use huiqi_bus::{NatsOptions, NatsServer};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Clone)]
 pub struct UpSettings {
-    /// None: start a private nats-server under `data_dir/nats`.
-    pub nats_url: Option<String>,
+    /// None: start a private nats-server (with authentication) under `data_dir/nats`.
+    /// Some: connect every component to this server with these options (one login for all).
+    pub nats: Option<NatsOptions>,
+    /// The private server's port (None: a free one).
+    pub port: Option<u16>,
     pub data_dir: PathBuf,
+    /// Signing keys, trust file and NATS user keys; None: `data_dir/keys`, generated when
+    /// missing.
+    pub keys_dir: Option<PathBuf>,
     /// None: do not run the provider simulator (real providers answer).
     pub fixtures_dir: Option<PathBuf>,
     pub provider_latency: Duration,
@@ -20,58 +37,133 @@ pub struct UpSettings {
     pub provider_drop_every: u64,
     /// Per-attempt timeout for provider and treasury requests.
     pub request_timeout: Duration,
+    pub stream: StreamSettings,
 }
 
 impl UpSettings {
     pub fn new(data_dir: &Path, fixtures_dir: Option<&Path>) -> Self {
         UpSettings {
-            nats_url: None,
+            nats: None,
+            port: None,
             data_dir: data_dir.to_path_buf(),
+            keys_dir: None,
             fixtures_dir: fixtures_dir.map(Path::to_path_buf),
             provider_latency: Duration::ZERO,
             provider_error_every: 0,
             provider_drop_every: 0,
             request_timeout: Duration::from_secs(5),
+            stream: StreamSettings::default(),
         }
     }
 
     pub fn ledger_path(&self) -> PathBuf {
         self.data_dir.join("treasury-ledger.jsonl")
     }
+
+    pub fn keys_dir(&self) -> PathBuf {
+        self.keys_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("keys"))
+    }
 }
 
-/// A running pipeline. Stop it with [`Pipeline::stop`]; dropping it kills a private server.
+/// How each component logs in: per-user nkeys on the private server, or one set of options.
+#[derive(Clone)]
+enum Logins {
+    Users(Arc<NatsUsers>, String),
+    Shared(Box<NatsOptions>),
+}
+
+impl Logins {
+    fn options(&self, user: &str) -> NatsOptions {
+        match self {
+            Logins::Users(users, url) => users.options(user, url),
+            Logins::Shared(o) => (**o).clone(),
+        }
+    }
+}
+
+/// A running pipeline. Stop it with [`Pipeline::stop`]; dropping it stops a private server.
 pub struct Pipeline {
     url: String,
+    logins: Logins,
+    keys: Arc<KeySet>,
     shutdown: CancellationToken,
     tasks: JoinSet<(&'static str, Result<(), String>)>,
     // Declared last: dropped after the tasks are gone.
-    _nats: Option<NatsServer>,
+    nats: Option<NatsServer>,
 }
 
 impl Pipeline {
     pub async fn start(s: &UpSettings) -> Result<Pipeline, HuiqiError> {
         std::fs::create_dir_all(&s.data_dir)
             .map_err(|e| HuiqiError::Io(s.data_dir.display().to_string(), e))?;
-        let (nats, url) = match &s.nats_url {
-            Some(u) => (None, u.clone()),
+        let keys_dir = s.keys_dir();
+        let (keys, fresh) = KeySet::load_or_generate(&keys_dir)
+            .map_err(|e| HuiqiError::Start("signing keys", e.to_string()))?;
+        if fresh {
+            tracing::info!(dir = %keys_dir.display(), "generated a signing key per service and the trust file");
+        }
+        let keys = Arc::new(keys);
+        let trust = Arc::new(
+            TrustStore::from_file(&KeySet::trust_path(&keys_dir))
+                .map_err(|e| HuiqiError::Start("trust file", e.to_string()))?,
+        );
+        let (nats, url, logins) = match &s.nats {
+            Some(o) => (None, o.display_url(), Logins::Shared(Box::new(o.clone()))),
             None => {
-                let server = NatsServer::start(&s.data_dir.join("nats"), None)
+                let users = Arc::new(
+                    NatsUsers::load_or_generate(&keys_dir)
+                        .map_err(|e| HuiqiError::Start("NATS user keys", e.to_string()))?,
+                );
+                let server = NatsServer::start_with(&s.data_dir.join("nats"), s.port, Some(&users))
                     .map_err(|e| HuiqiError::Start("nats-server", e.to_string()))?;
                 let url = server.url().to_string();
-                (Some(server), url)
+                (Some(server), url.clone(), Logins::Users(users, url))
             }
         };
+        // Provision as the admin: the stream with its explicit settings and every consumer.
+        let admin = logins
+            .options("admin")
+            .connect("huiqi-setup")
+            .await
+            .map_err(|e| HuiqiError::Start("nats", e.to_string()))?;
+        if let Err(e) =
+            huiqi_bus::setup::provision(&async_nats::jetstream::new(admin), &s.stream).await
+        {
+            match &logins {
+                // Our own server: the admin must be able to.
+                Logins::Users(..) => return Err(HuiqiError::Start("setup", e.to_string())),
+                Logins::Shared(_) => {
+                    tracing::warn!(error = %e, "could not provision the stream and consumers with these credentials; services will bind to what an admin provisioned")
+                }
+            }
+        }
         let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();
-        let dir = |name: &str| s.data_dir.join(name);
         let retry = huiqi_bus::RetryPolicy {
             timeout: s.request_timeout,
             ..Default::default()
         };
+        let config = |name: &str| -> Result<ServiceConfig, HuiqiError> {
+            let key = keys
+                .key(name)
+                .ok_or_else(|| HuiqiError::Start("signing keys", format!("no key for {name}")))?;
+            let mut nats = logins.options(name);
+            if nats.inbox_prefix.is_none() {
+                nats.inbox_prefix = Some(huiqi_bus::access::inbox_prefix(name));
+            }
+            Ok(ServiceConfig::new(
+                nats,
+                s.data_dir.join(name),
+                key,
+                trust.clone(),
+            ))
+        };
 
         if let Some(fixtures) = &s.fixtures_dir {
-            let mut ps = huiqi_providers::Settings::new(&url, fixtures.clone());
+            let mut ps =
+                huiqi_providers::Settings::new(logins.options("simulator"), fixtures.clone());
             ps.ledger_path = Some(s.ledger_path());
             ps.latency = s.provider_latency;
             ps.error_every = s.provider_error_every;
@@ -82,25 +174,27 @@ impl Pipeline {
             let sd = shutdown.clone();
             tasks.spawn(async move { ("providers", app.run(sd).await.map_err(|e| e.to_string())) });
         }
-        let intake = huiqi_intake::build(huiqi_intake::Settings::new(&url, dir("intake")))
+        let intake = huiqi_intake::build(huiqi_intake::Settings::new(config("intake")?))
             .await
             .map_err(|e| HuiqiError::Start("intake", e.to_string()))?;
-        let mut vs = huiqi_verification::Settings::new(&url, dir("verification"));
+        let mut vs = huiqi_verification::Settings::new(config("verification")?);
         vs.retry = retry.clone();
         let verification = huiqi_verification::build(vs)
             .await
             .map_err(|e| HuiqiError::Start("verification", e.to_string()))?;
-        let award = huiqi_award::build(huiqi_award::Settings::new(&url, dir("award")))
+        let award = huiqi_award::build(huiqi_award::Settings::new(config("award")?))
             .await
             .map_err(|e| HuiqiError::Start("award", e.to_string()))?;
-        let mut pays = huiqi_payout::Settings::new(&url, dir("payout"));
+        let mut pays = huiqi_payout::Settings::new(config("payout")?);
         pays.retry = retry;
         let payout = huiqi_payout::build(pays)
             .await
             .map_err(|e| HuiqiError::Start("payout", e.to_string()))?;
 
         let logs = vec![intake.log(), verification.log(), award.log(), payout.log()];
-        let query_client = huiqi_bus::connect(&url, "huiqi-query")
+        let query_client = logins
+            .options("query")
+            .connect("huiqi-query")
             .await
             .map_err(|e| HuiqiError::Start("query", e.to_string()))?;
         let sd = shutdown.clone();
@@ -121,14 +215,36 @@ impl Pipeline {
         tracing::info!(nats = %url, data_dir = %s.data_dir.display(), "huiqi pipeline running");
         Ok(Pipeline {
             url,
+            logins,
+            keys,
             shutdown,
             tasks,
-            _nats: nats,
+            nats,
         })
     }
 
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// How `user` (a name of `huiqi_bus::access::USERS`) logs in to this pipeline's NATS.
+    pub fn options(&self, user: &str) -> NatsOptions {
+        self.logins.options(user)
+    }
+
+    /// The admin's login: for observers and drills that read everything.
+    pub fn admin(&self) -> NatsOptions {
+        self.options("admin")
+    }
+
+    /// The services' signing keys (tests sign with them to show what a compromise would do).
+    pub fn keys(&self) -> &KeySet {
+        &self.keys
+    }
+
+    /// The private server, when the pipeline started one (for fault drills).
+    pub fn server(&mut self) -> Option<&mut NatsServer> {
+        self.nats.as_mut()
     }
 
     /// Runs until `stop` is cancelled or a service fails; then stops everything.
@@ -152,7 +268,8 @@ impl Pipeline {
         }
     }
 
-    /// Asks every service to reach a safe state and stop; waits for them.
+    /// Asks every service to reach a safe state and stop; waits for them, then stops a
+    /// private server.
     pub async fn stop(mut self) -> Result<(), HuiqiError> {
         self.shutdown.cancel();
         let mut first = None;
@@ -167,6 +284,11 @@ impl Pipeline {
                     first.get_or_insert(HuiqiError::Service("task", e.to_string()));
                 }
             }
+        }
+        if let Some(mut server) = self.nats.take() {
+            tokio::task::spawn_blocking(move || server.stop())
+                .await
+                .map_err(|e| HuiqiError::Service("nats-server", e.to_string()))?;
         }
         match first {
             Some(e) => Err(e),

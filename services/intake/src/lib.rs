@@ -1,26 +1,33 @@
 //! Intake: the only door for portal applications.
 //!
 //! Why it exists as a service of its own: everything downstream may assume a well-formed,
-//! in-period application with valid national identifiers, opened as exactly one claim. Intake
-//! reads `huiqi.applications.submitted`, answers every message — `huiqi.intake.accepted` with
-//! the claim id or `huiqi.intake.rejected` with field-level errors, malformed JSON included —
-//! and opens the claim (`huiqi.internal.claims.opened`). The claim id is derived from the
-//! application id, and the first answer to an application id is kept for ever: a re-sent
-//! application (any event id) gets the same answer, never a second claim.
+//! in-period application with valid national identifiers and bounded sizes, opened as exactly
+//! one claim. Intake reads `huiqi.applications.submitted` and answers **every message on the
+//! stream exactly once** — `huiqi.intake.accepted` with the claim id or `huiqi.intake.rejected`
+//! with field-level errors, malformed JSON included — and opens the claim
+//! (`huiqi.internal.claims.opened`).
+//!
+//! One message, one answer: the inbox key of a message is its CloudEvent id *and* its stream
+//! sequence, so a redelivery of the same message is a no-op while a re-send (any event id,
+//! even one another application used) is a new message with its own answer (POLICY.md ruling
+//! 9). The claim id derives from the application id; the same content re-sent gets the same
+//! claim, different content under an application id that has a claim is refused with
+//! `application_id_conflict`, and an application refused at intake may be corrected and sent
+//! again. Every answer's event id derives from the message it answers.
 
 pub mod validate;
 
-use huiqi_bus::consumer::{BatchHandler, ConsumerSpec, Delivery, Disposition};
-use huiqi_bus::service::{parked, Consuming, Core};
+use huiqi_bus::consumer::{BatchHandler, Delivery, Disposition, Signatures};
+use huiqi_bus::restore::{Consumed, RestoreRules};
+use huiqi_bus::service::{self, parked, Consuming, Core, ServiceConfig};
 use huiqi_bus::BusError;
 use huiqi_eventlog::{Commit, Pending};
 use huiqi_events::payloads::{
     Application, ClaimOpened, FieldError, IntakeAccepted, IntakeRejected,
 };
-use huiqi_events::{subjects, types, Envelope};
+use huiqi_events::{escape_control, subjects, types, Envelope};
 use huiqi_policy::PolicySet;
 use std::collections::HashMap;
-use std::path::PathBuf;
 use tokio_util::sync::CancellationToken;
 
 pub const SERVICE: &str = "intake";
@@ -36,21 +43,37 @@ pub fn claim_id_for(application_id: &str) -> String {
     )
 }
 
+/// The key of one submitted message: its CloudEvent id and where the stream stored it. Its
+/// inbox mark and the cause its answer's id derives from.
+pub fn message_key(event_id: &str, stream_sequence: u64) -> String {
+    format!("{event_id}@{stream_sequence}")
+}
+
+/// The ids the answer to a message would have (accepted or rejected): the proof, when
+/// restoring intake's log, that a message was answered.
+pub fn answer_ids(key: &str) -> Vec<String> {
+    [types::INTAKE_ACCEPTED, types::INTAKE_REJECTED]
+        .iter()
+        .map(|t| huiqi_events::derived_id(SERVICE, key, t, "0"))
+        .collect()
+}
+
 #[derive(Debug, Clone)]
 pub struct Settings {
-    pub nats_url: String,
-    /// This service's own sled directory.
-    pub data_dir: PathBuf,
+    pub service: ServiceConfig,
     /// Most persons one application may name (larger rosters are rejected, not processed).
     pub max_persons: usize,
+    /// Largest application message accepted, in bytes: every event derived from an accepted
+    /// application must fit the server's 8 MB `max_payload` (README, "Limits").
+    pub max_application_bytes: usize,
 }
 
 impl Settings {
-    pub fn new(nats_url: &str, data_dir: PathBuf) -> Self {
+    pub fn new(service: ServiceConfig) -> Self {
         Settings {
-            nats_url: nats_url.to_string(),
-            data_dir,
+            service,
             max_persons: 20_000,
+            max_application_bytes: 4 * 1024 * 1024,
         }
     }
 }
@@ -63,43 +86,36 @@ pub enum IntakeError {
     Log(#[from] huiqi_eventlog::LogError),
 }
 
-/// The answer given to an application id, kept for re-sends.
+/// An application id that has a claim: the claim and the digest of the accepted content.
 #[derive(Debug, Clone)]
-enum Answer {
-    Accepted(String),
-    Rejected(Vec<FieldError>),
+struct Opened {
+    claim_id: String,
+    digest: String,
 }
 
 /// Intake's state: a fold over its log.
 #[derive(Default)]
 struct State {
-    answers: HashMap<String, Answer>,
+    claims: HashMap<String, Opened>,
 }
 
 impl State {
-    fn apply(&mut self, env: &Envelope) {
-        match env.ty.as_str() {
-            types::INTAKE_ACCEPTED => {
-                if let Ok(a) = env.data_as::<IntakeAccepted>() {
-                    self.answers
-                        .entry(a.application_id)
-                        .or_insert(Answer::Accepted(a.claim_id));
-                }
-            }
-            types::INTAKE_REJECTED => {
-                if let Ok(r) = env.data_as::<IntakeRejected>() {
-                    // Only an application that parsed has an id worth remembering.
-                    if !r.application_id.is_empty()
-                        && !r.errors.iter().any(|e| e.code == "malformed")
-                    {
-                        self.answers
-                            .entry(r.application_id)
-                            .or_insert(Answer::Rejected(r.errors));
-                    }
-                }
-            }
-            _ => {}
+    fn apply(&mut self, env: &Envelope) -> Result<(), String> {
+        if env.ty == types::CLAIM_OPENED {
+            let o: ClaimOpened = service::data(env)?;
+            let digest = if o.application_digest.is_empty() {
+                o.application.digest()
+            } else {
+                o.application_digest
+            };
+            self.claims
+                .entry(o.application.application_id)
+                .or_insert(Opened {
+                    claim_id: o.claim_id,
+                    digest,
+                });
         }
+        Ok(())
     }
 }
 
@@ -108,20 +124,19 @@ pub struct App {
 }
 
 pub async fn build(settings: Settings) -> Result<App, IntakeError> {
-    let core = Core::start(SERVICE, &settings.nats_url, &settings.data_dir).await?;
+    let core = Core::start(SERVICE, &settings.service).await?;
     let mut state = State::default();
-    for rec in core.log().records_from(1) {
-        state.apply(&rec?.envelope);
-    }
-    let spec = ConsumerSpec::new(SERVICE, subjects::APPLICATIONS_SUBMITTED);
+    core.fold(|rec| state.apply(&rec.envelope))?;
+    let spec = huiqi_bus::topology::service_consumer(SERVICE).expect("intake has a consumer");
     let handler = Handler {
         writer: core.writer.clone(),
         state,
         policies: PolicySet::builtin(),
         max_persons: settings.max_persons,
+        max_application_bytes: settings.max_application_bytes,
     };
     Ok(App {
-        service: Consuming::new(core, spec, handler).await?,
+        service: Consuming::new(core, spec, handler, Signatures::Optional).await?,
     })
 }
 
@@ -138,32 +153,70 @@ impl App {
     }
 }
 
+/// How intake's log is rebuilt from the stream: a message's inbox mark goes back only with its
+/// answer; a message without an answer on the stream is delivered again and answered then.
+pub struct Restore;
+
+impl RestoreRules for Restore {
+    fn consumed(&self, env: &Envelope, stream_seq: u64) -> Consumed {
+        let key = message_key(&env.id, stream_seq);
+        Consumed::InboxIfAnswered {
+            proofs: answer_ids(&key),
+            inbox: key,
+        }
+    }
+}
+
 struct Handler {
     writer: huiqi_bus::LogWriter,
     state: State,
     policies: PolicySet,
     max_persons: usize,
+    max_application_bytes: usize,
 }
 
 /// The outcome of reading one message.
 enum Reading {
     Application(Box<Envelope>, Box<Application>),
     Bad {
-        inbox_id: String,
         application_id: String,
         cause: Option<Box<Envelope>>,
         errors: Vec<FieldError>,
     },
 }
 
-fn read(d: &Delivery) -> Reading {
-    let fallback = d.msg_id.clone().unwrap_or_else(|| d.fallback_id());
+fn read(d: &Delivery, max_bytes: usize) -> Reading {
     let app_id_guess = || {
         serde_json::from_slice::<serde_json::Value>(&d.payload)
             .ok()
             .and_then(|v| v["data"]["application_id"].as_str().map(str::to_string))
             .unwrap_or_default()
     };
+    if d.payload.len() > max_bytes {
+        return Reading::Bad {
+            application_id: app_id_guess(),
+            cause: None,
+            errors: vec![FieldError::new(
+                "$",
+                "too_large",
+                format!(
+                    "the application is {} bytes; at most {max_bytes} are accepted (every event derived from it must fit a NATS message) — split the roster into several applications",
+                    d.payload.len()
+                ),
+            )],
+        };
+    }
+    if let Err(e) = &d.signer {
+        return Reading::Bad {
+            application_id: app_id_guess(),
+            cause: None,
+            errors: vec![FieldError::new(
+                huiqi_bus::trust::SIGNATURE_HEADER,
+                "signature_invalid",
+                format!("the portal's signature is not accepted: {e}"),
+            )],
+        };
+    }
     let env = match Envelope::decode(&d.payload) {
         Ok(env) => env,
         Err(e) => {
@@ -172,20 +225,18 @@ fn read(d: &Delivery) -> Reading {
                 _ => "$".into(),
             };
             return Reading::Bad {
-                inbox_id: fallback,
                 application_id: app_id_guess(),
                 cause: None,
                 errors: vec![FieldError::new(
                     field,
                     "malformed",
-                    format!("not a valid CloudEvent: {e}"),
+                    huiqi_events::mask_digit_runs(&format!("not a valid CloudEvent: {e}")),
                 )],
             };
         }
     };
     if env.ty != types::APPLICATION_SUBMITTED {
         return Reading::Bad {
-            inbox_id: env.id.clone(),
             application_id: app_id_guess(),
             errors: vec![FieldError::new(
                 "type",
@@ -193,7 +244,7 @@ fn read(d: &Delivery) -> Reading {
                 format!(
                     "expected `{}`, got `{}`",
                     types::APPLICATION_SUBMITTED,
-                    env.ty
+                    escape_control(&env.ty)
                 ),
             )],
             cause: Some(Box::new(env)),
@@ -205,7 +256,6 @@ fn read(d: &Delivery) -> Reading {
             let path = e.path().to_string();
             let message = e.inner().to_string();
             Reading::Bad {
-                inbox_id: env.id.clone(),
                 application_id: app_id_guess(),
                 errors: vec![FieldError::new(
                     if path == "." {
@@ -222,112 +272,159 @@ fn read(d: &Delivery) -> Reading {
     }
 }
 
+/// An application id fit to name the reply's subject: readable and bounded, else empty.
+fn reply_subject(application_id: &str) -> &str {
+    if validate::check_application_id(application_id).is_ok() {
+        application_id
+    } else {
+        ""
+    }
+}
+
 impl Handler {
     fn reject(
         &self,
-        subject: &str,
+        key: &str,
         application_id: &str,
         errors: Vec<FieldError>,
         cause: Option<&Envelope>,
     ) -> Pending {
+        let subject = match reply_subject(application_id) {
+            "" => "unknown",
+            s => s,
+        };
         let data = IntakeRejected {
             application_id: application_id.to_string(),
             errors,
         };
-        let subject = if subject.is_empty() {
-            "unknown"
-        } else {
-            subject
-        };
-        let mut env =
-            Envelope::new(SERVICE, types::INTAKE_REJECTED, subject, &data).expect("serializes");
+        let mut env = Envelope::derived(SERVICE, types::INTAKE_REJECTED, subject, &data, key, "0")
+            .expect("serializes");
         if let Some(c) = cause {
             env = env.caused_by(c);
         }
         Pending::publish(env, subjects::INTAKE_REJECTED)
     }
 
-    fn decide(&mut self, d: &Delivery) -> Commit {
-        match read(d) {
+    /// The answer to one message, or None when this message was answered before (a
+    /// redelivery after a lost ack).
+    fn decide(&mut self, d: &Delivery) -> Result<Option<Commit>, huiqi_eventlog::LogError> {
+        let reading = read(d, self.max_application_bytes);
+        let key = match &reading {
+            Reading::Application(env, _)
+            | Reading::Bad {
+                cause: Some(env), ..
+            } => message_key(&env.id, d.stream_sequence),
+            Reading::Bad { cause: None, .. } => d.stream_key(),
+        };
+        if self.writer.log().is_processed(&key)? {
+            return Ok(None);
+        }
+        Ok(Some(match reading {
             Reading::Bad {
-                inbox_id,
                 application_id,
                 cause,
                 errors,
             } => {
                 tracing::warn!(
                     stream_seq = d.stream_sequence,
+                    application_id = %escape_control(reply_subject(&application_id)),
                     field = %errors[0].field,
                     code = %errors[0].code,
                     "application rejected: unreadable"
                 );
                 Commit {
-                    inbox_id: Some(inbox_id),
-                    events: vec![self.reject(
-                        &application_id,
-                        &application_id,
-                        errors,
-                        cause.as_deref(),
-                    )],
+                    events: vec![self.reject(&key, &application_id, errors, cause.as_deref())],
+                    inbox_id: Some(key),
                 }
             }
             Reading::Application(env, app) => {
                 let id = app.application_id.clone();
-                let answer = match self.state.answers.get(&id) {
-                    Some(previous) => previous.clone(),
+                let digest = app.digest();
+                let mut events = Vec::new();
+                match self.state.claims.get(&id) {
+                    Some(opened) if opened.digest == digest => {
+                        let accepted = IntakeAccepted {
+                            application_id: id.clone(),
+                            claim_id: opened.claim_id.clone(),
+                        };
+                        let e = Envelope::derived(
+                            SERVICE,
+                            types::INTAKE_ACCEPTED,
+                            &id,
+                            &accepted,
+                            &key,
+                            "0",
+                        )
+                        .expect("serializes")
+                        .caused_by(&env);
+                        events.push(Pending::publish(e, subjects::INTAKE_ACCEPTED));
+                        tracing::info!(application_id = %escape_control(&id), claim_id = %opened.claim_id, "re-sent application: same answer");
+                    }
+                    Some(opened) => {
+                        let claim = opened.claim_id.clone();
+                        tracing::warn!(application_id = %escape_control(&id), claim_id = %claim, "different content under an application id that has a claim: refused");
+                        events.push(self.reject(
+                            &key,
+                            &id,
+                            vec![FieldError::new(
+                                "application_id",
+                                "application_id_conflict",
+                                format!(
+                                    "application id already names claim {claim} with different content; an application id names one application (send a new id for a new application)"
+                                ),
+                            )],
+                            Some(&env),
+                        ));
+                    }
                     None => {
                         let errors = validate::validate(&app, &self.policies, self.max_persons);
                         if errors.is_empty() {
-                            Answer::Accepted(claim_id_for(&id))
-                        } else {
-                            Answer::Rejected(errors)
-                        }
-                    }
-                };
-                let first_time = !self.state.answers.contains_key(&id);
-                let mut events = Vec::new();
-                match &answer {
-                    Answer::Accepted(claim_id) => {
-                        let accepted = IntakeAccepted {
-                            application_id: id.clone(),
-                            claim_id: claim_id.clone(),
-                        };
-                        let e = Envelope::new(SERVICE, types::INTAKE_ACCEPTED, &id, &accepted)
+                            let claim_id = claim_id_for(&id);
+                            let accepted = IntakeAccepted {
+                                application_id: id.clone(),
+                                claim_id: claim_id.clone(),
+                            };
+                            let e = Envelope::derived(
+                                SERVICE,
+                                types::INTAKE_ACCEPTED,
+                                &id,
+                                &accepted,
+                                &key,
+                                "0",
+                            )
                             .expect("serializes")
                             .caused_by(&env);
-                        events.push(Pending::publish(e, subjects::INTAKE_ACCEPTED));
-                        if first_time {
+                            events.push(Pending::publish(e, subjects::INTAKE_ACCEPTED));
+                            tracing::info!(application_id = %escape_control(&id), %claim_id, measure = %escape_control(&app.measure), persons = app.person_ids().len(), "claim opened");
                             let opened = ClaimOpened {
                                 claim_id: claim_id.clone(),
-                                application: (*app).clone(),
+                                application: *app,
+                                application_digest: digest.clone(),
                             };
-                            let e = Envelope::new(SERVICE, types::CLAIM_OPENED, claim_id, &opened)
-                                .expect("serializes")
-                                .caused_by(&env);
+                            let e = Envelope::derived(
+                                SERVICE,
+                                types::CLAIM_OPENED,
+                                &claim_id,
+                                &opened,
+                                &key,
+                                "0",
+                            )
+                            .expect("serializes")
+                            .caused_by(&env);
                             events.push(Pending::publish(e, subjects::CLAIM_OPENED));
-                            tracing::info!(application_id = %id, %claim_id, measure = %app.measure, persons = app.person_ids().len(), "claim opened");
+                            self.state.claims.insert(id, Opened { claim_id, digest });
                         } else {
-                            tracing::info!(application_id = %id, %claim_id, "re-sent application: same answer");
+                            tracing::info!(application_id = %escape_control(reply_subject(&id)), errors = errors.len(), first = %errors[0].code, "application rejected");
+                            events.push(self.reject(&key, &id, errors, Some(&env)));
                         }
                     }
-                    Answer::Rejected(errors) => {
-                        tracing::info!(application_id = %id, errors = errors.len(), first = %errors[0].code, "application rejected");
-                        events.push(self.reject(&id, &id, errors.clone(), Some(&env)));
-                    }
                 }
-                for p in &events {
-                    self.state.apply(&p.envelope);
-                }
-                // A portal that lost its reply may re-send the very same event: answer it
-                // again (the claim is not opened twice: the answer above came from state).
-                let repeat =
-                    !first_time && self.writer.log().is_processed(&env.id).unwrap_or(false);
                 Commit {
-                    inbox_id: (!repeat).then(|| env.id.clone()),
+                    inbox_id: Some(key),
                     events,
                 }
             }
-        }
+        }))
     }
 }
 
@@ -341,7 +438,7 @@ impl BatchHandler for Handler {
             let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.decide(d)));
             match outcome {
                 Ok(c) => {
-                    commits.push(c);
+                    commits.extend(c?);
                     dispositions.push(Disposition::Ack);
                 }
                 Err(_) => {
@@ -350,7 +447,7 @@ impl BatchHandler for Handler {
                         "intake panicked on a message; parked"
                     );
                     commits.push(Commit {
-                        inbox_id: Some(d.fallback_id()),
+                        inbox_id: Some(d.stream_key()),
                         events: vec![parked(
                             SERVICE,
                             d,
@@ -375,5 +472,16 @@ mod tests {
         assert_eq!(claim_id_for("P-1"), claim_id_for("P-1"));
         assert_ne!(claim_id_for("P-1"), claim_id_for("P-2"));
         assert!(claim_id_for("P-1").starts_with("C-"));
+    }
+
+    #[test]
+    fn answers_derive_from_the_stream_message() {
+        let a = answer_ids(&message_key("ev-1", 7));
+        assert_eq!(a, answer_ids(&message_key("ev-1", 7)));
+        assert_ne!(
+            a,
+            answer_ids(&message_key("ev-1", 8)),
+            "a re-send is answered anew"
+        );
     }
 }

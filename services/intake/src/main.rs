@@ -1,17 +1,27 @@
 //! `huiqi-intake`: runs the intake service alone (`huiqi up` runs everything in one process).
-//! Configured by `NATS_URL`, `HUIQI_DATA_DIR` and `RUST_LOG`.
+//! Every flag has an environment variable (`--help` lists them); the service needs its signing
+//! key and the trust file, and logs in to NATS with the credentials given.
 
 use anyhow::Context;
-use huiqi_bus::service::BinaryEnv;
+use clap::Parser;
+
+/// Huiqi intake: answers every portal application once and opens claims.
+#[derive(Parser)]
+#[command(name = "huiqi-intake", version)]
+struct Args {
+    #[command(flatten)]
+    service: huiqi_bus::cli::ServiceArgs,
+}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let env = BinaryEnv::read(huiqi_intake::SERVICE);
-    let settings = huiqi_intake::Settings::new(&env.nats_url, env.data_dir);
-    let app = huiqi_intake::build(settings)
+    let args = Args::parse();
+    huiqi_bus::telemetry::init("info");
+    let config = args.service.config(huiqi_intake::SERVICE)?;
+    let app = huiqi_intake::build(huiqi_intake::Settings::new(config))
         .await
         .context("starting intake")?;
-    app.run(BinaryEnv::shutdown_signal())
+    app.run(huiqi_bus::service::shutdown_signal())
         .await
         .context("intake stopped")?;
     Ok(())

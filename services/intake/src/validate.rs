@@ -1,6 +1,10 @@
 //! Field-level validation of an application: national check digits, the measure's lists, the
-//! policy period, roster size. Every problem names its field and rule; messages never carry a
-//! full ID number, phone or account (they are masked).
+//! policy period, roster size, and bounded, printable text. Every problem names its field and
+//! rule; messages never carry a full ID number, phone or account (they are masked).
+//!
+//! Why text is bounded: every event derived from an accepted application (the claim, the
+//! verified claim, the decision) must fit one NATS message, and no value may carry a control
+//! character into a log line or a bureau's screen.
 
 use huiqi_events::mask;
 use huiqi_events::payloads::{Application, FieldError};
@@ -135,6 +139,62 @@ pub fn check_uscc(code: &str) -> Result<(), (&'static str, String)> {
     Ok(())
 }
 
+/// Longest free-text values, in characters.
+pub const ORG_NAME_MAX: usize = 200;
+pub const PERSON_NAME_MAX: usize = 64;
+pub const STREET_MAX: usize = 100;
+pub const REFERENCE_MAX: usize = 128;
+pub const EXHIBITION_NAME_MAX: usize = 200;
+pub const PURPOSE_MAX: usize = 500;
+pub const CONTRACT_NO_MAX: usize = 64;
+
+/// An application id: 1–128 printable ASCII characters without spaces. It names the claim,
+/// the subject of the portal's reply and log lines, so nothing else is allowed in it.
+pub fn check_application_id(id: &str) -> Result<(), (&'static str, String)> {
+    if id.is_empty() || id.len() > 128 {
+        return Err((
+            "application_id_format",
+            format!("must be 1–128 characters, got {}", id.chars().count()),
+        ));
+    }
+    if let Some((i, c)) = id
+        .char_indices()
+        .find(|(_, c)| !('\x21'..='\x7e').contains(c))
+    {
+        return Err((
+            "application_id_format",
+            format!(
+                "only printable ASCII without spaces is allowed; character {} is {:?}",
+                id[..i].chars().count() + 1,
+                huiqi_events::escape_control(&c.to_string())
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Free text: not longer than `max` characters, no control characters, and not blank when
+/// `required`.
+pub fn check_text(value: &str, max: usize, required: bool) -> Result<(), (&'static str, String)> {
+    if required && value.trim().is_empty() {
+        return Err(("required", "must not be empty".into()));
+    }
+    let n = value.chars().count();
+    if n > max {
+        return Err(("too_long", format!("{n} characters; at most {max}")));
+    }
+    if let Some(i) = value.chars().position(char::is_control) {
+        return Err((
+            "control_character",
+            format!(
+                "character {} is a control character (newline, tab, escape, …)",
+                i + 1
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Mainland mobile numbers: 11 digits starting with 1.
 pub fn check_phone(phone: &str) -> Result<(), (&'static str, String)> {
     if phone.len() == 11 && phone.starts_with('1') && phone.bytes().all(|b| b.is_ascii_digit()) {
@@ -176,13 +236,10 @@ const LISTS: &[(&str, &[&str], &[&str])] = &[
 /// All problems with a well-formed application; empty when it may open a claim.
 pub fn validate(app: &Application, policies: &PolicySet, max_persons: usize) -> Vec<FieldError> {
     let mut e = Errors(Vec::new(), 0);
-    if app.application_id.trim().is_empty() || app.application_id.len() > 128 {
-        e.push(
-            "application_id".into(),
-            "required",
-            "must be 1–128 characters".into(),
-        );
-    }
+    e.check(
+        "application_id".into(),
+        check_application_id(&app.application_id),
+    );
     let present: Vec<(&str, usize)> = [
         ("employees", app.employees.as_ref().map(Vec::len)),
         ("returnees", app.returnees.as_ref().map(Vec::len)),
@@ -253,18 +310,19 @@ pub fn validate(app: &Application, policies: &PolicySet, max_persons: usize) -> 
     }
     let a = &app.applicant;
     e.check("applicant.uscc".into(), check_uscc(&a.uscc));
-    if a.name.trim().is_empty() {
-        e.push(
-            "applicant.name".into(),
-            "required",
-            "must not be empty".into(),
-        );
-    }
-    if a.street.trim().is_empty() {
-        e.push(
-            "applicant.street".into(),
-            "required",
-            "the street/town office (属地街镇) must not be empty".into(),
+    e.check(
+        "applicant.name".into(),
+        check_text(&a.name, ORG_NAME_MAX, true),
+    );
+    e.check(
+        "applicant.street".into(),
+        check_text(&a.street, STREET_MAX, true)
+            .map_err(|(c, m)| (c, format!("the street/town office (属地街镇): {m}"))),
+    );
+    if let Some(agreement) = &a.dispatch_agreement {
+        e.check(
+            "applicant.dispatch_agreement".into(),
+            check_text(agreement, REFERENCE_MAX, true),
         );
     }
     let acct_ok = (8..=34).contains(&a.bank_account.len())
@@ -292,6 +350,10 @@ pub fn validate(app: &Application, policies: &PolicySet, max_persons: usize) -> 
             format!("employees[{i}].id_number"),
             check_id_number(&x.id_number),
         );
+        e.check(
+            format!("employees[{i}].name"),
+            check_text(&x.name, PERSON_NAME_MAX, true),
+        );
         if let Some(p) = &x.phone {
             e.check(format!("employees[{i}].phone"), check_phone(p));
         }
@@ -301,8 +363,16 @@ pub fn validate(app: &Application, policies: &PolicySet, max_persons: usize) -> 
             format!("returnees[{i}].id_number"),
             check_id_number(&x.id_number),
         );
+        e.check(
+            format!("returnees[{i}].name"),
+            check_text(&x.name, PERSON_NAME_MAX, true),
+        );
     }
     for (i, x) in app.exhibitions.iter().flatten().enumerate() {
+        e.check(
+            format!("exhibitions[{i}].name"),
+            check_text(&x.name, EXHIBITION_NAME_MAX, true),
+        );
         if x.country.len() != 2 || !x.country.bytes().all(|b| b.is_ascii_uppercase()) {
             e.push(
                 format!("exhibitions[{i}].country"),
@@ -322,9 +392,17 @@ pub fn validate(app: &Application, policies: &PolicySet, max_persons: usize) -> 
                 format!("exhibitions[{i}].travellers[{j}].id_number"),
                 check_id_number(&t.id_number),
             );
+            e.check(
+                format!("exhibitions[{i}].travellers[{j}].name"),
+                check_text(&t.name, PERSON_NAME_MAX, true),
+            );
         }
     }
     for (i, x) in app.trips.iter().flatten().enumerate() {
+        e.check(
+            format!("trips[{i}].purpose"),
+            check_text(&x.purpose, PURPOSE_MAX, true),
+        );
         if x.country.len() != 2 || !x.country.bytes().all(|b| b.is_ascii_uppercase()) {
             e.push(
                 format!("trips[{i}].country"),
@@ -340,6 +418,10 @@ pub fn validate(app: &Application, policies: &PolicySet, max_persons: usize) -> 
         }
     }
     for (i, x) in app.charters.iter().flatten().enumerate() {
+        e.check(
+            format!("charters[{i}].contract_no"),
+            check_text(&x.contract_no, CONTRACT_NO_MAX, true),
+        );
         if x.origin_province.len() != 2 || !x.origin_province.bytes().all(|b| b.is_ascii_digit()) {
             e.push(
                 format!("charters[{i}].origin_province"),
@@ -355,6 +437,10 @@ pub fn validate(app: &Application, policies: &PolicySet, max_persons: usize) -> 
         e.check(
             format!("placements[{i}].id_number"),
             check_id_number(&x.id_number),
+        );
+        e.check(
+            format!("placements[{i}].name"),
+            check_text(&x.name, PERSON_NAME_MAX, true),
         );
         e.check(
             format!("placements[{i}].employer_uscc"),
@@ -425,6 +511,35 @@ mod tests {
             check_uscc("91330302MA2XXXXXXX").unwrap_err().0,
             "uscc_org_checksum"
         );
+    }
+
+    #[test]
+    fn application_ids_and_text_are_bounded_and_printable() {
+        assert!(check_application_id("P-2023-000123").is_ok());
+        assert_eq!(
+            check_application_id("P-1\n2026 INFO forged").unwrap_err().0,
+            "application_id_format"
+        );
+        assert_eq!(
+            check_application_id("P 1").unwrap_err().0,
+            "application_id_format"
+        );
+        assert_eq!(
+            check_application_id(&"x".repeat(129)).unwrap_err().0,
+            "application_id_format"
+        );
+        assert!(check_text("温州市鹿城区某某有限公司", ORG_NAME_MAX, true).is_ok());
+        assert_eq!(
+            check_text(&"名".repeat(65), PERSON_NAME_MAX, true)
+                .unwrap_err()
+                .0,
+            "too_long"
+        );
+        assert_eq!(
+            check_text("a\u{1b}[2J", 10, true).unwrap_err().0,
+            "control_character"
+        );
+        assert_eq!(check_text("  ", 10, true).unwrap_err().0, "required");
     }
 
     #[test]

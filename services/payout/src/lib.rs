@@ -10,10 +10,10 @@
 //! so an auditor sees every instruction that left the system.
 
 use chrono::{FixedOffset, Utc};
-use huiqi_bus::consumer::ConsumerSpec;
 use huiqi_bus::request::{request_json, Circuit, RetryPolicy};
-use huiqi_bus::service::{work_queue, Consuming, Core, RecordAndQueue};
-use huiqi_bus::{BusError, LogWriter};
+use huiqi_bus::restore::{Consumed, RestoreRules};
+use huiqi_bus::service::{self, work_queue, Consuming, Core, RecordAndQueue, ServiceConfig};
+use huiqi_bus::{BusError, LogWriter, Signatures};
 use huiqi_eventlog::{Commit, Pending};
 use huiqi_events::payloads::{
     PaymentAttempted, PaymentOrdered, PayoutFailed, PayoutSettled, TreasuryPay, TreasuryReply,
@@ -21,7 +21,6 @@ use huiqi_events::payloads::{
 };
 use huiqi_events::{mask, subjects, types, Envelope};
 use std::collections::{BTreeMap, HashSet};
-use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -30,17 +29,15 @@ pub const SERVICE: &str = "payout";
 
 #[derive(Debug, Clone)]
 pub struct Settings {
-    pub nats_url: String,
-    pub data_dir: PathBuf,
+    pub service: ServiceConfig,
     pub payments_in_flight: usize,
     pub retry: RetryPolicy,
 }
 
 impl Settings {
-    pub fn new(nats_url: &str, data_dir: PathBuf) -> Self {
+    pub fn new(service: ServiceConfig) -> Self {
         Settings {
-            nats_url: nats_url.to_string(),
-            data_dir,
+            service,
             payments_in_flight: 256,
             retry: RetryPolicy::default(),
         }
@@ -69,47 +66,79 @@ pub struct App {
     resume: Vec<Job>,
 }
 
+/// A payment order fit to be paid: the award id is the one award derives from the claim
+/// (`A-` + the claim's UUID), the amount positive and the account plausible. The signature
+/// (award's key, checked before this) proves who ordered it; this proves what.
+pub fn check_order(o: &PaymentOrdered) -> Result<(), String> {
+    let expected = format!("A-{}", o.claim_id.trim_start_matches("C-"));
+    if !o.claim_id.starts_with("C-") || o.award_id != expected {
+        return Err("award_id is not the award of claim_id".into());
+    }
+    if o.amount <= huiqi_events::Money::ZERO {
+        return Err(format!("amount {} is not positive", o.amount));
+    }
+    let acct_ok = (8..=34).contains(&o.bank_account.len())
+        && o.bank_account.bytes().all(|b| b.is_ascii_digit());
+    if !acct_ok {
+        return Err(format!(
+            "bank account {} is not 8–34 digits",
+            mask(&o.bank_account)
+        ));
+    }
+    Ok(())
+}
+
+/// How payout's log is rebuilt from the stream: every payment order it consumed is recorded;
+/// its attempts and outcomes come back as what it published, so an order with an outcome is
+/// never sent again.
+pub struct Restore;
+
+impl RestoreRules for Restore {
+    fn consumed(&self, env: &Envelope, _stream_seq: u64) -> Consumed {
+        Consumed::Record {
+            inbox: env.id.clone(),
+        }
+    }
+}
+
 pub async fn build(settings: Settings) -> Result<App, PayoutError> {
-    let core = Core::start(SERVICE, &settings.nats_url, &settings.data_dir).await?;
+    let core = Core::start(SERVICE, &settings.service).await?;
     let mut open: BTreeMap<String, Job> = BTreeMap::new();
     let mut known = HashSet::new();
-    for rec in core.log().records_from(1) {
-        let env = rec?.envelope;
+    core.fold(|rec| {
+        let env = &rec.envelope;
         match env.ty.as_str() {
             types::PAYMENT_ORDERED => {
-                if let Ok(order) = env.data_as::<PaymentOrdered>() {
-                    if known.insert(order.award_id.clone()) {
-                        open.insert(
-                            order.award_id.clone(),
-                            Job {
-                                cause: env.clone(),
-                                order,
-                                attempts: 0,
-                            },
-                        );
-                    }
+                let order: PaymentOrdered = service::data(env)?;
+                if known.insert(order.award_id.clone()) {
+                    open.insert(
+                        order.award_id.clone(),
+                        Job {
+                            cause: env.clone(),
+                            order,
+                            attempts: 0,
+                        },
+                    );
                 }
             }
             types::PAYMENT_ATTEMPTED => {
-                if let Ok(a) = env.data_as::<PaymentAttempted>() {
-                    if let Some(j) = open.get_mut(&a.award_id) {
-                        j.attempts = j.attempts.max(a.attempt);
-                    }
+                let a: PaymentAttempted = service::data(env)?;
+                if let Some(j) = open.get_mut(&a.award_id) {
+                    j.attempts = j.attempts.max(a.attempt);
                 }
             }
             types::PAYOUT_SETTLED => {
-                if let Ok(s) = env.data_as::<PayoutSettled>() {
-                    open.remove(&s.award_id);
-                }
+                let s: PayoutSettled = service::data(env)?;
+                open.remove(&s.award_id);
             }
             types::PAYOUT_FAILED => {
-                if let Ok(f) = env.data_as::<PayoutFailed>() {
-                    open.remove(&f.award_id);
-                }
+                let f: PayoutFailed = service::data(env)?;
+                open.remove(&f.award_id);
             }
             _ => {}
         }
-    }
+        Ok(())
+    })?;
     let resume: Vec<Job> = open.into_values().collect();
     if !resume.is_empty() {
         tracing::info!(
@@ -117,13 +146,15 @@ pub async fn build(settings: Settings) -> Result<App, PayoutError> {
             "resuming payments without a recorded outcome"
         );
     }
-    let spec = ConsumerSpec::new(SERVICE, subjects::PAYMENT_ORDERED);
+    let spec = huiqi_bus::topology::service_consumer(SERVICE).expect("payout has a consumer");
     let (tx, rx) = mpsc::unbounded_channel();
     let handler = Handler {
         service: SERVICE,
+        ty: types::PAYMENT_ORDERED,
         writer: core.writer.clone(),
         known,
         key: |o| o.award_id.clone(),
+        check: check_order,
         job: |cause, order| Job {
             cause,
             order,
@@ -138,7 +169,7 @@ pub async fn build(settings: Settings) -> Result<App, PayoutError> {
         circuit: Arc::new(Circuit::default()),
     };
     Ok(App {
-        service: Consuming::new(core, spec, handler).await?,
+        service: Consuming::new(core, spec, handler, Signatures::Required).await?,
         worker,
         rx,
         resume,
@@ -183,7 +214,7 @@ impl Worker {
     async fn pay(&self, job: Job, shutdown: CancellationToken) -> Result<(), BusError> {
         let o = &job.order;
         let attempt = job.attempts + 1;
-        let note = Envelope::new(
+        let note = Envelope::derived(
             SERVICE,
             types::PAYMENT_ATTEMPTED,
             &o.claim_id,
@@ -191,13 +222,15 @@ impl Worker {
                 award_id: o.award_id.clone(),
                 attempt,
             },
+            &job.cause.id,
+            &attempt.to_string(),
         )
         .expect("serializes")
         .caused_by(&job.cause);
         self.writer
             .commit(vec![Commit {
                 inbox_id: None,
-                events: vec![Pending::local(note)],
+                events: vec![Pending::publish(note, subjects::PAYMENT_ATTEMPTED)],
             }])
             .await?;
         let request = serde_json::to_value(TreasuryPay {
@@ -270,9 +303,16 @@ impl Worker {
                 )
             }
         };
-        let env = Envelope::new(SERVICE, ty, &o.claim_id, &data.expect("serializes"))
-            .expect("serializes")
-            .caused_by(&job.cause);
+        let env = Envelope::derived(
+            SERVICE,
+            ty,
+            &o.claim_id,
+            &data.expect("serializes"),
+            &job.cause.id,
+            "0",
+        )
+        .expect("serializes")
+        .caused_by(&job.cause);
         self.writer
             .commit(vec![Commit {
                 inbox_id: None,

@@ -1,17 +1,27 @@
 //! `huiqi-payout`: runs the payout service alone (`huiqi up` runs everything in one process).
-//! Configured by `NATS_URL`, `HUIQI_DATA_DIR` and `RUST_LOG`.
+//! Every flag has an environment variable (`--help` lists them); the service needs its signing
+//! key and the trust file, and logs in to NATS with the credentials given.
 
 use anyhow::Context;
-use huiqi_bus::service::BinaryEnv;
+use clap::Parser;
+
+/// Huiqi payout: pays each approved award exactly once.
+#[derive(Parser)]
+#[command(name = "huiqi-payout", version)]
+struct Args {
+    #[command(flatten)]
+    service: huiqi_bus::cli::ServiceArgs,
+}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let env = BinaryEnv::read(huiqi_payout::SERVICE);
-    let settings = huiqi_payout::Settings::new(&env.nats_url, env.data_dir);
-    let app = huiqi_payout::build(settings)
+    let args = Args::parse();
+    huiqi_bus::telemetry::init("info");
+    let config = args.service.config(huiqi_payout::SERVICE)?;
+    let app = huiqi_payout::build(huiqi_payout::Settings::new(config))
         .await
         .context("starting payout")?;
-    app.run(BinaryEnv::shutdown_signal())
+    app.run(huiqi_bus::service::shutdown_signal())
         .await
         .context("payout stopped")?;
     Ok(())

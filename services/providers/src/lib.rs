@@ -24,7 +24,7 @@ pub const SERVICE: &str = "providers";
 
 #[derive(Debug, Clone)]
 pub struct Settings {
-    pub nats_url: String,
+    pub nats: huiqi_bus::NatsOptions,
     pub fixtures_dir: PathBuf,
     /// Where the treasury keeps its ledger (JSON Lines); None keeps it in memory only.
     pub ledger_path: Option<PathBuf>,
@@ -37,9 +37,9 @@ pub struct Settings {
 }
 
 impl Settings {
-    pub fn new(nats_url: &str, fixtures_dir: PathBuf) -> Self {
+    pub fn new(nats: huiqi_bus::NatsOptions, fixtures_dir: PathBuf) -> Self {
         Settings {
-            nats_url: nats_url.to_string(),
+            nats,
             fixtures_dir,
             ledger_path: None,
             latency: Duration::ZERO,
@@ -375,7 +375,9 @@ pub struct App {
 pub async fn build(settings: Settings) -> Result<App, ProvidersError> {
     let fixtures = Arc::new(Fixtures::load(&settings.fixtures_dir)?);
     let treasury = Arc::new(Treasury::open(settings.ledger_path.as_deref())?);
-    let client = huiqi_bus::connect(&settings.nats_url, "huiqi-providers")
+    let client = settings
+        .nats
+        .connect("huiqi-providers")
         .await
         .map_err(|e| ProvidersError::Nats(e.to_string()))?;
     Ok(App {

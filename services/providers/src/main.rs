@@ -1,20 +1,42 @@
-//! `huiqi-providers`: runs the check-provider and treasury simulator alone.
-//! Configured by `NATS_URL`, `HUIQI_FIXTURES`, `HUIQI_LEDGER` and `RUST_LOG`.
+//! `huiqi-providers`: runs the check-provider and treasury simulator alone. Every flag has an
+//! environment variable (`--help` lists them).
 
 use anyhow::Context;
-use huiqi_bus::service::BinaryEnv;
+use clap::Parser;
+use std::path::PathBuf;
+
+/// Huiqi's stand-in for the bureau check providers and the treasury, answering from fixtures.
+#[derive(Parser)]
+#[command(name = "huiqi-providers", version)]
+struct Args {
+    #[command(flatten)]
+    nats: huiqi_bus::NatsArgs,
+    /// Folder of `<check>.jsonl` fixture files.
+    #[arg(long, env = "HUIQI_FIXTURES", default_value = "deploy/sample/fixtures")]
+    fixtures: PathBuf,
+    /// The treasury's ledger (JSON Lines); without it the ledger lives in memory only.
+    #[arg(long, env = "HUIQI_LEDGER")]
+    ledger: Option<PathBuf>,
+    /// How long to keep trying the first NATS connection, seconds.
+    #[arg(long, env = "HUIQI_CONNECT_RETRY_SECS", default_value_t = 120)]
+    connect_retry_secs: u64,
+}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let env = BinaryEnv::read(huiqi_providers::SERVICE);
-    let fixtures =
-        std::env::var("HUIQI_FIXTURES").unwrap_or_else(|_| "deploy/sample/fixtures".into());
-    let mut settings = huiqi_providers::Settings::new(&env.nats_url, fixtures.into());
-    settings.ledger_path = std::env::var("HUIQI_LEDGER").ok().map(Into::into);
+    let args = Args::parse();
+    huiqi_bus::telemetry::init("info");
+    let mut nats = args.nats.options();
+    if nats.inbox_prefix.is_none() {
+        nats.inbox_prefix = Some(huiqi_bus::access::inbox_prefix("simulator"));
+    }
+    nats.connect_retry = std::time::Duration::from_secs(args.connect_retry_secs);
+    let mut settings = huiqi_providers::Settings::new(nats, args.fixtures);
+    settings.ledger_path = args.ledger;
     let app = huiqi_providers::build(settings)
         .await
         .context("starting providers")?;
-    app.run(BinaryEnv::shutdown_signal())
+    app.run(huiqi_bus::service::shutdown_signal())
         .await
         .context("providers stopped")?;
     Ok(())

@@ -11,16 +11,15 @@
 
 pub mod plan;
 
-use huiqi_bus::consumer::ConsumerSpec;
 use huiqi_bus::request::{request_json, Circuit, RetryPolicy};
-use huiqi_bus::service::{Consuming, Core, RecordAndQueue};
-use huiqi_bus::{BusError, LogWriter};
+use huiqi_bus::restore::{Consumed, RestoreRules};
+use huiqi_bus::service::{self, Consuming, Core, RecordAndQueue, ServiceConfig};
+use huiqi_bus::{BusError, LogWriter, Signatures};
 use huiqi_eventlog::{Commit, Pending};
 use huiqi_events::payloads::{self as pl, CheckRecorded, ClaimOpened, ClaimVerified};
 use huiqi_events::{subjects, types, Envelope};
 use huiqi_policy::PolicySet;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -40,8 +39,7 @@ pub const CHECKS: &[&str] = &[
 
 #[derive(Debug, Clone)]
 pub struct Settings {
-    pub nats_url: String,
-    pub data_dir: PathBuf,
+    pub service: ServiceConfig,
     /// Persons per provider request.
     pub chunk_size: usize,
     /// Claims whose checks run at the same time.
@@ -50,10 +48,9 @@ pub struct Settings {
 }
 
 impl Settings {
-    pub fn new(nats_url: &str, data_dir: PathBuf) -> Self {
+    pub fn new(service: ServiceConfig) -> Self {
         Settings {
-            nats_url: nats_url.to_string(),
-            data_dir,
+            service,
             chunk_size: 500,
             claims_in_flight: 256,
             retry: RetryPolicy::default(),
@@ -102,53 +99,65 @@ pub struct App {
     resume: Vec<Job>,
 }
 
+/// How verification's log is rebuilt from the stream: every opened claim it consumed is
+/// recorded (its work resumes from what it had published).
+pub struct Restore;
+
+impl RestoreRules for Restore {
+    fn consumed(&self, env: &Envelope, _stream_seq: u64) -> Consumed {
+        Consumed::Record {
+            inbox: env.id.clone(),
+        }
+    }
+}
+
 pub async fn build(settings: Settings) -> Result<App, VerificationError> {
-    let core = Core::start(SERVICE, &settings.nats_url, &settings.data_dir).await?;
+    let core = Core::start(SERVICE, &settings.service).await?;
     // Fold: opened claims, their recorded chunks, and which are verified.
     let mut jobs: BTreeMap<String, Job> = BTreeMap::new();
     let mut known: HashSet<String> = HashSet::new();
-    for rec in core.log().records_from(1) {
-        let env = rec?.envelope;
+    core.fold(|rec| {
+        let env = &rec.envelope;
         match env.ty.as_str() {
             types::CLAIM_OPENED => {
-                if let Ok(opened) = env.data_as::<ClaimOpened>() {
-                    known.insert(opened.claim_id.clone());
-                    jobs.insert(
-                        opened.claim_id.clone(),
-                        Job {
-                            cause: env.clone(),
-                            opened,
-                            recorded: BTreeMap::new(),
-                        },
-                    );
-                }
+                let opened: ClaimOpened = service::data(env)?;
+                known.insert(opened.claim_id.clone());
+                jobs.insert(
+                    opened.claim_id.clone(),
+                    Job {
+                        cause: env.clone(),
+                        opened,
+                        recorded: BTreeMap::new(),
+                    },
+                );
             }
             types::CHECK_RECORDED => {
-                if let Ok(r) = env.data_as::<CheckRecorded>() {
-                    if let Some(j) = jobs.get_mut(&r.claim_id) {
-                        j.recorded.insert((r.check, r.chunk), r.chunks);
-                    }
+                let r: CheckRecorded = service::data(env)?;
+                if let Some(j) = jobs.get_mut(&r.claim_id) {
+                    j.recorded.insert((r.check, r.chunk), r.chunks);
                 }
             }
             types::CLAIM_VERIFIED => {
-                if let Ok(v) = env.data_as::<ClaimVerified>() {
-                    jobs.remove(&v.claim_id);
-                }
+                let v: ClaimVerified = service::data(env)?;
+                jobs.remove(&v.claim_id);
             }
             _ => {}
         }
-    }
+        Ok(())
+    })?;
     let resume: Vec<Job> = jobs.into_values().collect();
     if !resume.is_empty() {
         tracing::info!(claims = resume.len(), "resuming claims left unverified");
     }
-    let spec = ConsumerSpec::new(SERVICE, subjects::CLAIM_OPENED);
+    let spec = huiqi_bus::topology::service_consumer(SERVICE).expect("verification has a consumer");
     let (tx, rx) = mpsc::unbounded_channel();
     let handler = Handler {
         service: SERVICE,
+        ty: types::CLAIM_OPENED,
         writer: core.writer.clone(),
         known,
         key: |o| o.claim_id.clone(),
+        check: |_| Ok(()),
         job: |cause, opened| Job {
             cause,
             opened,
@@ -169,7 +178,7 @@ pub async fn build(settings: Settings) -> Result<App, VerificationError> {
         ),
     };
     Ok(App {
-        service: Consuming::new(core, spec, handler).await?,
+        service: Consuming::new(core, spec, handler, Signatures::Required).await?,
         worker,
         rx,
         resume,
@@ -262,7 +271,8 @@ impl Worker {
                         attempts: attempts_total,
                         reply,
                     };
-                    let env = Envelope::new(SERVICE, types::CHECK_RECORDED, &claim_id, &data)
+                    let index = format!("{}:{}", call.check, call.chunk);
+                    let env = Envelope::derived(SERVICE, types::CHECK_RECORDED, &claim_id, &data, &cause.id, &index)
                         .expect("serializes")
                         .caused_by(cause);
                     self.writer
@@ -286,9 +296,16 @@ impl Worker {
             application: app.clone(),
             checks,
         };
-        let env = Envelope::new(SERVICE, types::CLAIM_VERIFIED, &claim_id, &verified)
-            .expect("serializes")
-            .caused_by(&job.cause);
+        let env = Envelope::derived(
+            SERVICE,
+            types::CLAIM_VERIFIED,
+            &claim_id,
+            &verified,
+            &job.cause.id,
+            "0",
+        )
+        .expect("serializes")
+        .caused_by(&job.cause);
         self.writer
             .commit(vec![Commit {
                 inbox_id: None,

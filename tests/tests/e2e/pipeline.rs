@@ -1,8 +1,9 @@
-//! The whole pipeline against a throwaway nats-server: what a portal sends, what bureaus see.
+//! The whole pipeline in-process against a throwaway nats-server: what a portal sends, what
+//! bureaus see.
 
 use huiqi::gen::{self, Fixtures};
 use huiqi::watch::{publish_all, publish_raw};
-use huiqi_e2e::{observe, stream_events, Rig};
+use huiqi_e2e::{observe, observe_with, stream_events, Rig};
 use huiqi_events::payloads::AwardStatus;
 use huiqi_events::{subjects, types, Envelope, Money};
 use std::time::Duration;
@@ -169,6 +170,8 @@ async fn malformed_input_is_rejected_and_the_next_message_is_served() {
         .await
         .unwrap();
     // A poison message on an internal subject must be parked, not block verification.
+    let mut parked = client.subscribe("huiqi.parked.>").await.unwrap();
+    client.flush().await.unwrap();
     let mut h = async_nats::HeaderMap::new();
     h.insert("Nats-Msg-Id", "poison-1");
     js.publish_with_headers(subjects::CLAIM_OPENED, h, "not an event".into())
@@ -176,7 +179,6 @@ async fn malformed_input_is_rejected_and_the_next_message_is_served() {
         .unwrap()
         .await
         .unwrap();
-    let mut parked = client.subscribe("huiqi.parked.>").await.unwrap();
     publish_all(&js, &[event(&good)], 10).await.unwrap();
     assert!(
         w.until(WAIT, |w| w
@@ -214,6 +216,14 @@ async fn malformed_input_is_rejected_and_the_next_message_is_served() {
     let p = Envelope::decode(&p.expect("a parked record").unwrap().payload).unwrap();
     assert_eq!(p.data["service"], "verification");
     assert_eq!(p.data["payload"], "not an event");
+    assert!(
+        p.data["reason"]
+            .as_str()
+            .unwrap()
+            .contains("unsigned event"),
+        "{}",
+        p.data["reason"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -224,7 +234,7 @@ async fn stopped_between_submission_and_decision_it_decides_once_after_restart()
     let mut rig = Rig::new(None, &fx);
     rig.settings.provider_latency = Duration::from_millis(400);
     let pipeline = rig.start().await;
-    let (_c, js, mut w) = observe(pipeline.url()).await;
+    let (_c, js, mut w) = observe_with(&pipeline.admin()).await;
     publish_all(&js, &[event(&app)], 10).await.unwrap();
     assert!(
         w.until(WAIT, |w| w
@@ -243,7 +253,7 @@ async fn stopped_between_submission_and_decision_it_decides_once_after_restart()
 
     rig.settings.provider_latency = Duration::ZERO;
     let pipeline = rig.start().await;
-    let client = huiqi_bus::connect(pipeline.url(), "e2e-2").await.unwrap();
+    let client = pipeline.admin().connect("e2e-2").await.unwrap();
     let js = async_nats::jetstream::new(client);
     for _ in 0..120 {
         if !stream_events(&js, subjects::PAYOUTS_SETTLED)

@@ -1,0 +1,5 @@
+//! End-to-end tests: the pipeline against real nats-servers, in-process (`pipeline`) and as
+//! separate processes of the built binaries (`processes`), plus the shipped server
+//! configuration's permissions (`permissions`). One test binary for the crate.
+
+mod pipeline;

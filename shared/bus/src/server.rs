@@ -36,6 +36,7 @@ pub struct NatsServer {
     port: u16,
     dir: PathBuf,
     config: String,
+    env: Vec<(String, String)>,
 }
 
 fn binary() -> String {
@@ -56,7 +57,8 @@ impl NatsServer {
         users: Option<&NatsUsers>,
     ) -> Result<Self, ServerError> {
         std::fs::create_dir_all(dir)?;
-        let store = dir.join("jetstream");
+        // nats-server keeps its streams in `<store_dir>/jetstream`.
+        let store = dir.to_path_buf();
         let config = match users {
             None => format!(
                 "max_payload: 8MB\njetstream {{\n  store_dir: {:?}\n}}\n",
@@ -75,6 +77,38 @@ impl NatsServer {
             port: port.unwrap_or(0),
             dir: dir.to_path_buf(),
             config,
+            env: Vec::new(),
+        };
+        server.spawn()?;
+        Ok(server)
+    }
+
+    /// Starts the server from a configuration file (e.g. the shipped `deploy/nats-server.conf`)
+    /// with `env` in its environment (the variables the file refers to). The listen address and
+    /// port are overridden to loopback and a free port, and the `store_dir` line of the copy
+    /// written under `dir` points into `dir`.
+    pub fn start_with_config_file(
+        dir: &Path,
+        config_file: &Path,
+        env: Vec<(String, String)>,
+    ) -> Result<Self, ServerError> {
+        std::fs::create_dir_all(dir)?;
+        let store = format!("{:?}", dir.display().to_string());
+        let config = std::fs::read_to_string(config_file)?
+            .lines()
+            .map(|l| match l.trim_start().strip_prefix("store_dir:") {
+                Some(_) => format!("  store_dir: {store}"),
+                None => l.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let mut server = NatsServer {
+            child: None,
+            url: String::new(),
+            port: 0,
+            dir: dir.to_path_buf(),
+            config,
+            env,
         };
         server.spawn()?;
         Ok(server)
@@ -100,6 +134,7 @@ impl NatsServer {
             .arg(&conf)
             .args(["-a", "127.0.0.1", "-p", &port])
             .arg("-js")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .arg("-l")
             .arg(&log)
             .arg("--ports_file_dir")

@@ -2,4 +2,5 @@
 //! separate processes of the built binaries (`processes`), plus the shipped server
 //! configuration's permissions (`permissions`). One test binary for the crate.
 
+mod permissions;
 mod pipeline;

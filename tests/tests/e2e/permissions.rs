@@ -1,0 +1,434 @@
+//! The shipped `deploy/nats-server.conf`, run by a real nats-server, against a table of what
+//! every user may and may not do. Also: the shipped file is exactly what `huiqi nats-config`
+//! renders from `huiqi_bus::access`, and `nats-server -t` accepts it.
+
+use async_nats::jetstream;
+use huiqi_bus::access::{self, NatsUsers, USERS};
+use huiqi_bus::NatsServer;
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+fn shipped() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/nats-server.conf")
+}
+
+#[test]
+fn the_shipped_configuration_is_the_rendered_one_and_valid() {
+    let text = std::fs::read_to_string(shipped()).expect("deploy/nats-server.conf");
+    assert_eq!(
+        text,
+        access::shipped_config(),
+        "deploy/nats-server.conf drifted from huiqi_bus::access: regenerate it with `huiqi nats-config > deploy/nats-server.conf`"
+    );
+    let users = NatsUsers::generate();
+    let out = std::process::Command::new(
+        std::env::var("NATS_SERVER_BIN").unwrap_or_else(|_| "nats-server".into()),
+    )
+    .args(["-t", "-c"])
+    .arg(shipped())
+    .envs(env_of(&users))
+    .output()
+    .expect("run nats-server -t");
+    assert!(
+        out.status.success(),
+        "nats-server -t refused the shipped config: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn env_of(users: &NatsUsers) -> Vec<(String, String)> {
+    USERS
+        .iter()
+        .map(|u| (access::nkey_variable(u), users.public_key(u).unwrap()))
+        .collect()
+}
+
+/// One action a user might try.
+#[derive(Clone, Copy)]
+enum Act {
+    Publish(&'static str),
+    Subscribe(&'static str),
+}
+
+struct Probe {
+    client: async_nats::Client,
+    errors: tokio::sync::mpsc::UnboundedReceiver<String>,
+}
+
+impl Probe {
+    async fn connect(url: &str, users: &NatsUsers, user: &str) -> Probe {
+        let (tx, errors) = tokio::sync::mpsc::unbounded_channel();
+        let client = async_nats::ConnectOptions::new()
+            .nkey(users.seed(user).unwrap().to_string())
+            .custom_inbox_prefix(access::inbox_prefix(user))
+            .event_callback(move |e| {
+                let tx = tx.clone();
+                async move {
+                    if let async_nats::Event::ServerError(e) = e {
+                        let _ = tx.send(e.to_string());
+                    }
+                }
+            })
+            .connect(url)
+            .await
+            .unwrap_or_else(|e| panic!("{user} logs in: {e}"));
+        Probe { client, errors }
+    }
+
+    /// Whether the server refused the action (a permissions violation arrives before the
+    /// PONG of the flush that follows it).
+    async fn allowed(&mut self, act: Act) -> bool {
+        while self.errors.try_recv().is_ok() {}
+        match act {
+            Act::Publish(subject) => {
+                let _ = self.client.publish(subject, "{}".into()).await;
+            }
+            Act::Subscribe(subject) => {
+                // Kept alive until the verdict is in; unsubscribed on drop.
+                let sub = self.client.subscribe(subject).await.expect("subscribe");
+                self.client.flush().await.expect("flush");
+                let denied = self.denied().await;
+                drop(sub);
+                return !denied;
+            }
+        }
+        self.client.flush().await.expect("flush");
+        !self.denied().await
+    }
+
+    async fn denied(&mut self) -> bool {
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(300);
+        loop {
+            match tokio::time::timeout_at(deadline, self.errors.recv()).await {
+                Ok(Some(e)) if e.to_lowercase().contains("permissions violation") => return true,
+                Ok(Some(_)) => continue,
+                _ => return false,
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_user_may_do_only_its_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = NatsUsers::generate();
+    let server =
+        NatsServer::start_with_config_file(dir.path(), &shipped(), env_of(&users)).expect("start");
+    let url = server.url().to_string();
+
+    // An anonymous client is refused outright.
+    assert!(
+        huiqi_bus::connect(&url, "anonymous").await.is_err(),
+        "the shipped configuration lets nobody in without a key"
+    );
+
+    // The admin provisions the stream and consumers, plus a scratch stream and consumer its
+    // own destructive rights are tried on (so HUIQI stays for the other rows).
+    let admin = users.options("admin", &url).connect("admin").await.unwrap();
+    let js = jetstream::new(admin);
+    huiqi_bus::setup::provision(&js, &Default::default())
+        .await
+        .expect("admin provisions");
+
+    use Act::*;
+    // (what, action, the users allowed besides admin)
+    let table: Vec<(&str, Act, &[&str])> = vec![
+        (
+            "publish an application",
+            Publish("huiqi.applications.submitted"),
+            &["portal"],
+        ),
+        (
+            "publish an intake reply",
+            Publish("huiqi.intake.accepted"),
+            &["intake"],
+        ),
+        (
+            "publish a claim opened",
+            Publish("huiqi.internal.claims.opened"),
+            &["intake"],
+        ),
+        (
+            "publish a check record",
+            Publish("huiqi.internal.verification.facts"),
+            &["verification"],
+        ),
+        (
+            "publish a verified claim",
+            Publish("huiqi.internal.verification.verified"),
+            &["verification"],
+        ),
+        (
+            "publish an award decision",
+            Publish("huiqi.awards.approved.M1"),
+            &["award"],
+        ),
+        (
+            "publish a payment order",
+            Publish("huiqi.internal.payments.ordered"),
+            &["award"],
+        ),
+        (
+            "publish an entitlement",
+            Publish("huiqi.entitlements.data_package"),
+            &["award"],
+        ),
+        (
+            "publish a settlement",
+            Publish("huiqi.payouts.settled"),
+            &["payout"],
+        ),
+        (
+            "publish another's parked record",
+            Publish("huiqi.parked.payout"),
+            &["payout"],
+        ),
+        (
+            "ask a check provider",
+            Publish("huiqi.checks.social_insurance"),
+            &["verification"],
+        ),
+        (
+            "instruct the treasury",
+            Publish("huiqi.treasury.pay"),
+            &["payout"],
+        ),
+        ("query a claim", Publish("huiqi.query.claim"), &["operator"]),
+        (
+            "read the stream's info",
+            Publish("$JS.API.STREAM.INFO.HUIQI"),
+            &[
+                "operator",
+                "portal",
+                "bureau",
+                "intake",
+                "verification",
+                "award",
+                "payout",
+            ],
+        ),
+        (
+            "create a stream",
+            Publish("$JS.API.STREAM.CREATE.OTHER"),
+            &[],
+        ),
+        (
+            "update the stream",
+            Publish("$JS.API.STREAM.UPDATE.HUIQI"),
+            &[],
+        ),
+        (
+            "purge the stream",
+            Publish("$JS.API.STREAM.PURGE.HUIQI"),
+            &[],
+        ),
+        (
+            "delete the stream",
+            Publish("$JS.API.STREAM.DELETE.HUIQI"),
+            &[],
+        ),
+        (
+            "read a stream message by sequence",
+            Publish("$JS.API.STREAM.MSG.GET.HUIQI"),
+            &[],
+        ),
+        (
+            "read a stream message directly",
+            Publish("$JS.API.DIRECT.GET.HUIQI"),
+            &[],
+        ),
+        (
+            "delete a stream message",
+            Publish("$JS.API.STREAM.MSG.DELETE.HUIQI"),
+            &[],
+        ),
+        (
+            "create an ephemeral consumer",
+            Publish("$JS.API.CONSUMER.CREATE.HUIQI"),
+            &[],
+        ),
+        (
+            "create a named consumer",
+            Publish("$JS.API.CONSUMER.CREATE.HUIQI.spy.huiqi.internal.>"),
+            &[],
+        ),
+        (
+            "create a durable (old API)",
+            Publish("$JS.API.CONSUMER.DURABLE.CREATE.HUIQI.spy"),
+            &[],
+        ),
+        (
+            "delete payout's consumer",
+            Publish("$JS.API.CONSUMER.DELETE.HUIQI.payout"),
+            &[],
+        ),
+        (
+            "pull from payout's consumer",
+            Publish("$JS.API.CONSUMER.MSG.NEXT.HUIQI.payout"),
+            &["payout"],
+        ),
+        (
+            "ack for payout's consumer",
+            Publish("$JS.ACK.HUIQI.payout.1.1.1.1.1"),
+            &["payout"],
+        ),
+        (
+            "pull from award's consumer",
+            Publish("$JS.API.CONSUMER.MSG.NEXT.HUIQI.award"),
+            &["award"],
+        ),
+        (
+            "pull from bureau-awards",
+            Publish("$JS.API.CONSUMER.MSG.NEXT.HUIQI.bureau-awards"),
+            &["bureau"],
+        ),
+        (
+            "ack on bureau-awards",
+            Publish("$JS.ACK.HUIQI.bureau-awards.1.1.1.1.1"),
+            &["bureau"],
+        ),
+        (
+            "read payout's consumer info",
+            Publish("$JS.API.CONSUMER.INFO.HUIQI.payout"),
+            &["payout", "operator"],
+        ),
+        (
+            "subscribe to internal subjects",
+            Subscribe("huiqi.internal.>"),
+            &[],
+        ),
+        (
+            "subscribe to payment orders",
+            Subscribe("huiqi.internal.payments.ordered"),
+            &[],
+        ),
+        ("subscribe to everything", Subscribe(">"), &[]),
+        (
+            "subscribe to applications",
+            Subscribe("huiqi.applications.submitted"),
+            &[],
+        ),
+        (
+            "subscribe to awards",
+            Subscribe("huiqi.awards.>"),
+            &["bureau"],
+        ),
+        (
+            "subscribe to intake replies",
+            Subscribe("huiqi.intake.accepted"),
+            &["portal"],
+        ),
+        (
+            "subscribe to payout's replies",
+            Subscribe("_INBOX_payout.>"),
+            &["payout"],
+        ),
+        (
+            "subscribe to verification's replies",
+            Subscribe("_INBOX_verification.>"),
+            &["verification"],
+        ),
+        ("subscribe to the default inbox", Subscribe("_INBOX.>"), &[]),
+        (
+            "serve check requests",
+            Subscribe("huiqi.checks.*"),
+            &["simulator"],
+        ),
+        (
+            "serve the treasury",
+            Subscribe("huiqi.treasury.pay"),
+            &["simulator"],
+        ),
+        (
+            "serve claim queries",
+            Subscribe("huiqi.query.claim"),
+            &["query"],
+        ),
+        (
+            "read the JetStream API's replies of all",
+            Subscribe("$JS.API.>"),
+            &[],
+        ),
+    ];
+    let mut probes = Vec::new();
+    for user in USERS.iter().filter(|u| **u != "admin") {
+        probes.push((*user, Probe::connect(&url, &users, user).await));
+    }
+    let mut wrong = Vec::new();
+    for (what, act, allowed) in &table {
+        for (user, probe) in probes.iter_mut() {
+            let expected = allowed.contains(user);
+            let got = probe.allowed(*act).await;
+            if got != expected {
+                wrong.push(format!(
+                    "{user}: {what}: {} but should be {}",
+                    if got { "ALLOWED" } else { "denied" },
+                    if expected { "allowed" } else { "denied" }
+                ));
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "permission table violated:\n{}",
+        wrong.join("\n")
+    );
+
+    // The admin really can do the destructive things (on a scratch stream).
+    let scratch = js
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: "SCRATCH".into(),
+            subjects: vec!["scratch.>".into()],
+            ..Default::default()
+        })
+        .await
+        .expect("admin creates a stream");
+    scratch
+        .create_consumer(async_nats::jetstream::consumer::pull::Config {
+            durable_name: Some("c".into()),
+            ..Default::default()
+        })
+        .await
+        .expect("admin creates a consumer");
+    js.get_stream("SCRATCH")
+        .await
+        .unwrap()
+        .delete_consumer("c")
+        .await
+        .expect("admin deletes a consumer");
+    js.get_stream("SCRATCH")
+        .await
+        .unwrap()
+        .purge()
+        .await
+        .expect("admin purges");
+    js.delete_stream("SCRATCH")
+        .await
+        .expect("admin deletes a stream");
+    // And HUIQI survived every attempt of the others.
+    let info = js
+        .get_stream("HUIQI")
+        .await
+        .expect("HUIQI still there")
+        .info()
+        .await
+        .unwrap()
+        .clone();
+    let consumers: BTreeSet<String> = {
+        use futures_util::StreamExt;
+        let s = js.get_stream("HUIQI").await.unwrap();
+        let names: Vec<_> = s.consumer_names().collect().await;
+        names.into_iter().map(Result::unwrap).collect()
+    };
+    for c in huiqi_bus::topology::all_consumers() {
+        assert!(
+            consumers.contains(&c.durable),
+            "consumer {} survived",
+            c.durable
+        );
+    }
+    assert_eq!(info.config.name, "HUIQI");
+    drop(server);
+}

@@ -83,3 +83,4 @@ pub async fn observe_with(
     let watcher = Watcher::start(&client, true).await.expect("watcher");
     (client, js, watcher)
 }
+pub mod procs;

@@ -279,7 +279,10 @@ pub fn decision_id_for(verified_event_id: &str) -> String {
 pub struct Restore;
 
 impl RestoreRules for Restore {
-    fn consumed(&self, env: &Envelope, _stream_seq: u64) -> Consumed {
+    fn consumed(&self, _payload: &[u8], env: Option<&Envelope>, _stream_seq: u64) -> Consumed {
+        let Some(env) = env else {
+            return Consumed::Ignore;
+        };
         match env.ty.as_str() {
             types::CLAIM_VERIFIED => Consumed::RecordIfAnswered {
                 inbox: env.id.clone(),

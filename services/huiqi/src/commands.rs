@@ -711,6 +711,14 @@ pub async fn restore(
             .await
             .map_err(|e| HuiqiError::Input(e.to_string()))?;
         let audit = log.audit()?;
+        if let Some(from) = report.first_unanswered {
+            huiqi_bus::restore::rewind_consumer(&js, service, from)
+                .await
+                .map_err(|e| HuiqiError::Nats(e.to_string()))?;
+            out.push_str(&format!(
+                "{service:<13} consumer rewound to stream sequence {from}: inputs without an answer on the stream are delivered again\n"
+            ));
+        }
         out.push_str(&format!(
             "{service:<13} {} log records from {} stream messages in {:.1} s: {} it published, {} it consumed recorded, {} answered inputs marked, {} unanswered left for redelivery, {} refused signatures; chain {}\n",
             report.log_records,

@@ -20,10 +20,11 @@ struct Cli {
 enum Command {
     /// Run every service (and the provider simulator) in one process until Ctrl-C or SIGTERM.
     Up {
-        /// Connect to this NATS instead of starting a private, authenticated nats-server
-        /// (every component then logs in with the --nats-* credentials given).
+        /// Connect to the NATS of --nats-url (NATS_URL) instead of starting a private,
+        /// authenticated nats-server; every component then logs in with the --nats-*
+        /// credentials given.
         #[arg(long)]
-        nats_url: Option<String>,
+        external_nats: bool,
         #[command(flatten)]
         nats: huiqi_bus::NatsArgs,
         /// Port of the private nats-server (default: a free one).
@@ -185,7 +186,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Up {
-            nats_url,
+            external_nats,
             nats,
             port,
             data_dir,
@@ -195,10 +196,8 @@ async fn main() -> anyhow::Result<()> {
         } => {
             init_tracing("info");
             let mut s = huiqi::UpSettings::new(&data_dir, fixtures.as_deref());
-            if let Some(url) = nats_url {
-                let mut o = nats.options();
-                o.url = url;
-                s.nats = Some(o);
+            if external_nats {
+                s.nats = Some(nats.options());
             }
             s.port = port;
             s.keys_dir = keys_dir;
@@ -359,4 +358,13 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_command_line_is_well_formed() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
 }

@@ -49,6 +49,20 @@ pub fn message_key(event_id: &str, stream_sequence: u64) -> String {
     format!("{event_id}@{stream_sequence}")
 }
 
+/// The key of a submitted message as received: [`message_key`] when it carries an event id,
+/// else the stream sequence alone (unreadable bytes). The handler and the restore both use it.
+pub fn message_key_of(payload: &[u8], stream_sequence: u64) -> String {
+    #[derive(serde::Deserialize)]
+    struct Id<'a> {
+        #[serde(borrow)]
+        id: std::borrow::Cow<'a, str>,
+    }
+    match serde_json::from_slice::<Id>(payload) {
+        Ok(i) if !i.id.trim().is_empty() => message_key(&i.id, stream_sequence),
+        _ => format!("stream-seq-{stream_sequence}"),
+    }
+}
+
 /// The ids the answer to a message would have (accepted or rejected): the proof, when
 /// restoring intake's log, that a message was answered.
 pub fn answer_ids(key: &str) -> Vec<String> {
@@ -158,8 +172,12 @@ impl App {
 pub struct Restore;
 
 impl RestoreRules for Restore {
-    fn consumed(&self, env: &Envelope, stream_seq: u64) -> Consumed {
-        let key = message_key(&env.id, stream_seq);
+    fn signatures(&self) -> Signatures {
+        Signatures::Optional
+    }
+
+    fn consumed(&self, payload: &[u8], _env: Option<&Envelope>, stream_seq: u64) -> Consumed {
+        let key = message_key_of(payload, stream_seq);
         Consumed::InboxIfAnswered {
             proofs: answer_ids(&key),
             inbox: key,
@@ -281,6 +299,12 @@ fn reply_subject(application_id: &str) -> &str {
     }
 }
 
+/// An application id as a log line shows it: at most 128 characters, digit runs masked; the
+/// log formatter escapes any control character in it.
+fn shown(id: &str) -> String {
+    huiqi_events::mask_digit_runs(&id.chars().take(128).collect::<String>())
+}
+
 impl Handler {
     fn reject(
         &self,
@@ -327,7 +351,7 @@ impl Handler {
             } => {
                 tracing::warn!(
                     stream_seq = d.stream_sequence,
-                    application_id = %escape_control(reply_subject(&application_id)),
+                    application_id = %shown(&application_id),
                     field = %errors[0].field,
                     code = %errors[0].code,
                     "application rejected: unreadable"
@@ -414,7 +438,7 @@ impl Handler {
                             events.push(Pending::publish(e, subjects::CLAIM_OPENED));
                             self.state.claims.insert(id, Opened { claim_id, digest });
                         } else {
-                            tracing::info!(application_id = %escape_control(reply_subject(&id)), errors = errors.len(), first = %errors[0].code, "application rejected");
+                            tracing::info!(application_id = %shown(&id), errors = errors.len(), first = %errors[0].code, "application rejected");
                             events.push(self.reject(&key, &id, errors, Some(&env)));
                         }
                     }

@@ -94,9 +94,12 @@ pub fn check_order(o: &PaymentOrdered) -> Result<(), String> {
 pub struct Restore;
 
 impl RestoreRules for Restore {
-    fn consumed(&self, env: &Envelope, _stream_seq: u64) -> Consumed {
-        Consumed::Record {
-            inbox: env.id.clone(),
+    fn consumed(&self, _payload: &[u8], env: Option<&Envelope>, _stream_seq: u64) -> Consumed {
+        match env {
+            Some(env) => Consumed::Record {
+                inbox: env.id.clone(),
+            },
+            None => Consumed::Ignore,
         }
     }
 }

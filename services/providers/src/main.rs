@@ -17,6 +17,9 @@ struct Args {
     /// The treasury's ledger (JSON Lines); without it the ledger lives in memory only.
     #[arg(long, env = "HUIQI_LEDGER")]
     ledger: Option<PathBuf>,
+    /// Added to every check reply, in milliseconds (for drills: a slow bureau).
+    #[arg(long, env = "HUIQI_PROVIDER_LATENCY_MS", default_value_t = 0)]
+    latency_ms: u64,
     /// How long to keep trying the first NATS connection, seconds.
     #[arg(long, env = "HUIQI_CONNECT_RETRY_SECS", default_value_t = 120)]
     connect_retry_secs: u64,
@@ -33,6 +36,7 @@ async fn main() -> anyhow::Result<()> {
     nats.connect_retry = std::time::Duration::from_secs(args.connect_retry_secs);
     let mut settings = huiqi_providers::Settings::new(nats, args.fixtures);
     settings.ledger_path = args.ledger;
+    settings.latency = std::time::Duration::from_millis(args.latency_ms);
     let app = huiqi_providers::build(settings)
         .await
         .context("starting providers")?;

@@ -104,9 +104,12 @@ pub struct App {
 pub struct Restore;
 
 impl RestoreRules for Restore {
-    fn consumed(&self, env: &Envelope, _stream_seq: u64) -> Consumed {
-        Consumed::Record {
-            inbox: env.id.clone(),
+    fn consumed(&self, _payload: &[u8], env: Option<&Envelope>, _stream_seq: u64) -> Consumed {
+        match env {
+            Some(env) => Consumed::Record {
+                inbox: env.id.clone(),
+            },
+            None => Consumed::Ignore,
         }
     }
 }

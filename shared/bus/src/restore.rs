@@ -16,9 +16,10 @@
 //! Events whose signature does not verify are counted and left out. Because derived event ids
 //! are deterministic, a restored service that re-derives anything republishes nothing new.
 
+use crate::consumer::Signatures;
 use crate::setup::STREAM;
 use crate::topology;
-use crate::trust::{Mode, TrustStore, SIGNATURE_HEADER};
+use crate::trust::{Mode, SignatureError, TrustStore, SIGNATURE_HEADER};
 use crate::BusError;
 use async_nats::jetstream;
 use futures_util::StreamExt;
@@ -44,8 +45,14 @@ pub enum Consumed {
 
 /// What each service's log keeps of the events it consumes.
 pub trait RestoreRules {
-    /// How the event `env`, stored at `stream_seq`, goes back into the log.
-    fn consumed(&self, env: &Envelope, stream_seq: u64) -> Consumed;
+    /// Whether its input must be signed (as its consumer gate checks it).
+    fn signatures(&self) -> Signatures {
+        Signatures::Required
+    }
+
+    /// How the message `payload` (decoded as `env` when it is a readable event), stored at
+    /// `stream_seq`, goes back into the log.
+    fn consumed(&self, payload: &[u8], env: Option<&Envelope>, stream_seq: u64) -> Consumed;
 }
 
 /// What a restore did.
@@ -56,6 +63,11 @@ pub struct RestoreReport {
     pub consumed_recorded: u64,
     pub consumed_inbox_only: u64,
     pub unanswered_left_for_redelivery: u64,
+    /// The stream sequence of the first consumed input without an answer on the stream: the
+    /// service's consumer must deliver again from there ([`rewind_consumer`]), because an
+    /// input whose answer was logged but lost with the directory before it was published had
+    /// already been acked.
+    pub first_unanswered: Option<u64>,
     pub refused_signatures: u64,
     pub refused_examples: Vec<String>,
     pub log_records: u64,
@@ -114,7 +126,7 @@ pub async fn restore(
         .map_err(|e| err("ordered reader", &e))?;
     // Consumed inputs waiting for their answer: by proof id, indexes into `held`.
     let mut waiting: HashMap<String, Vec<usize>> = HashMap::new();
-    let mut held: Vec<Option<Commit>> = Vec::new();
+    let mut held: Vec<(u64, Option<Commit>)> = Vec::new();
     let mut batch: Vec<Commit> = Vec::new();
     let flush = |batch: &mut Vec<Commit>| -> Result<(), BusError> {
         if !batch.is_empty() {
@@ -143,9 +155,14 @@ pub async fn restore(
             .map(|v| v.as_str().to_string());
         let signer = trust.verify(signature.as_deref(), &msg.payload, Mode::History);
         let produced = matches!(&signer, Ok(s) if s.service == service);
+        let refused = match &signer {
+            Ok(_) => None,
+            Err(SignatureError::Missing) if rules.signatures() == Signatures::Optional => None,
+            Err(e) => Some(e),
+        };
         if produced || consumed {
-            match (&signer, consumed) {
-                (Err(e), true) if !produced => {
+            match (refused, consumed) {
+                (Some(e), true) if !produced => {
                     report.refused_signatures += 1;
                     if report.refused_examples.len() < 10 {
                         report
@@ -153,13 +170,13 @@ pub async fn restore(
                             .push(format!("stream seq {seq} on {subject}: {e}"));
                     }
                 }
-                _ => {
+                _ if produced => {
                     let env = Envelope::decode(&msg.payload)
                         .and_then(types::upcast)
                         .map_err(|e| err(&format!("stream seq {seq}"), &e))?;
-                    if produced {
+                    {
                         for i in waiting.remove(&env.id).unwrap_or_default() {
-                            if let Some(c) = held[i].take() {
+                            if let Some(c) = held[i].1.take() {
                                 if c.events.is_empty() {
                                     report.consumed_inbox_only += 1;
                                 } else {
@@ -179,29 +196,47 @@ pub async fn restore(
                             events: vec![Pending::restored(env, msg.payload.clone(), subject)],
                         });
                         report.produced += 1;
-                    } else {
-                        match rules.consumed(&env, seq) {
+                    }
+                }
+                _ => {
+                    let env = Envelope::decode(&msg.payload).and_then(types::upcast).ok();
+                    {
+                        match rules.consumed(&msg.payload, env.as_ref(), seq) {
+                            // An unreadable input cannot be recorded (it was parked).
                             Consumed::Record { inbox } => {
-                                batch.push(Commit {
-                                    inbox_id: Some(inbox),
-                                    events: vec![Pending::received(env, msg.payload.clone())],
-                                });
-                                report.consumed_recorded += 1;
+                                if let Some(env) = env {
+                                    batch.push(Commit {
+                                        inbox_id: Some(inbox),
+                                        events: vec![Pending::received(env, msg.payload.clone())],
+                                    });
+                                    report.consumed_recorded += 1;
+                                }
                             }
                             Consumed::RecordIfAnswered { inbox, proofs } => {
-                                held.push(Some(Commit {
-                                    inbox_id: Some(inbox),
-                                    events: vec![Pending::received(env, msg.payload.clone())],
-                                }));
-                                for p in proofs {
-                                    waiting.entry(p).or_default().push(held.len() - 1);
+                                if let Some(env) = env {
+                                    held.push((
+                                        seq,
+                                        Some(Commit {
+                                            inbox_id: Some(inbox),
+                                            events: vec![Pending::received(
+                                                env,
+                                                msg.payload.clone(),
+                                            )],
+                                        }),
+                                    ));
+                                    for p in proofs {
+                                        waiting.entry(p).or_default().push(held.len() - 1);
+                                    }
                                 }
                             }
                             Consumed::InboxIfAnswered { inbox, proofs } => {
-                                held.push(Some(Commit {
-                                    inbox_id: Some(inbox),
-                                    events: vec![],
-                                }));
+                                held.push((
+                                    seq,
+                                    Some(Commit {
+                                        inbox_id: Some(inbox),
+                                        events: vec![],
+                                    }),
+                                ));
                                 for p in proofs {
                                     waiting.entry(p).or_default().push(held.len() - 1);
                                 }
@@ -222,9 +257,39 @@ pub async fn restore(
     flush(&mut batch)?;
     progress(last, last);
     // What is still held had no answer on the stream: it will be delivered again.
-    report.unanswered_left_for_redelivery = held.iter().filter(|c| c.is_some()).count() as u64;
+    let unanswered: Vec<u64> = held
+        .iter()
+        .filter(|(_, c)| c.is_some())
+        .map(|(seq, _)| *seq)
+        .collect();
+    report.unanswered_left_for_redelivery = unanswered.len() as u64;
+    report.first_unanswered = unanswered.into_iter().min();
     let head = log.head()?.0;
     log.set_outbox_cursor(head)?;
     report.log_records = head;
     Ok(report)
+}
+
+/// Makes `service`'s durable consumer deliver again from stream sequence `from` (admin): the
+/// consumer is deleted and created anew with the same settings, starting there. The restored
+/// inbox turns what was already handled into no-ops; what was not is handled now.
+pub async fn rewind_consumer(
+    js: &jetstream::Context,
+    service: &str,
+    from: u64,
+) -> Result<(), BusError> {
+    let spec = topology::service_consumer(service)
+        .ok_or_else(|| err("rewind", &format!("unknown service `{service}`")))?;
+    let stream = js.get_stream(STREAM).await.map_err(|e| err("stream", &e))?;
+    // A consumer that is already gone is fine: it is created below.
+    let _ = stream.delete_consumer(&spec.durable).await;
+    let mut config = crate::setup::pull_config(&spec);
+    config.deliver_policy = jetstream::consumer::DeliverPolicy::ByStartSequence {
+        start_sequence: from,
+    };
+    stream
+        .create_consumer(config)
+        .await
+        .map_err(|e| err(&format!("consumer {}", spec.durable), &e))?;
+    Ok(())
 }

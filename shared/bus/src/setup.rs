@@ -128,7 +128,8 @@ pub async fn ensure_stream(
     }
 }
 
-fn pull_config(spec: &ConsumerSpec) -> pull::Config {
+/// The settings of a durable consumer of the topology.
+pub fn pull_config(spec: &ConsumerSpec) -> pull::Config {
     pull::Config {
         durable_name: Some(spec.durable.clone()),
         description: Some(format!("huiqi {} consumer", spec.durable)),

@@ -4,3 +4,4 @@
 
 mod permissions;
 mod pipeline;
+mod processes;

@@ -368,3 +368,87 @@ async fn a_roster_of_20000_goes_through_and_20001_is_refused() {
     assert_eq!(o.decisions[0].total.to_string(), "10000000.00");
     assert_eq!(o.settled.len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_too_large_to_publish_is_recorded_and_the_relay_moves_on() {
+    use huiqi_eventlog::{Commit, EventLog, Pending};
+    let nats = huiqi_testkit::nats();
+    let client = huiqi_bus::connect(nats.url(), "relay-test").await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    huiqi_bus::setup::provision(&js, &Default::default())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let log = std::sync::Arc::new(EventLog::open(dir.path()).unwrap());
+    let event = |n: &str, size: usize| {
+        Pending::publish(
+            Envelope::derived(
+                "payout",
+                types::PAYOUT_FAILED,
+                &format!("C-{n}"),
+                &serde_json::json!({ "pad": "x".repeat(size) }),
+                n,
+                "0",
+            )
+            .unwrap(),
+            subjects::PAYOUTS_FAILED,
+        )
+    };
+    log.commit(&[Commit {
+        inbox_id: None,
+        events: vec![
+            event("before", 10),
+            event("huge", 9 * 1024 * 1024),
+            event("after", 10),
+        ],
+    }])
+    .unwrap();
+    let keys = huiqi_bus::trust::KeySet::generate();
+    let relay = huiqi_bus::Relay::new(
+        "payout",
+        log.clone(),
+        js.clone(),
+        keys.key("payout").unwrap(),
+    );
+    // Two rounds: the first publishes what fits and records the oversized one, the second
+    // publishes that record.
+    for _ in 0..2 {
+        relay
+            .publish_pending()
+            .await
+            .expect("the relay is not stuck");
+    }
+    assert_eq!(log.outbox_cursor().unwrap(), log.head().unwrap().0);
+    let failed = stream_events(&js, subjects::PAYOUTS_FAILED).await;
+    let subjects_seen: Vec<&str> = failed.iter().map(|(_, e)| e.subject.as_str()).collect();
+    assert_eq!(
+        subjects_seen,
+        vec!["C-before", "C-after"],
+        "the events around it were published"
+    );
+    let parked = stream_events(&js, "huiqi.parked.payout").await;
+    assert_eq!(parked.len(), 1);
+    let u: huiqi_events::payloads::EventUnpublishable = parked[0].1.data_as().unwrap();
+    assert_eq!((u.subject.as_str(), u.limit), ("C-huge", 8 * 1024 * 1024));
+    assert!(u.bytes > u.limit, "{u:?}");
+    assert_eq!(u.log_sequence, 2);
+    // What the relay published carries a signature the trust file accepts.
+    let consumer = huiqi_bus::setup::ordered_reader(&js, subjects::PAYOUTS_FAILED)
+        .await
+        .unwrap();
+    let mut msgs = futures_util::StreamExt::take(consumer.messages().await.unwrap(), 1);
+    let m = futures_util::StreamExt::next(&mut msgs)
+        .await
+        .unwrap()
+        .unwrap();
+    let sig = m
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(huiqi_bus::trust::SIGNATURE_HEADER))
+        .unwrap();
+    let who = keys
+        .trust_store()
+        .verify(Some(sig.as_str()), &m.payload, huiqi_bus::trust::Mode::Live)
+        .unwrap();
+    assert_eq!(who.service, "payout");
+}

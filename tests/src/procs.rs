@@ -1,0 +1,367 @@
+//! The pipeline as separate processes: the built binaries (`huiqi-intake`, …,
+//! `huiqi-providers`) against a real nats-server, started, SIGKILLed and restarted by id, and
+//! judged from outside (the stream, the treasury ledger). Every process started here is
+//! stopped by its id when the [`Deployment`] is dropped.
+//!
+//! The binaries come from the same target directory as the test (`cargo build --workspace
+//! --bins`, which `scripts/test` runs before the tests).
+
+use async_nats::jetstream;
+use futures_util::StreamExt;
+use huiqi::gen::Fixtures;
+use huiqi_bus::access::NatsUsers;
+use huiqi_bus::trust::KeySet;
+use huiqi_bus::{NatsOptions, NatsServer};
+use huiqi_events::Envelope;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The services with a binary of their own, in start order.
+pub const PROCESSES: &[&str] = &["providers", "intake", "verification", "award", "payout"];
+
+/// Where the built binaries are: the target directory the test runs from.
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable");
+    // target/<profile>/deps/<test> → target/<profile>/<name>
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target profile dir");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the binaries first (`cargo build --workspace --bins`; scripts/test does)",
+        path.display()
+    );
+    path
+}
+
+/// One stream message as read back from outside.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub subject: String,
+    pub envelope: Envelope,
+    pub signature: Option<String>,
+    /// The exact bytes on the stream (what a signature covers).
+    pub payload: bytes::Bytes,
+}
+
+/// A deployment of separate processes on a private nats-server, with per-deployment keys.
+pub struct Deployment {
+    pub dir: tempfile::TempDir,
+    pub server: NatsServer,
+    /// NATS user keys when the server requires logins (None: an open bus).
+    pub users: Option<NatsUsers>,
+    pub keys: KeySet,
+    children: BTreeMap<&'static str, Child>,
+    /// Extra environment per service (e.g. the simulator's latency).
+    pub extra_env: BTreeMap<&'static str, Vec<(String, String)>>,
+    /// How many times each service was started.
+    pub starts: BTreeMap<&'static str, u32>,
+}
+
+impl Deployment {
+    /// Writes the fixtures, generates the signing keys (and NATS user keys when `auth`),
+    /// starts the server and provisions the stream and consumers as the admin.
+    pub async fn new(fx: &Fixtures, auth: bool) -> Deployment {
+        let dir = tempfile::tempdir().expect("temp dir");
+        fx.write(&dir.path().join("fixtures")).expect("fixtures");
+        let keys_dir = dir.path().join("keys");
+        let keys = KeySet::generate();
+        keys.write(&keys_dir).expect("keys");
+        let users = auth.then(|| {
+            let u = NatsUsers::generate();
+            u.write(&keys_dir).expect("user keys");
+            u
+        });
+        let server = NatsServer::start_with(&dir.path().join("nats"), None, users.as_ref())
+            .expect("nats-server");
+        let d = Deployment {
+            dir,
+            server,
+            users,
+            keys,
+            children: BTreeMap::new(),
+            extra_env: BTreeMap::new(),
+            starts: BTreeMap::new(),
+        };
+        let js = d.js("admin").await;
+        huiqi_bus::setup::provision(&js, &Default::default())
+            .await
+            .expect("provision");
+        d
+    }
+
+    pub fn keys_dir(&self) -> PathBuf {
+        self.dir.path().join("keys")
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn ledger(&self) -> PathBuf {
+        self.dir.path().join("treasury-ledger.jsonl")
+    }
+
+    pub fn log_file(&self, service: &str) -> PathBuf {
+        self.dir.path().join(format!("{service}.log"))
+    }
+
+    /// How `user` logs in (any options on an open bus).
+    pub fn options(&self, user: &str) -> NatsOptions {
+        match &self.users {
+            Some(u) => u.options(user, self.server.url()),
+            None => NatsOptions::new(self.server.url()),
+        }
+    }
+
+    pub async fn js(&self, user: &str) -> jetstream::Context {
+        let client = self
+            .options(user)
+            .connect(&format!("test-{user}"))
+            .await
+            .expect("connect");
+        jetstream::new(client)
+    }
+
+    /// The environment a binary gets: its NATS login, keys, data dir and fixtures.
+    fn env(&self, service: &str) -> Vec<(String, String)> {
+        let keys = self.keys_dir();
+        let p = |x: PathBuf| x.display().to_string();
+        let mut env = vec![
+            ("NATS_URL".to_string(), self.server.url().to_string()),
+            ("RUST_LOG".into(), "info".into()),
+            ("HUIQI_CONNECT_RETRY_SECS".into(), "60".into()),
+        ];
+        let user = if service == "providers" {
+            "simulator"
+        } else {
+            service
+        };
+        if self.users.is_some() {
+            env.push(("NATS_NKEY".into(), p(NatsUsers::seed_path(&keys, user))));
+        }
+        if service == "providers" {
+            env.push(("HUIQI_FIXTURES".into(), p(self.dir.path().join("fixtures"))));
+            env.push(("HUIQI_LEDGER".into(), p(self.ledger())));
+        } else {
+            env.push(("HUIQI_DATA_DIR".into(), p(self.data_dir())));
+            env.push((
+                "HUIQI_SIGNING_KEY_FILE".into(),
+                p(KeySet::seed_path(&keys, service)),
+            ));
+            env.push(("HUIQI_TRUST_FILE".into(), p(KeySet::trust_path(&keys))));
+        }
+        env
+    }
+
+    /// Starts (or restarts) one service's binary; its output goes to `<service>.log`.
+    pub fn start(&mut self, service: &'static str) {
+        assert!(
+            !self.children.contains_key(service),
+            "{service} already runs"
+        );
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_file(service))
+            .expect("log file");
+        let child = Command::new(binary(&format!("huiqi-{service}")))
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(self.env(service))
+            .envs(self.extra_env.get(service).cloned().unwrap_or_default())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start huiqi-{service}: {e}"));
+        self.children.insert(service, child);
+        *self.starts.entry(service).or_default() += 1;
+    }
+
+    pub fn start_all(&mut self) {
+        for s in PROCESSES {
+            self.start(s);
+        }
+    }
+
+    /// SIGKILL by id, and wait for it.
+    pub fn kill(&mut self, service: &str) {
+        if let Some(mut c) = self.children.remove(service) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM by id (a clean stop), waiting up to `limit` before SIGKILL; whether it exited
+    /// by itself, and its exit status.
+    pub fn terminate(
+        &mut self,
+        service: &str,
+        limit: Duration,
+    ) -> Option<std::process::ExitStatus> {
+        let mut c = self.children.remove(service)?;
+        let _ = Command::new("kill")
+            .args(["-s", "TERM", &c.id().to_string()])
+            .status();
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = c.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        None
+    }
+
+    /// Whether the service's process is still alive (it may have exited on an error).
+    pub fn running(&mut self, service: &str) -> bool {
+        match self.children.get_mut(service) {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    pub fn stop_all(&mut self) {
+        let names: Vec<&'static str> = self.children.keys().copied().collect();
+        for s in names {
+            self.kill(s);
+        }
+    }
+
+    /// Every message on the stream whose subject matches `filter`, read from the start with
+    /// the admin's login.
+    pub async fn stream(&self, filter: &str) -> Vec<Seen> {
+        let js = self.js("admin").await;
+        let consumer = huiqi_bus::setup::ordered_reader(&js, filter)
+            .await
+            .expect("ordered consumer");
+        let pending = consumer.clone().info().await.expect("info").num_pending as usize;
+        let mut out = Vec::with_capacity(pending);
+        if pending == 0 {
+            return out;
+        }
+        let mut msgs = consumer.messages().await.expect("messages");
+        while out.len() < pending {
+            let m = tokio::time::timeout(Duration::from_secs(20), msgs.next())
+                .await
+                .expect("stream read timed out")
+                .expect("stream ended")
+                .expect("message");
+            out.push(Seen {
+                subject: m.subject.to_string(),
+                signature: m
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get(huiqi_bus::trust::SIGNATURE_HEADER))
+                    .map(|v| v.as_str().to_string()),
+                envelope: Envelope::decode(&m.payload).expect("event"),
+                payload: m.payload.clone(),
+            });
+        }
+        out
+    }
+
+    /// Polls `check` every half second until it holds or `limit` passes.
+    pub async fn wait_until<F, Fut>(&self, limit: Duration, mut check: F) -> bool
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = Instant::now() + limit;
+        loop {
+            if check().await {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// Runs the `huiqi` CLI with the admin's login; returns (success, stdout, stderr).
+    pub fn huiqi(&self, args: &[&str]) -> (bool, String, String) {
+        let mut cmd = Command::new(binary("huiqi"));
+        cmd.args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("NATS_URL", self.server.url())
+            .env("RUST_LOG", "warn");
+        if self.users.is_some() {
+            cmd.env("NATS_NKEY", NatsUsers::seed_path(&self.keys_dir(), "admin"));
+        }
+        let out = cmd.output().expect("run huiqi");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+impl Drop for Deployment {
+    fn drop(&mut self) {
+        self.stop_all();
+    }
+}
+
+/// Publishes events as a portal does, with `Nats-Msg-Id` = event id (many acks in flight).
+pub async fn submit(js: &jetstream::Context, events: &[Envelope]) {
+    huiqi::watch::publish_all(js, events, 256)
+        .await
+        .expect("publish applications");
+}
+
+/// Publishes raw bytes on `subject` with optional headers, waiting for the stream's ack.
+pub async fn publish_raw(
+    js: &jetstream::Context,
+    subject: &str,
+    msg_id: &str,
+    signature: Option<&str>,
+    payload: Vec<u8>,
+) {
+    let mut h = async_nats::HeaderMap::new();
+    h.insert("Nats-Msg-Id", msg_id);
+    if let Some(s) = signature {
+        h.insert(huiqi_bus::trust::SIGNATURE_HEADER, s);
+    }
+    js.publish_with_headers(subject.to_string(), h, payload.into())
+        .await
+        .expect("publish")
+        .await
+        .expect("ack");
+}
+
+impl Deployment {
+    /// How many messages the stream holds per subject matching `filter` (cheap: no payloads).
+    /// An unreachable server counts as nothing yet.
+    pub async fn subject_counts(&self, filter: &str) -> BTreeMap<String, usize> {
+        let mut out = BTreeMap::new();
+        let Ok(client) = self.options("admin").connect("test-count").await else {
+            return out;
+        };
+        let js = jetstream::new(client);
+        let Ok(stream) = js.get_stream(huiqi_bus::setup::STREAM).await else {
+            return out;
+        };
+        let Ok(mut subjects) = stream.info_with_subjects(filter).await else {
+            return out;
+        };
+        while let Some(Ok((subject, n))) = subjects.next().await {
+            out.insert(subject, n);
+        }
+        out
+    }
+
+    /// The total of [`Deployment::subject_counts`].
+    pub async fn count(&self, filter: &str) -> usize {
+        self.subject_counts(filter).await.values().sum()
+    }
+}

@@ -1114,3 +1114,64 @@ async fn sigterm_stops_every_binary_and_huiqi_up_stops_its_nats_server() {
             .unwrap_or(true);
     assert!(gone, "huiqi up left nats-server {nats_pid} running");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_log_record_stops_the_start_until_the_operator_skips_it_on_record() {
+    let mut fx = Fixtures::default();
+    let app = gen::m1_application(&mut fx, "FOLD-1", &gen::uscc(900), 0, 30, 0);
+    let mut d = Deployment::new(&fx, true).await;
+    d.start_all();
+    submit(&d.js("portal").await, &[event(&app)]).await;
+    assert!(wait_for_outcomes(&d, 1, Duration::from_secs(60)).await);
+    d.kill("payout");
+    // Damage one record of payout's log: the payment order's data no longer fits its type.
+    let dir = d.data_dir().join("payout");
+    let seq = {
+        let log = huiqi_eventlog::EventLog::open(&dir).unwrap();
+        let rec = log
+            .records_from(1)
+            .map(Result::unwrap)
+            .find(|r| r.envelope.ty == types::PAYMENT_ORDERED)
+            .unwrap();
+        let raw = log.raw_record(rec.seq).unwrap().unwrap();
+        let text = String::from_utf8_lossy(&raw).replace("\"amount\"", "\"amount_\"");
+        log.tamper(rec.seq, Some(text.into_bytes())).unwrap();
+        rec.seq
+    };
+    // It refuses to start, naming the service, the record and the reason.
+    d.start("payout");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while d.running("payout") && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let exited = !d.running("payout");
+    assert!(exited, "payout started on a log it cannot read");
+    let log = std::fs::read_to_string(d.log_file("payout")).unwrap();
+    assert!(
+        log.contains(&format!("payout: log record {seq} cannot be read")) && log.contains("amount"),
+        "{log}"
+    );
+    assert!(log.contains(&format!("--skip-record {seq}")), "{log}");
+    d.kill("payout");
+    // The operator skips it explicitly: the service starts and the skip is in its log.
+    d.extra_env.insert(
+        "payout",
+        vec![("HUIQI_SKIP_RECORDS".into(), seq.to_string())],
+    );
+    d.start("payout");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        d.running("payout"),
+        "payout starts once the record is skipped"
+    );
+    d.kill("payout");
+    let log = huiqi_eventlog::EventLog::open(&dir).unwrap();
+    let skipped: Vec<_> = log
+        .records_from(1)
+        .filter_map(Result::ok)
+        .filter(|r| r.envelope.ty == types::RECORD_SKIPPED)
+        .collect();
+    assert_eq!(skipped.len(), 1);
+    assert_eq!(skipped[0].envelope.data["log_sequence"], seq);
+    assert!(log.skipped().unwrap().contains_key(&seq));
+}

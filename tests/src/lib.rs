@@ -10,30 +10,39 @@ use huiqi_events::Envelope;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// Every event on the `HUIQI` stream whose subject matches `filter`, read from the start
+/// Every message on the `HUIQI` stream whose subject matches `filter`, read from the start
 /// (so it also sees what was published before a restart).
-pub async fn stream_events(js: &jetstream::Context, filter: &str) -> Vec<(String, Envelope)> {
+pub async fn read_stream(js: &jetstream::Context, filter: &str) -> Vec<jetstream::Message> {
     let consumer = huiqi_bus::setup::ordered_reader(js, filter)
         .await
         .expect("ordered consumer");
     let pending = consumer.clone().info().await.expect("info").num_pending as usize;
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(pending);
     if pending == 0 {
         return out;
     }
     let mut msgs = consumer.messages().await.expect("messages");
     while out.len() < pending {
-        let m = tokio::time::timeout(Duration::from_secs(10), msgs.next())
+        let m = tokio::time::timeout(Duration::from_secs(20), msgs.next())
             .await
             .expect("stream read timed out")
             .expect("stream ended")
             .expect("message");
-        out.push((
-            m.subject.to_string(),
-            Envelope::decode(&m.payload).expect("event"),
-        ));
+        out.push(m);
     }
     out
+}
+
+/// The events of [`read_stream`], with their subjects.
+pub async fn stream_events(js: &jetstream::Context, filter: &str) -> Vec<(String, Envelope)> {
+    read_stream(js, filter)
+        .await
+        .into_iter()
+        .map(|m| {
+            let e = Envelope::decode(&m.payload).expect("event");
+            (m.subject.to_string(), e)
+        })
+        .collect()
 }
 
 /// A data dir, a fixture folder and settings pointing at a given NATS.

@@ -239,22 +239,10 @@ impl Deployment {
     /// the admin's login.
     pub async fn stream(&self, filter: &str) -> Vec<Seen> {
         let js = self.js("admin").await;
-        let consumer = huiqi_bus::setup::ordered_reader(&js, filter)
+        crate::read_stream(&js, filter)
             .await
-            .expect("ordered consumer");
-        let pending = consumer.clone().info().await.expect("info").num_pending as usize;
-        let mut out = Vec::with_capacity(pending);
-        if pending == 0 {
-            return out;
-        }
-        let mut msgs = consumer.messages().await.expect("messages");
-        while out.len() < pending {
-            let m = tokio::time::timeout(Duration::from_secs(20), msgs.next())
-                .await
-                .expect("stream read timed out")
-                .expect("stream ended")
-                .expect("message");
-            out.push(Seen {
+            .into_iter()
+            .map(|m| Seen {
                 subject: m.subject.to_string(),
                 signature: m
                     .headers
@@ -263,9 +251,8 @@ impl Deployment {
                     .map(|v| v.as_str().to_string()),
                 envelope: Envelope::decode(&m.payload).expect("event"),
                 payload: m.payload.clone(),
-            });
-        }
-        out
+            })
+            .collect()
     }
 
     /// Polls `check` every half second until it holds or `limit` passes.

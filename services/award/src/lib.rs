@@ -23,7 +23,6 @@ use huiqi_events::payloads::{
 use huiqi_events::{subjects, types, Envelope};
 use huiqi_policy::{Entitlement, Evaluation, History, PolicySet};
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 pub const SERVICE: &str = "award";
@@ -61,7 +60,9 @@ pub fn award_id_for(claim_id: &str) -> String {
 pub struct State {
     pub history: History,
     facts: HashMap<String, Vec<CheckRecorded>>,
-    verified: HashMap<String, Application>,
+    /// Verified claims not decided yet: waiting for a check reply that has not arrived (a
+    /// redelivery after a restart can bring it after the verified marker).
+    verified: HashMap<String, (Envelope, ClaimVerified)>,
     decided: HashSet<String>,
 }
 
@@ -77,11 +78,14 @@ impl State {
             }
             types::CLAIM_VERIFIED => {
                 let v: ClaimVerified = service::data(env)?;
-                self.verified.insert(v.claim_id, v.application);
+                self.verified.insert(v.claim_id.clone(), (env.clone(), v));
             }
             types::AWARD_DECIDED => {
                 let d: AwardDecision = service::data(env)?;
-                let app = self.verified.remove(&d.claim_id);
+                let app = self
+                    .verified
+                    .remove(&d.claim_id)
+                    .map(|(_, v)| v.application);
                 self.on_decision(app.as_ref(), &d);
             }
             types::ENTITLEMENT_DATA_PACKAGE => {
@@ -130,9 +134,8 @@ impl State {
         self.decided.contains(claim_id)
     }
 
-    /// Takes the claim's facts out of the state, when every chunk `checks` promises has
-    /// arrived (they are left in place otherwise). A decision follows, which drops them anyway.
-    pub fn take_facts(&mut self, v: &ClaimVerified) -> Result<Facts, String> {
+    /// The first check reply `v` promises that has not arrived, if any.
+    pub fn missing(&self, v: &ClaimVerified) -> Option<String> {
         let got = self
             .facts
             .get(&v.claim_id)
@@ -141,11 +144,20 @@ impl State {
         for (check, chunks) in &v.checks {
             for chunk in 0..*chunks {
                 if !got.iter().any(|r| &r.check == check && r.chunk == chunk) {
-                    return Err(format!(
+                    return Some(format!(
                         "check `{check}` chunk {chunk} of {chunks} has not arrived"
                     ));
                 }
             }
+        }
+        None
+    }
+
+    /// Takes the claim's facts out of the state, when every chunk `checks` promises has
+    /// arrived (they are left in place otherwise). A decision follows, which drops them anyway.
+    pub fn take_facts(&mut self, v: &ClaimVerified) -> Result<Facts, String> {
+        if let Some(why) = self.missing(v) {
+            return Err(why);
         }
         let records = self.facts.remove(&v.claim_id).unwrap_or_default();
         Facts::assemble(
@@ -340,28 +352,34 @@ impl Handler {
         if self.writer.log().is_processed(&inbox).unwrap_or(false) {
             return (Commit::default(), Disposition::Ack);
         }
+        let done = |events| {
+            (
+                Commit {
+                    inbox_id: Some(env.id.clone()),
+                    events,
+                },
+                Disposition::Ack,
+            )
+        };
         match env.ty.as_str() {
             types::CHECK_RECORDED => {
                 let Ok(r) = env.data_as::<CheckRecorded>() else {
                     return self.park(d, "check-recorded data does not match its schema");
                 };
                 if self.state.is_decided(&r.claim_id) {
-                    return (
-                        Commit {
-                            inbox_id: Some(inbox),
-                            events: vec![],
-                        },
-                        Disposition::Ack,
-                    );
+                    return done(vec![]);
                 }
+                let claim_id = r.claim_id.clone();
                 self.state.on_check(r);
-                (
-                    Commit {
-                        inbox_id: Some(inbox),
-                        events: vec![Pending::received(env, d.payload.clone())],
-                    },
-                    Disposition::Ack,
-                )
+                let mut events = vec![Pending::received(env.clone(), d.payload.clone())];
+                // The last reply a waiting verified claim needed: decide it now.
+                if let Some((cause, v)) = self.state.verified.get(&claim_id) {
+                    if self.state.missing(v).is_none() {
+                        let (cause, v) = (cause.clone(), v.clone());
+                        events.extend(self.decide(&cause, &v));
+                    }
+                }
+                done(events)
             }
             types::CLAIM_VERIFIED => {
                 let v = match env.data_as::<ClaimVerified>() {
@@ -369,52 +387,53 @@ impl Handler {
                     Err(e) => return self.park(d, &format!("claim-verified data: {e}")),
                 };
                 if self.state.is_decided(&v.claim_id) {
-                    return (
-                        Commit {
-                            inbox_id: Some(inbox),
-                            events: vec![],
-                        },
-                        Disposition::Ack,
-                    );
+                    return done(vec![]);
                 }
-                let evaluation = match self.state.evaluate(&self.policies, None, &v) {
-                    Ok(e) => e,
-                    Err(why) if !d.final_attempt => {
-                        tracing::warn!(claim_id = %v.claim_id, why = %huiqi_events::mask_digit_runs(&why), "facts incomplete; retrying later");
-                        return (
-                            Commit::default(),
-                            Disposition::Retry(Duration::from_secs(2)),
-                        );
+                let mut events = vec![Pending::received(env.clone(), d.payload.clone())];
+                match self.state.missing(&v) {
+                    None => events.extend(self.decide(&env, &v)),
+                    Some(why) => {
+                        tracing::info!(claim_id = %v.claim_id, why = %why, "verified; waiting for a check reply before deciding");
+                        self.state
+                            .verified
+                            .insert(v.claim_id.clone(), (env.clone(), v));
                     }
-                    Err(why) => return self.park(d, &format!("facts never completed: {why}")),
-                };
-                let mut events = decision_events(&env, &v, &evaluation);
-                self.state.on_evaluation(&v.application, &evaluation);
-                events.insert(0, Pending::received(env, d.payload.clone()));
-                let dec = &evaluation.decision;
-                tracing::info!(
-                    claim_id = %dec.claim_id,
-                    measure = %dec.measure,
-                    status = ?dec.status,
-                    total = %dec.total,
-                    lines = dec.lines.len(),
-                    entitlements = evaluation.entitlements.len(),
-                    policy = %dec.policy_version,
-                    "award decided"
-                );
-                (
-                    Commit {
-                        inbox_id: Some(inbox),
-                        events,
-                    },
-                    Disposition::Ack,
-                )
+                }
+                done(events)
             }
             other => {
                 let reason = format!("unexpected event type `{other}` on {}", d.subject);
                 self.park(d, &reason)
             }
         }
+    }
+
+    /// Decides a verified claim whose facts are complete: the decision's events, its effects
+    /// folded into the state. An evaluation that fails (facts that do not fit their schema)
+    /// leaves the claim waiting, loudly.
+    fn decide(&mut self, cause: &Envelope, v: &ClaimVerified) -> Vec<Pending> {
+        let evaluation = match self.state.evaluate(&self.policies, None, v) {
+            Ok(e) => e,
+            Err(why) => {
+                tracing::error!(claim_id = %v.claim_id, why = %huiqi_events::mask_digit_runs(&why), "verified claim cannot be decided; it waits for an operator");
+                return vec![];
+            }
+        };
+        self.state.verified.remove(&v.claim_id);
+        let events = decision_events(cause, v, &evaluation);
+        self.state.on_evaluation(&v.application, &evaluation);
+        let dec = &evaluation.decision;
+        tracing::info!(
+            claim_id = %dec.claim_id,
+            measure = %dec.measure,
+            status = ?dec.status,
+            total = %dec.total,
+            lines = dec.lines.len(),
+            entitlements = evaluation.entitlements.len(),
+            policy = %dec.policy_version,
+            "award decided"
+        );
+        events
     }
 
     fn park(&self, d: &Delivery, reason: &str) -> (Commit, Disposition) {

@@ -670,9 +670,9 @@ pub const SERVICES: &[&str] = &["intake", "verification", "award", "payout"];
 fn restore_rules(service: &str) -> Option<&'static dyn huiqi_bus::restore::RestoreRules> {
     Some(match service {
         "intake" => &huiqi_intake::Restore,
-        "verification" => &huiqi_verification::Restore,
+        "verification" => &huiqi_verification::Restore {},
         "award" => &huiqi_award::Restore,
-        "payout" => &huiqi_payout::Restore,
+        "payout" => &huiqi_payout::Restore {},
         _ => return None,
     })
 }

@@ -305,6 +305,25 @@ fn shown(id: &str) -> String {
     huiqi_events::mask_digit_runs(&id.chars().take(128).collect::<String>())
 }
 
+/// The acceptance of the message `key`: its answer, filed under the application id.
+fn accept(key: &str, application_id: &str, claim_id: &str, cause: &Envelope) -> Pending {
+    let data = IntakeAccepted {
+        application_id: application_id.to_string(),
+        claim_id: claim_id.to_string(),
+    };
+    let e = Envelope::derived(
+        SERVICE,
+        types::INTAKE_ACCEPTED,
+        application_id,
+        &data,
+        key,
+        "0",
+    )
+    .expect("serializes")
+    .caused_by(cause);
+    Pending::publish(e, subjects::INTAKE_ACCEPTED)
+}
+
 impl Handler {
     fn reject(
         &self,
@@ -367,21 +386,7 @@ impl Handler {
                 let mut events = Vec::new();
                 match self.state.claims.get(&id) {
                     Some(opened) if opened.digest == digest => {
-                        let accepted = IntakeAccepted {
-                            application_id: id.clone(),
-                            claim_id: opened.claim_id.clone(),
-                        };
-                        let e = Envelope::derived(
-                            SERVICE,
-                            types::INTAKE_ACCEPTED,
-                            &id,
-                            &accepted,
-                            &key,
-                            "0",
-                        )
-                        .expect("serializes")
-                        .caused_by(&env);
-                        events.push(Pending::publish(e, subjects::INTAKE_ACCEPTED));
+                        events.push(accept(&key, &id, &opened.claim_id, &env));
                         tracing::info!(application_id = %escape_control(&id), claim_id = %opened.claim_id, "re-sent application: same answer");
                     }
                     Some(opened) => {
@@ -404,21 +409,7 @@ impl Handler {
                         let errors = validate::validate(&app, &self.policies, self.max_persons);
                         if errors.is_empty() {
                             let claim_id = claim_id_for(&id);
-                            let accepted = IntakeAccepted {
-                                application_id: id.clone(),
-                                claim_id: claim_id.clone(),
-                            };
-                            let e = Envelope::derived(
-                                SERVICE,
-                                types::INTAKE_ACCEPTED,
-                                &id,
-                                &accepted,
-                                &key,
-                                "0",
-                            )
-                            .expect("serializes")
-                            .caused_by(&env);
-                            events.push(Pending::publish(e, subjects::INTAKE_ACCEPTED));
+                            events.push(accept(&key, &id, &claim_id, &env));
                             tracing::info!(application_id = %escape_control(&id), %claim_id, measure = %escape_control(&app.measure), persons = app.person_ids().len(), "claim opened");
                             let opened = ClaimOpened {
                                 claim_id: claim_id.clone(),

@@ -11,7 +11,6 @@
 
 use chrono::{FixedOffset, Utc};
 use huiqi_bus::request::{request_json, Circuit, RetryPolicy};
-use huiqi_bus::restore::{Consumed, RestoreRules};
 use huiqi_bus::service::{self, work_queue, Consuming, Core, RecordAndQueue, ServiceConfig};
 use huiqi_bus::{BusError, LogWriter, Signatures};
 use huiqi_eventlog::{Commit, Pending};
@@ -91,18 +90,7 @@ pub fn check_order(o: &PaymentOrdered) -> Result<(), String> {
 /// How payout's log is rebuilt from the stream: every payment order it consumed is recorded;
 /// its attempts and outcomes come back as what it published, so an order with an outcome is
 /// never sent again.
-pub struct Restore;
-
-impl RestoreRules for Restore {
-    fn consumed(&self, _payload: &[u8], env: Option<&Envelope>, _stream_seq: u64) -> Consumed {
-        match env {
-            Some(env) => Consumed::Record {
-                inbox: env.id.clone(),
-            },
-            None => Consumed::Ignore,
-        }
-    }
-}
+pub type Restore = huiqi_bus::restore::RecordConsumed;
 
 pub async fn build(settings: Settings) -> Result<App, PayoutError> {
     let core = Core::start(SERVICE, &settings.service).await?;

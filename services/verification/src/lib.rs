@@ -12,7 +12,6 @@
 pub mod plan;
 
 use huiqi_bus::request::{request_json, Circuit, RetryPolicy};
-use huiqi_bus::restore::{Consumed, RestoreRules};
 use huiqi_bus::service::{self, Consuming, Core, RecordAndQueue, ServiceConfig};
 use huiqi_bus::{BusError, LogWriter, Signatures};
 use huiqi_eventlog::{Commit, Pending};
@@ -101,18 +100,7 @@ pub struct App {
 
 /// How verification's log is rebuilt from the stream: every opened claim it consumed is
 /// recorded (its work resumes from what it had published).
-pub struct Restore;
-
-impl RestoreRules for Restore {
-    fn consumed(&self, _payload: &[u8], env: Option<&Envelope>, _stream_seq: u64) -> Consumed {
-        match env {
-            Some(env) => Consumed::Record {
-                inbox: env.id.clone(),
-            },
-            None => Consumed::Ignore,
-        }
-    }
-}
+pub type Restore = huiqi_bus::restore::RecordConsumed;
 
 pub async fn build(settings: Settings) -> Result<App, VerificationError> {
     let core = Core::start(SERVICE, &settings.service).await?;

@@ -55,6 +55,21 @@ pub trait RestoreRules {
     fn consumed(&self, payload: &[u8], env: Option<&Envelope>, stream_seq: u64) -> Consumed;
 }
 
+/// The rules of a service that records every event it consumes as it arrives (verification's
+/// opened claims, payout's payment orders): each goes back with its inbox mark.
+pub struct RecordConsumed;
+
+impl RestoreRules for RecordConsumed {
+    fn consumed(&self, _payload: &[u8], env: Option<&Envelope>, _stream_seq: u64) -> Consumed {
+        match env {
+            Some(env) => Consumed::Record {
+                inbox: env.id.clone(),
+            },
+            None => Consumed::Ignore,
+        }
+    }
+}
+
 /// What a restore did.
 #[derive(Debug, Clone, Default)]
 pub struct RestoreReport {

@@ -452,3 +452,122 @@ async fn an_event_too_large_to_publish_is_recorded_and_the_relay_moves_on() {
         .unwrap();
     assert_eq!(who.service, "payout");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verified_claim_whose_check_reply_comes_later_is_decided_when_it_arrives() {
+    // After a restart, JetStream redelivers un-acked check replies only after `ack_wait`, so
+    // award may see a claim's verified marker before one of its replies. It must wait for the
+    // reply, however long, not give up.
+    let nats = huiqi_testkit::nats();
+    let mut fx = Fixtures::default();
+    let app = gen::m1_application(&mut fx, "E2E-LATE", &gen::uscc(60), 0, 30, 0);
+    let rig = Rig::new(Some(nats.url()), &fx);
+    let pipeline = rig.start().await;
+    let (_c, js, _w) = observe(nats.url()).await;
+    let key = pipeline.keys().key("verification").unwrap();
+    let claim = huiqi_intake::claim_id_for("E2E-LATE");
+    let ids = app.person_ids();
+    let record = |check: &str, reply: serde_json::Value| huiqi_events::payloads::CheckRecorded {
+        claim_id: claim.clone(),
+        check: check.into(),
+        chunk: 0,
+        chunks: 1,
+        attempts: 1,
+        reply,
+    };
+    let records = [
+        record(
+            "enterprise",
+            serde_json::json!({ "found": true, "registration_district": "330302", "tax_district": "330302", "independent_legal_person": true, "industry": "manufacturing", "kind": "enterprise" }),
+        ),
+        record(
+            "social_insurance",
+            serde_json::json!({ "persons": ids.iter().map(|id| serde_json::json!({ "id_number": id, "pension_months_with_applicant": ["2023-01", "2023-02"] })).collect::<Vec<_>>() }),
+        ),
+        record(
+            "presence",
+            serde_json::json!({ "persons": ids.iter().map(|id| serde_json::json!({ "id_number": id, "stayed_whole_window": true })).collect::<Vec<_>>() }),
+        ),
+    ];
+    let verified = huiqi_events::payloads::ClaimVerified {
+        claim_id: claim.clone(),
+        application: app.clone(),
+        checks: records.iter().map(|r| (r.check.clone(), 1)).collect(),
+    };
+    let publish = |subject: &'static str, env: Envelope| {
+        let js = js.clone();
+        let key = key.clone();
+        async move {
+            let bytes = env.encode();
+            let mut h = async_nats::HeaderMap::new();
+            h.insert("Nats-Msg-Id", env.id.as_str());
+            h.insert(
+                huiqi_bus::trust::SIGNATURE_HEADER,
+                key.sign(&bytes).as_str(),
+            );
+            js.publish_with_headers(subject, h, bytes.into())
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+    };
+    let env = |ty: &str, data: &dyn erased::Data| {
+        Envelope::new("verification", ty, &claim, &data.value()).unwrap()
+    };
+    publish(
+        subjects::FACTS_RECORDED,
+        env(types::CHECK_RECORDED, &records[0]),
+    )
+    .await;
+    publish(
+        subjects::FACTS_RECORDED,
+        env(types::CHECK_RECORDED, &records[1]),
+    )
+    .await;
+    publish(
+        subjects::CLAIM_VERIFIED,
+        env(types::CLAIM_VERIFIED, &verified),
+    )
+    .await;
+    // Longer than award's old retry budget (5 deliveries 2 s apart).
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert!(
+        stream_events(&js, "huiqi.awards.>").await.is_empty(),
+        "not decided without the reply"
+    );
+    assert!(
+        stream_events(&js, "huiqi.parked.>").await.is_empty(),
+        "and not given up either"
+    );
+    publish(
+        subjects::FACTS_RECORDED,
+        env(types::CHECK_RECORDED, &records[2]),
+    )
+    .await;
+    let mut decided = Vec::new();
+    for _ in 0..100 {
+        decided = stream_events(&js, "huiqi.awards.>").await;
+        if !decided.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    pipeline.stop().await.unwrap();
+    assert_eq!(decided.len(), 1);
+    assert_eq!(decided[0].1.data["total"], "15000.00");
+    let (replay, same) = huiqi::commands::replay(rig.data_dir()).unwrap();
+    assert!(same, "{replay}");
+}
+
+mod erased {
+    /// Any serializable payload, as a JSON value (lets one closure build every test event).
+    pub trait Data {
+        fn value(&self) -> serde_json::Value;
+    }
+    impl<T: serde::Serialize> Data for T {
+        fn value(&self) -> serde_json::Value {
+            serde_json::to_value(self).unwrap()
+        }
+    }
+}

@@ -501,8 +501,9 @@ async fn chaos_sigkills_and_a_nats_restart_lose_nothing_and_pay_nothing_twice() 
     let summary = format!("kills: {kills:?}, starts: {:?}", d.starts);
     assert!(
         done,
-        "not every outcome arrived within the limit ({summary}); status:\n{}",
-        d.huiqi(&["status"]).1
+        "not every outcome arrived within the limit ({summary}); status:\n{}\nparked:\n{}",
+        d.huiqi(&["status"]).1,
+        d.huiqi(&["parked"]).1
     );
 
     // --- Judged from outside -------------------------------------------------------------

@@ -8,7 +8,9 @@
 //!
 //! Money is [`Money`]: a `rust_decimal` value that always travels as a two-decimal string.
 
+pub mod checks;
 pub mod envelope;
+pub mod history;
 pub mod money;
 pub mod payloads;
 pub mod subjects;

@@ -216,15 +216,22 @@ pub struct ClaimOpened {
     pub application_digest: String,
 }
 
-/// Verification received one answer from a check provider (one chunk of a batched check).
+/// Verification received one answer from a check provider (one chunk of a batched check),
+/// typed: `{claim_id, check, chunk, chunks, attempts, reply}` on the wire.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CheckRecorded {
     pub claim_id: String,
-    pub check: String,
     pub chunk: u32,
     pub chunks: u32,
     pub attempts: u32,
-    pub reply: serde_json::Value,
+    #[serde(flatten)]
+    pub reply: crate::checks::CheckReply,
+}
+
+impl CheckRecorded {
+    pub fn check(&self) -> crate::checks::Check {
+        self.reply.check()
+    }
 }
 
 /// Verification finished every planned check for a claim. The replies themselves travel as
@@ -234,51 +241,43 @@ pub struct CheckRecorded {
 pub struct ClaimVerified {
     pub claim_id: String,
     pub application: Application,
-    pub checks: std::collections::BTreeMap<String, u32>,
+    pub checks: std::collections::BTreeMap<crate::checks::Check, u32>,
 }
 
 impl Facts {
+    /// SHA-256 (hex) of the facts' canonical JSON (field order of the types): what a decision
+    /// records as `facts_digest`, and what an auditor recomputes from the check records.
+    pub fn digest(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let bytes = serde_json::to_vec(self).expect("facts always serialize");
+        Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
     /// Joins recorded check replies (chunks of one check concatenate their lists, in chunk
-    /// order) into the facts of a claim. Takes the records by value: the replies are moved, not
-    /// copied. Errors name the check that does not fit.
+    /// order; a repeated chunk counts once) into the facts of a claim. Takes the records by
+    /// value: the replies are moved, not copied.
     pub fn assemble(records: impl IntoIterator<Item = CheckRecorded>) -> Result<Facts, String> {
-        let mut by_check: std::collections::BTreeMap<String, Vec<CheckRecorded>> =
+        let mut by_check: std::collections::BTreeMap<crate::checks::Check, Vec<CheckRecorded>> =
             Default::default();
         for r in records {
-            by_check.entry(r.check.clone()).or_default().push(r);
+            by_check.entry(r.check()).or_default().push(r);
         }
-        let mut map = serde_json::Map::new();
-        for (check, mut chunks) in by_check {
+        let mut facts = Facts::default();
+        for (_, mut chunks) in by_check {
             chunks.sort_by_key(|c| c.chunk);
             chunks.dedup_by_key(|c| c.chunk);
-            let list_key = match check.as_ref() {
-                "enterprise" | "statistics" => None,
-                "telecom" => Some("numbers"),
-                "prior_benefits" => Some("payments"),
-                _ => Some("persons"),
-            };
-            let merged = match list_key {
-                None => chunks.swap_remove(0).reply,
-                Some(key) => {
-                    let mut all = Vec::new();
-                    for mut c in chunks {
-                        match c.reply.get_mut(key).map(serde_json::Value::take) {
-                            Some(serde_json::Value::Array(items)) => all.extend(items),
-                            _ => {
-                                return Err(format!(
-                                    "check `{check}` chunk {}: reply has no `{key}` list",
-                                    c.chunk
-                                ))
-                            }
-                        }
-                    }
-                    serde_json::json!({ key: all })
-                }
-            };
-            map.insert(check, merged);
+            let mut chunks = chunks.into_iter();
+            let Some(first) = chunks.next() else { continue };
+            let mut joined = first.reply;
+            for c in chunks {
+                joined.merge(c.reply)?;
+            }
+            joined.into_facts(&mut facts);
         }
-        serde_json::from_value(serde_json::Value::Object(map))
-            .map_err(|e| format!("facts do not fit the check replies' schema: {e}"))
+        Ok(facts)
     }
 }
 
@@ -591,8 +590,19 @@ pub struct AwardDecision {
     pub status: AwardStatus,
     pub total: Money,
     pub lines: Vec<AwardLine>,
-    /// The checked facts used, keyed by the check that supplied them.
-    pub facts: Facts,
+    /// SHA-256 (hex) of the checked facts the decision used ([`Facts::digest`]); the facts
+    /// themselves stay in the award log, where the audit tools show them (CONTRACT.md).
+    pub facts_digest: String,
+    /// The ids of the check-record events that carried those facts, by check and chunk.
+    #[serde(default)]
+    pub check_records: Vec<String>,
     /// The source sentence of every rule code the lines cite.
     pub rules: std::collections::BTreeMap<String, String>,
+    /// What this decision counts against later claims (caps, one per person, cumulative
+    /// thresholds, prior payments offset), typed.
+    #[serde(default)]
+    pub counts: Vec<crate::history::Count>,
+    /// The earlier counts this decision relied on, and what each did to it.
+    #[serde(default)]
+    pub relied_on: Vec<crate::history::Relied>,
 }

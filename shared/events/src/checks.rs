@@ -1,0 +1,276 @@
+//! The checks Huiqi asks bureau providers (CONTRACT.md, "System → check providers"), each in
+//! one place: its name and subject, what its request asks about, its typed reply, and how the
+//! replies of a request cut into chunks join up.
+//!
+//! Why one registry: a check used to be spelled out in four crates (the provider simulator, the
+//! verification plan, the reply validation, the award's fact assembly) and its reply was parsed
+//! three times. Now verification reads a provider's bytes once into a [`CheckReply`], records
+//! that typed value, and award joins the recorded chunks into [`Facts`] without re-parsing.
+//! Adding a check: its reply type in `payloads`, a variant here, and the measures that use it.
+
+use crate::payloads::{
+    EnterpriseReply, ExitEntryReply, Facts, PresenceReply, PriorBenefitsReply,
+    ResidencePermitReply, SocialInsuranceReply, StatisticsReply, TelecomReply,
+};
+use chrono::NaiveDate;
+use serde::{Deserialize, Serialize};
+
+/// A check a measure may need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Check {
+    Enterprise,
+    SocialInsurance,
+    Presence,
+    ResidencePermit,
+    Telecom,
+    Statistics,
+    ExitEntry,
+    PriorBenefits,
+}
+
+/// What a check's request asks about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Input {
+    /// The applicant as a whole (one request).
+    Applicant,
+    /// The application's persons (requests of at most a chunk of ID numbers each).
+    Persons,
+    /// The employees' phone numbers.
+    Phones,
+}
+
+/// What a request may need besides its chunk: the applicant, the measure, and the windows a
+/// check asks about (taken from the policy version).
+#[derive(Debug, Clone, Copy)]
+pub struct RequestContext<'a> {
+    pub uscc: &'a str,
+    pub measure: &'a str,
+    /// The M1 stay window (presence).
+    pub stay_window: (NaiveDate, NaiveDate),
+    /// The policy period (exit-entry records).
+    pub policy_period: (NaiveDate, NaiveDate),
+}
+
+impl Check {
+    pub const ALL: &'static [Check] = &[
+        Check::Enterprise,
+        Check::SocialInsurance,
+        Check::Presence,
+        Check::ResidencePermit,
+        Check::Telecom,
+        Check::Statistics,
+        Check::ExitEntry,
+        Check::PriorBenefits,
+    ];
+
+    /// The name in subjects, records and fixture files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Check::Enterprise => "enterprise",
+            Check::SocialInsurance => "social_insurance",
+            Check::Presence => "presence",
+            Check::ResidencePermit => "residence_permit",
+            Check::Telecom => "telecom",
+            Check::Statistics => "statistics",
+            Check::ExitEntry => "exit_entry",
+            Check::PriorBenefits => "prior_benefits",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Check> {
+        Check::ALL.iter().copied().find(|c| c.name() == name)
+    }
+
+    /// `huiqi.checks.<name>`.
+    pub fn subject(self) -> String {
+        crate::subjects::check_subject(self.name())
+    }
+
+    pub fn input(self) -> Input {
+        match self {
+            Check::Enterprise | Check::Statistics => Input::Applicant,
+            Check::Telecom => Input::Phones,
+            Check::SocialInsurance
+            | Check::Presence
+            | Check::ResidencePermit
+            | Check::ExitEntry
+            | Check::PriorBenefits => Input::Persons,
+        }
+    }
+
+    /// Asked even when the application names no person (prior payments may be enterprise-level).
+    pub fn asked_without_persons(self) -> bool {
+        self == Check::PriorBenefits
+    }
+
+    /// The request for one chunk of persons or phones (empty for applicant checks).
+    pub fn request(self, ctx: &RequestContext<'_>, chunk: &[String]) -> serde_json::Value {
+        use serde_json::json;
+        match self {
+            Check::Enterprise | Check::Statistics => json!({ "uscc": ctx.uscc }),
+            Check::SocialInsurance => json!({ "uscc": ctx.uscc, "id_numbers": chunk }),
+            Check::Presence => json!({
+                "id_numbers": chunk, "from": ctx.stay_window.0, "to": ctx.stay_window.1
+            }),
+            Check::ResidencePermit => json!({ "id_numbers": chunk }),
+            Check::Telecom => json!({ "phones": chunk }),
+            Check::ExitEntry => json!({
+                "id_numbers": chunk, "from": ctx.policy_period.0, "to": ctx.policy_period.1
+            }),
+            Check::PriorBenefits => json!({
+                "uscc": ctx.uscc, "measure": ctx.measure, "id_numbers": chunk
+            }),
+        }
+    }
+
+    /// Reads a provider's reply bytes as this check's typed reply (the one parse). A reply
+    /// `{"error": …}` or one that does not fit the contract is an error naming what is wrong.
+    pub fn read_reply(self, bytes: &[u8]) -> Result<CheckReply, String> {
+        fn read<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+            serde_json::from_slice(bytes).map_err(|e| e.to_string())
+        }
+        #[derive(Deserialize)]
+        struct ErrorReply {
+            error: serde_json::Value,
+        }
+        if let Ok(e) = serde_json::from_slice::<ErrorReply>(bytes) {
+            return Err(format!("provider error: {}", e.error));
+        }
+        Ok(match self {
+            Check::Enterprise => CheckReply::Enterprise(read(bytes)?),
+            Check::SocialInsurance => CheckReply::SocialInsurance(read(bytes)?),
+            Check::Presence => CheckReply::Presence(read(bytes)?),
+            Check::ResidencePermit => CheckReply::ResidencePermit(read(bytes)?),
+            Check::Telecom => CheckReply::Telecom(read(bytes)?),
+            Check::Statistics => CheckReply::Statistics(read(bytes)?),
+            Check::ExitEntry => CheckReply::ExitEntry(read(bytes)?),
+            Check::PriorBenefits => CheckReply::PriorBenefits(read(bytes)?),
+        })
+    }
+}
+
+impl std::fmt::Display for Check {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A typed check reply; on the wire `{"check": "<name>", "reply": {…}}` (inside a recorded
+/// check event).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "check", content = "reply", rename_all = "snake_case")]
+pub enum CheckReply {
+    Enterprise(EnterpriseReply),
+    SocialInsurance(SocialInsuranceReply),
+    Presence(PresenceReply),
+    ResidencePermit(ResidencePermitReply),
+    Telecom(TelecomReply),
+    Statistics(StatisticsReply),
+    ExitEntry(ExitEntryReply),
+    PriorBenefits(PriorBenefitsReply),
+}
+
+impl CheckReply {
+    pub fn check(&self) -> Check {
+        match self {
+            CheckReply::Enterprise(_) => Check::Enterprise,
+            CheckReply::SocialInsurance(_) => Check::SocialInsurance,
+            CheckReply::Presence(_) => Check::Presence,
+            CheckReply::ResidencePermit(_) => Check::ResidencePermit,
+            CheckReply::Telecom(_) => Check::Telecom,
+            CheckReply::Statistics(_) => Check::Statistics,
+            CheckReply::ExitEntry(_) => Check::ExitEntry,
+            CheckReply::PriorBenefits(_) => Check::PriorBenefits,
+        }
+    }
+
+    /// Joins the next chunk's reply to this one (person lists concatenate, in chunk order);
+    /// an applicant check has one chunk, so a second is ignored.
+    pub fn merge(&mut self, next: CheckReply) -> Result<(), String> {
+        match (self, next) {
+            (CheckReply::SocialInsurance(a), CheckReply::SocialInsurance(b)) => {
+                a.persons.extend(b.persons)
+            }
+            (CheckReply::Presence(a), CheckReply::Presence(b)) => a.persons.extend(b.persons),
+            (CheckReply::ResidencePermit(a), CheckReply::ResidencePermit(b)) => {
+                a.persons.extend(b.persons)
+            }
+            (CheckReply::Telecom(a), CheckReply::Telecom(b)) => a.numbers.extend(b.numbers),
+            (CheckReply::ExitEntry(a), CheckReply::ExitEntry(b)) => a.persons.extend(b.persons),
+            (CheckReply::PriorBenefits(a), CheckReply::PriorBenefits(b)) => {
+                a.payments.extend(b.payments)
+            }
+            (CheckReply::Enterprise(_), CheckReply::Enterprise(_))
+            | (CheckReply::Statistics(_), CheckReply::Statistics(_)) => {}
+            (a, b) => {
+                return Err(format!(
+                    "a `{}` reply cannot join a `{}` reply",
+                    b.check(),
+                    a.check()
+                ))
+            }
+        }
+        Ok(())
+    }
+
+    /// Puts the (joined) reply in its place in the claim's facts.
+    pub fn into_facts(self, facts: &mut Facts) {
+        match self {
+            CheckReply::Enterprise(r) => facts.enterprise = Some(r),
+            CheckReply::SocialInsurance(r) => facts.social_insurance = Some(r),
+            CheckReply::Presence(r) => facts.presence = Some(r),
+            CheckReply::ResidencePermit(r) => facts.residence_permit = Some(r),
+            CheckReply::Telecom(r) => facts.telecom = Some(r),
+            CheckReply::Statistics(r) => facts.statistics = Some(r),
+            CheckReply::ExitEntry(r) => facts.exit_entry = Some(r),
+            CheckReply::PriorBenefits(r) => facts.prior_benefits = Some(r),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::payloads::CheckRecorded;
+
+    #[test]
+    fn a_recorded_check_keeps_its_wire_shape_and_reads_typed() {
+        let r = CheckRecorded {
+            claim_id: "C-1".into(),
+            chunk: 0,
+            chunks: 2,
+            attempts: 1,
+            reply: Check::Presence
+                .read_reply(br#"{"persons":[{"id_number":"1","stayed_whole_window":true}]}"#)
+                .unwrap(),
+        };
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["check"], "presence");
+        assert_eq!(v["reply"]["persons"][0]["stayed_whole_window"], true);
+        let back: CheckRecorded = serde_json::from_value(v).unwrap();
+        assert_eq!(back, r);
+    }
+
+    #[test]
+    fn replies_are_read_once_and_errors_name_the_problem() {
+        assert!(Check::Telecom
+            .read_reply(br#"{"error":"down"}"#)
+            .unwrap_err()
+            .contains("down"));
+        assert!(Check::Presence
+            .read_reply(br#"{"persons":[{"id_number":1}]}"#)
+            .is_err());
+        let mut a = Check::Telecom
+            .read_reply(br#"{"numbers":[{"phone":"1","carrier":"mobile","city_code":"0577"}]}"#)
+            .unwrap();
+        let b = Check::Telecom
+            .read_reply(br#"{"numbers":[{"phone":"2","carrier":"mobile","city_code":"0577"}]}"#)
+            .unwrap();
+        a.merge(b).unwrap();
+        let mut facts = Facts::default();
+        a.into_facts(&mut facts);
+        assert_eq!(facts.telecom.unwrap().numbers.len(), 2);
+        assert!(Check::from_name("presence") == Some(Check::Presence));
+    }
+}

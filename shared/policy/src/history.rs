@@ -1,142 +1,180 @@
-//! What earlier claims already received under this policy: the input that makes caps across
-//! claims, "one M1 per enterprise" and "a person once per measure" decidable by a pure
-//! function. The award service folds it from its own log with [`History::record`]; replay
-//! folds it the same way, in the same order, so the same decisions come out.
+//! What earlier claims counted under this policy: the input that makes caps across claims,
+//! "one award per enterprise", "a person once", cumulative thresholds and prior payments offset
+//! once decidable by a pure function.
+//!
+//! It is a ledger of typed [`Count`]s keyed by [`Key`] (measure, kind, applicant, item, person),
+//! each entry naming the claim that counted it. The award service folds it from the counts its
+//! decisions carry (and the entitlements it granted), in log order; replay folds it the same
+//! way, so the same decisions come out. It knows no measure: each measure decides which keys it
+//! reads and which counts it adds.
 
-use crate::Evaluation;
-use huiqi_events::payloads::AwardStatus;
-use huiqi_events::payloads::{Application, AwardDecision};
+use huiqi_events::history::{Count, Key, Kind};
 use huiqi_events::Money;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
+
+pub use huiqi_events::history::{Count as HistoryCount, Relied};
+
+/// One earlier count: the claim that made it, the applicant of that claim, the amount.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub claim_id: String,
+    pub by: String,
+    pub amount: Money,
+}
+
+/// One line of the history as a file (`huiqi evaluate --history`) or a report shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Line {
+    #[serde(flatten)]
+    key: Key,
+    claim_id: String,
+    #[serde(default)]
+    by: String,
+    amount: Money,
+}
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(from = "Vec<Line>", into = "Vec<Line>")]
 pub struct History {
-    /// Enterprises that have their one M1 award: uscc → claim id.
-    pub m1_enterprises: BTreeMap<String, String>,
-    /// Persons paid under M1: id number → the enterprise they were counted for.
-    pub m1_persons: BTreeMap<String, String>,
-    /// Numbers already granted the M4 data package.
-    pub m4_phones: BTreeSet<String>,
-    /// Persons already granted M5 points.
-    pub m5_persons: BTreeSet<String>,
-    /// M9 already awarded per enterprise.
-    pub m9_paid: BTreeMap<String, Money>,
-    /// M10(a) travellers already paid per (enterprise, exhibition name).
-    pub m10_exhibition_travellers: BTreeMap<String, BTreeSet<String>>,
-    /// M10(b) (trip key) already paid: "uscc|country|departure|id".
-    pub m10_trip_travellers: BTreeSet<String>,
-    /// M18 already awarded per enterprise, and charters already paid ("uscc|contract_no").
-    pub m18_paid: BTreeMap<String, Money>,
-    pub m18_charters: BTreeSet<String>,
-    /// Persons carried on an M18 charter, per enterprise: "uscc|id".
-    pub m18_passengers: BTreeSet<String>,
-    /// Persons paid under M19(a) and M19(b).
-    pub m19a_persons: BTreeSet<String>,
-    pub m19b_persons: BTreeSet<String>,
-    /// M21 already awarded per agency, and persons already counted (id → agency).
-    pub m21_paid: BTreeMap<String, Money>,
-    pub m21_persons: BTreeMap<String, String>,
+    entries: BTreeMap<Key, Vec<Entry>>,
+}
+
+impl From<Vec<Line>> for History {
+    fn from(lines: Vec<Line>) -> Self {
+        let mut h = History::default();
+        for l in lines {
+            h.entries.entry(l.key).or_default().push(Entry {
+                claim_id: l.claim_id,
+                by: l.by,
+                amount: l.amount,
+            });
+        }
+        h
+    }
+}
+
+impl From<History> for Vec<Line> {
+    fn from(h: History) -> Self {
+        h.entries
+            .into_iter()
+            .flat_map(|(key, es)| {
+                es.into_iter().map(move |e| Line {
+                    key: key.clone(),
+                    claim_id: e.claim_id,
+                    by: e.by,
+                    amount: e.amount,
+                })
+            })
+            .collect()
+    }
 }
 
 impl History {
-    /// Adds an evaluation's effects: the decision and its entitlements.
-    pub fn record(&mut self, app: &Application, e: &Evaluation) {
-        self.record_decision(app, &e.decision);
-        for ent in &e.entitlements {
-            match ent {
-                crate::Entitlement::DataPackage { phone, .. } => self.record_data_package(phone),
-                crate::Entitlement::ResidentPoints { person, .. } => {
-                    self.record_resident_points(person)
-                }
-            }
+    /// Adds what one decision (claim `claim_id` of applicant `by`) counted.
+    pub fn add(&mut self, claim_id: &str, by: &str, counts: &[Count]) {
+        for c in counts {
+            self.entries.entry(c.key.clone()).or_default().push(Entry {
+                claim_id: claim_id.to_string(),
+                by: by.to_string(),
+                amount: c.amount,
+            });
         }
     }
 
-    pub fn record_data_package(&mut self, phone: &str) {
-        self.m4_phones.insert(phone.to_string());
+    /// The entries under exactly `key`.
+    pub fn get(&self, key: &Key) -> &[Entry] {
+        self.entries.get(key).map(Vec::as_slice).unwrap_or(&[])
     }
 
-    pub fn record_resident_points(&mut self, id_number: &str) {
-        self.m5_persons.insert(id_number.to_string());
+    pub fn contains(&self, key: &Key) -> bool {
+        !self.get(key).is_empty()
     }
 
-    /// Adds a decision's effects. Only what was actually paid counts.
-    pub fn record_decision(&mut self, app: &Application, d: &AwardDecision) {
-        let uscc = d.applicant_uscc.clone();
-        if d.status == AwardStatus::Approved {
-            let paid_persons = d
-                .lines
-                .iter()
-                .filter(|l| l.paid)
-                .filter_map(|l| l.person.clone().map(|p| (l.item.as_str(), p)));
-            match d.measure.as_str() {
-                "M1" => {
-                    self.m1_enterprises
-                        .entry(uscc.clone())
-                        .or_insert_with(|| d.claim_id.clone());
-                    for (_, p) in paid_persons {
-                        self.m1_persons.entry(p).or_insert_with(|| uscc.clone());
-                    }
-                }
-                "M9" => {
-                    *self.m9_paid.entry(uscc).or_default() = self
-                        .m9_paid
-                        .get(&d.applicant_uscc)
-                        .copied()
-                        .unwrap_or_default()
-                        + d.total;
-                }
-                "M10" => {
-                    for l in d.lines.iter().filter(|l| l.paid) {
-                        let Some(p) = &l.person else { continue };
-                        if let Some(name) = l.item.strip_prefix("exhibition:") {
-                            self.m10_exhibition_travellers
-                                .entry(format!("{uscc}|{name}"))
-                                .or_default()
-                                .insert(p.clone());
-                        } else if let Some(trip) = l.item.strip_prefix("rcep_trip:") {
-                            self.m10_trip_travellers
-                                .insert(format!("{uscc}|{trip}|{p}"));
-                        }
-                    }
-                }
-                "M18" => {
-                    let prev = self.m18_paid.get(&uscc).copied().unwrap_or_default();
-                    self.m18_paid.insert(uscc.clone(), prev + d.total);
-                    for l in d.lines.iter().filter(|l| l.paid) {
-                        let Some(c) = l.item.strip_prefix("charter:") else {
-                            continue;
-                        };
-                        self.m18_charters.insert(format!("{uscc}|{c}"));
-                        // Charter passengers are excluded from M19(b) through this enterprise.
-                        for charter in app.charters.iter().flatten().filter(|x| x.contract_no == c)
-                        {
-                            for p in &charter.passengers {
-                                self.m18_passengers.insert(format!("{uscc}|{p}"));
-                            }
-                        }
-                    }
-                }
-                "M19" => {
-                    for (item, p) in paid_persons {
-                        if item == "poverty_transport" {
-                            self.m19a_persons.insert(p);
-                        } else {
-                            self.m19b_persons.insert(p);
-                        }
-                    }
-                }
-                "M21" => {
-                    let prev = self.m21_paid.get(&uscc).copied().unwrap_or_default();
-                    self.m21_paid.insert(uscc.clone(), prev + d.total);
-                    for (_, p) in paid_persons {
-                        self.m21_persons.entry(p).or_insert_with(|| uscc.clone());
-                    }
-                }
-                _ => {}
-            }
-        }
+    /// The sum of the amounts under `key`.
+    pub fn total(&self, key: &Key) -> Money {
+        self.get(key).iter().map(|e| e.amount).sum()
+    }
+
+    /// Every key of `measure` and `kind` for applicant `uscc` (all items and persons), in key
+    /// order: e.g. an agency's counted persons, an enterprise's paid charters.
+    pub fn of<'a>(
+        &'a self,
+        measure: &str,
+        kind: Kind,
+        uscc: &str,
+    ) -> impl Iterator<Item = (&'a Key, &'a [Entry])> + 'a {
+        let from = Key::new(measure, kind).uscc(uscc);
+        let (m, u) = (from.measure.clone(), from.uscc.clone());
+        self.entries
+            .range(from..)
+            .take_while(move |(k, _)| k.measure == m && k.kind == kind && k.uscc == u)
+            .map(|(k, v)| (k, v.as_slice()))
+    }
+
+    /// Every key of `measure`, `kind`, applicant and `item` (all persons).
+    pub fn of_item<'a>(
+        &'a self,
+        measure: &str,
+        kind: Kind,
+        uscc: &str,
+        item: &str,
+    ) -> impl Iterator<Item = (&'a Key, &'a [Entry])> + 'a {
+        let item = item.to_string();
+        self.of(measure, kind, uscc)
+            .filter(move |(k, _)| k.item == item)
+    }
+
+    /// How many keys the history holds (for reports).
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_add_up_scan_by_applicant_and_round_trip_as_json() {
+        let mut h = History::default();
+        let c = |kind, uscc: &str, item: &str, person: &str, amount: i64| Count {
+            key: Key::new("M21", kind).uscc(uscc).item(item).person(person),
+            amount: Money::yuan(amount),
+        };
+        h.add(
+            "C-1",
+            "A",
+            &[
+                c(Kind::Award, "A", "", "", 1000),
+                c(Kind::Person, "A", "", "p1", 500),
+            ],
+        );
+        h.add(
+            "C-2",
+            "A",
+            &[
+                c(Kind::Award, "A", "", "", 500),
+                c(Kind::Person, "A", "", "p2", 500),
+            ],
+        );
+        h.add("C-3", "B", &[c(Kind::Person, "B", "", "p1", 500)]);
+        assert_eq!(
+            h.total(&Key::new("M21", Kind::Award).uscc("A")),
+            Money::yuan(1500)
+        );
+        let persons: Vec<&str> = h
+            .of("M21", Kind::Person, "A")
+            .map(|(k, _)| k.person.as_str())
+            .collect();
+        assert_eq!(persons, vec!["p1", "p2"]);
+        let json = serde_json::to_string(&h).unwrap();
+        let back: History = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, h);
     }
 }

@@ -24,7 +24,16 @@ impl Window {
 #[serde(deny_unknown_fields)]
 pub struct Params {
     pub version: String,
+    /// The first submission date (Asia/Shanghai) this version decides.
     pub effective_from: NaiveDate,
+    /// The last such date, when the version ends before the next one begins (inclusive).
+    #[serde(default)]
+    pub effective_to: Option<NaiveDate>,
+    /// Versions this one replaces for new decisions (an operator's version restating a
+    /// built-in one with a figure the source leaves to a higher-level rule). The replaced
+    /// version stays known, so decisions made under it still replay.
+    #[serde(default)]
+    pub supersedes: Vec<String>,
     pub title: String,
     pub district_code: String,
     pub city_prefix: String,

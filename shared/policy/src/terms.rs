@@ -21,6 +21,34 @@ pub fn province(id_number: &str) -> &str {
     id_number.get(..2).unwrap_or("")
 }
 
+/// Whether a registry industry is in one of the GB/T 4754 `sections`: the section letter
+/// alone (`C`) or followed by its division, group or class digits (`C34`, `C3411`).
+fn in_sections(industry: Option<&str>, sections: &[char]) -> bool {
+    let Some(code) = industry.map(str::trim) else {
+        return false;
+    };
+    let mut chars = code.chars();
+    match chars.next() {
+        Some(c) if sections.contains(&c) => {
+            let digits = chars.as_str();
+            digits.len() <= 4 && digits.bytes().all(|b| b.is_ascii_digit())
+        }
+        _ => false,
+    }
+}
+
+/// Manufacturing (制造业, M18 and M9; ruling 7): the registry category `manufacturing` or any
+/// GB/T 4754 code in section C (`C`, `C34`, `C3411`, …).
+pub fn is_manufacturing(industry: Option<&str>) -> bool {
+    industry.map(str::trim) == Some("manufacturing") || in_sections(industry, &['C'])
+}
+
+/// Industrial (工业, the M9 fallback for enterprises upgraded to above designated size in 2022;
+/// ruling 7): mining (B), manufacturing (C) or utilities (D).
+pub fn is_industrial(industry: Option<&str>) -> bool {
+    is_manufacturing(industry) || in_sections(industry, &['B', 'C', 'D'])
+}
+
 /// 附则 3: "本政策自印发之日起施行,有效期至2023年6月30日" — submitted 2023-01-05 00:00 to
 /// 2023-06-30 24:00 Asia/Shanghai, both days included.
 pub fn in_policy_period(app: &Application, p: &Params) -> bool {
@@ -106,29 +134,29 @@ pub fn prior_paid(facts: &Facts, person: Option<&str>) -> (Money, Vec<String>) {
     (total, named)
 }
 
-/// `max(0, ours − already_paid)`, and the words that explain it.
-pub fn take_highest(ours: Money, facts: &Facts, person: Option<&str>) -> (Money, Option<String>) {
-    let (paid, named) = prior_paid(facts, person);
-    if paid.is_zero() {
-        return (ours, None);
-    }
-    let rest = if paid >= ours {
-        Money::ZERO
-    } else {
-        ours - paid
-    };
-    (
-        rest,
-        Some(format!(
-            "already paid by another policy: {} — pays only the difference up to ¥{ours} (不重复享受、就高原则, 附则2)",
-            named.join("; ")
-        )),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn manufacturing_and_industrial_by_registry_code() {
+        for (code, m, i) in [
+            ("manufacturing", true, true),
+            ("C", true, true),
+            ("C34", true, true),
+            ("C3411", true, true),
+            ("C34111", false, false),
+            ("CX", false, false),
+            ("B0610", false, true),
+            ("D4411", false, true),
+            ("F5191", false, false),
+            ("retail", false, false),
+        ] {
+            assert_eq!(is_manufacturing(Some(code)), m, "{code}");
+            assert_eq!(is_industrial(Some(code)), i, "{code}");
+        }
+        assert!(!is_manufacturing(None));
+    }
 
     #[test]
     fn shanghai_dates_cross_midnight() {

@@ -10,7 +10,24 @@
 
 use super::{by_id, m1, Builder, PersonFacts};
 use crate::Entitlement;
+use huiqi_events::history::{Count, Key, Kind};
+use huiqi_events::Money;
 use std::collections::BTreeSet;
+
+pub const CODE: &str = "M4";
+
+/// The history key of a number that received its data package.
+pub fn key(phone: &str) -> Key {
+    Key::new(CODE, Kind::Grant).item(phone)
+}
+
+/// What granting a package to `phone` counts.
+pub fn granted(phone: &str) -> Count {
+    Count {
+        key: key(phone),
+        amount: Money::ZERO.round(),
+    }
+}
 
 pub fn grant(b: &mut Builder<'_>) {
     let p = b.params();
@@ -36,7 +53,7 @@ pub fn grant(b: &mut Builder<'_>) {
         if n.city_code != p.m4.city_code || !p.m4.carriers.contains(&n.carrier) {
             continue;
         }
-        if b.history.m4_phones.contains(phone) || !granted.insert(phone) {
+        if b.history.contains(&key(phone)) || !granted.insert(phone) {
             continue;
         }
         out.push(Entitlement::DataPackage {

@@ -10,7 +10,24 @@
 
 use super::{by_id, Builder, PersonFacts};
 use crate::{terms, Entitlement};
+use huiqi_events::history::{Count, Key, Kind};
+use huiqi_events::Money;
 use std::collections::BTreeSet;
+
+pub const CODE: &str = "M5";
+
+/// The history key of a person who received their points.
+pub fn key(person: &str) -> Key {
+    Key::new(CODE, Kind::Grant).person(person)
+}
+
+/// What granting points to `person` counts.
+pub fn granted(person: &str) -> Count {
+    Count {
+        key: key(person),
+        amount: Money::ZERO.round(),
+    }
+}
 
 pub fn grant(b: &mut Builder<'_>) {
     let p = b.params();
@@ -36,7 +53,7 @@ pub fn grant(b: &mut Builder<'_>) {
             .is_some_and(|pm| {
                 pm.issuer_code == p.m5.issuer_code && pm.valid_from <= day && day <= pm.valid_to
             });
-        if !valid || b.history.m5_persons.contains(id) || !granted.insert(id) {
+        if !valid || b.history.contains(&key(id)) || !granted.insert(id) {
             continue;
         }
         out.push(Entitlement::ResidentPoints {

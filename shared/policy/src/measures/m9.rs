@@ -16,10 +16,41 @@
 //!   → 50,000; or an enterprise upgraded to above-scale in 2022 with q1 ≥ 8 M ("及以上") →
 //!   50,000. At most one 50,000.
 //! - "一次性": one M9 award per enterprise.
+//! - Who (ruling 7): tiers and the growth fallback need an above-designated-size manufacturer —
+//!   the statistics bureau's above-scale flag and a registry industry that is manufacturing
+//!   (`manufacturing` or GB/T 4754 section C); the fallback for enterprises upgraded to above
+//!   designated size in 2022 ("小升规工业企业") accepts industrial enterprises (sections B, C, D).
+//! - Other policies' payments for the same award are offset once (附则2, ruling 3), then the cap.
 
-use super::Builder;
+use super::{Builder, Lists, Measure};
+use crate::terms;
+use huiqi_events::checks::Check;
+use huiqi_events::history::{Key, Kind};
 use huiqi_events::Money;
 use rust_decimal::Decimal;
+
+pub const CODE: &str = "M9";
+
+pub struct M9;
+
+impl Measure for M9 {
+    fn code(&self) -> &'static str {
+        CODE
+    }
+    fn lists(&self) -> Lists {
+        Lists {
+            all_of: &[],
+            any_of: &[],
+            allowed: &[],
+        }
+    }
+    fn checks(&self) -> &'static [Check] {
+        &[Check::Enterprise, Check::Statistics, Check::PriorBenefits]
+    }
+    fn decide(&self, b: &mut Builder<'_>) {
+        decide(b)
+    }
+}
 
 /// Growth in percent, exact; None when the base is missing or not positive.
 pub fn growth(q1: Option<Money>, base: Option<Money>) -> Option<Decimal> {
@@ -30,10 +61,12 @@ pub fn growth(q1: Option<Money>, base: Option<Money>) -> Option<Decimal> {
     Some((q1 - base) / base * Decimal::from(100))
 }
 
-pub fn decide(b: &mut Builder<'_>) {
+fn decide(b: &mut Builder<'_>) {
     let p = &b.params().m9;
     let uscc = b.app.applicant.uscc.as_str();
-    if let Some(prev) = b.history.m9_paid.get(uscc) {
+    let award_key = Key::new(CODE, Kind::Award).uscc(uscc);
+    if b.history.contains(&award_key) {
+        let prev = b.rely_total(&award_key, "one M9 award per enterprise (一次性)");
         b.deny(
             "q1_award",
             None,
@@ -51,13 +84,29 @@ pub fn decide(b: &mut Builder<'_>) {
         );
         return;
     };
-    if !st.above_scale_manufacturing {
-        b.deny(
-            "q1_award",
-            None,
-            "not an above-designated-size manufacturing enterprise (规上制造业) per the statistics bureau".into(),
-            "M9a",
-        );
+    let industry = b
+        .facts
+        .enterprise
+        .as_ref()
+        .and_then(|e| e.industry.as_deref());
+    let manufacturing = terms::is_manufacturing(industry);
+    let above_scale_manufacturer = st.above_scale_manufacturing && manufacturing;
+    let upgraded_industrial = st.upgraded_2022 && terms::is_industrial(industry);
+    if !above_scale_manufacturer && !upgraded_industrial {
+        let why = if !manufacturing && !terms::is_industrial(industry) {
+            format!(
+                "not a manufacturing or industrial enterprise per the enterprise registry (industry {}; 制造业 is `manufacturing` or GB/T 4754 section C, 工业 sections B–D)",
+                industry.unwrap_or("not stated")
+            )
+        } else if !st.above_scale_manufacturing && !st.upgraded_2022 {
+            "not an above-designated-size manufacturing enterprise (规上制造业) per the statistics bureau".to_string()
+        } else {
+            format!(
+                "not an above-designated-size manufacturing enterprise (规上制造业): registry industry {}",
+                industry.unwrap_or("not stated")
+            )
+        };
+        b.deny("q1_award", None, why, "M9a");
         return;
     }
     let q1 = st.q1_2023_output.unwrap_or(Money::ZERO);
@@ -70,7 +119,7 @@ pub fn decide(b: &mut Builder<'_>) {
             format!("{approx}{}%", shown.normalize())
         })
         .unwrap_or_else(|| "undefined (no positive Q1 2022 base)".into());
-    let above = g.is_some_and(|g| g > p.growth_threshold);
+    let above = above_scale_manufacturer && g.is_some_and(|g| g > p.growth_threshold);
     let tier = if above && q1 > p.tier_b_output {
         Some(("tier_b", p.tier_b_award, p.tier_b_output))
     } else if above && q1 > p.tier_a_output {
@@ -79,13 +128,10 @@ pub fn decide(b: &mut Builder<'_>) {
         None
     };
     if let (Some((item, award, floor)), Some(g)) = (tier, g) {
-        let mut left = p.cap;
-        let first = if award > left { left } else { award };
-        left = left - first;
         b.pay(
             item,
             None,
-            first,
+            award,
             format!(
                 "Q1 2023 output ¥{q1} > ¥{floor} and growth {g_text} > {}%",
                 p.growth_threshold
@@ -95,19 +141,12 @@ pub fn decide(b: &mut Builder<'_>) {
         if y2022 >= p.bonus_y2022_output {
             let points = (g - p.growth_threshold).floor();
             let bonus = Money(p.bonus_per_point.0 * points);
-            let capped = if bonus > left { left } else { bonus };
-            let mut reason = format!(
+            let reason = format!(
                 "2022 output ¥{y2022} ≥ ¥{}: {points} whole percentage point(s) of growth beyond {}% × ¥{}",
                 p.bonus_y2022_output, p.growth_threshold, p.bonus_per_point
             );
-            if capped < bonus {
-                reason.push_str(&format!(
-                    "; capped: M9 total at most ¥{} per enterprise",
-                    p.cap
-                ));
-            }
-            if capped > Money::ZERO {
-                b.pay("growth_bonus", None, capped, reason, "M9b");
+            if bonus > Money::ZERO {
+                b.pay("growth_bonus", None, bonus, reason, "M9b");
             } else {
                 b.deny("growth_bonus", None, format!("{reason} = ¥0"), "M9b");
             }
@@ -117,9 +156,10 @@ pub fn decide(b: &mut Builder<'_>) {
             "tiers not met: Q1 2023 output ¥{q1} (needs > ¥{}) and growth {g_text} (needs > {}%)",
             p.tier_a_output, p.growth_threshold
         );
-        let by_growth =
-            y2022 >= p.fallback_y2022_output && g.is_some_and(|g| g >= p.fallback_growth);
-        let by_upgrade = st.upgraded_2022 && q1 >= p.fallback_upgraded_q1_output;
+        let by_growth = above_scale_manufacturer
+            && y2022 >= p.fallback_y2022_output
+            && g.is_some_and(|g| g >= p.fallback_growth);
+        let by_upgrade = upgraded_industrial && q1 >= p.fallback_upgraded_q1_output;
         if by_growth {
             b.pay(
                 "fallback_award",
@@ -137,7 +177,7 @@ pub fn decide(b: &mut Builder<'_>) {
                 None,
                 p.fallback_award,
                 format!(
-                    "{tier_reason}; upgraded to above-scale in 2022 and Q1 2023 output ¥{q1} ≥ ¥{}",
+                    "{tier_reason}; an industrial enterprise upgraded to above-scale in 2022 (小升规工业企业) and Q1 2023 output ¥{q1} ≥ ¥{}",
                     p.fallback_upgraded_q1_output
                 ),
                 "M9c",
@@ -154,5 +194,6 @@ pub fn decide(b: &mut Builder<'_>) {
             );
         }
     }
-    b.apply_prior_payments();
+    b.offset_enterprise_prior();
+    b.cap(award_key, p.cap, "the M9 total per enterprise");
 }

@@ -1,6 +1,9 @@
-//! One module per claimable measure, and the steps every decision shares: policy period
-//! (附则3), eligible applicant (附则1), then the measure's own rule, then take-the-highest
-//! (附则2) and rounding.
+//! The claimable measures, one [`Measure`] each, and the steps every decision shares: policy
+//! period (附则3), eligible applicant (附则1), then the measure's own rule with take-the-highest
+//! (附则2) and caps, then rounding and totals.
+//!
+//! Adding a measure: its module here (lists, checks, decision, counts), one line in
+//! [`MEASURES`], and its parameters in `params.rs` and the version files.
 
 pub mod m1;
 pub mod m10;
@@ -12,14 +15,88 @@ pub mod m5;
 pub mod m9;
 
 use crate::{rules, terms, Entitlement, Evaluation, History, Policy};
+use huiqi_events::checks::Check;
+use huiqi_events::history::{Count, Key, Kind, Relied};
 use huiqi_events::payloads::{Application, AwardDecision, AwardLine, AwardStatus, Facts};
 use huiqi_events::Money;
 use std::collections::{BTreeMap, BTreeSet};
 
-/// The measures an application may claim (CONTRACT.md).
-pub const CLAIMABLE: &[&str] = &["M1", "M9", "M10", "M18", "M19", "M21"];
+/// One claimable measure: everything the pipeline needs to know about it, in one place.
+pub trait Measure: Sync {
+    /// The code applications name (`M1`, …).
+    fn code(&self) -> &'static str;
+    /// Which application lists it reads.
+    fn lists(&self) -> Lists;
+    /// The checks it needs, in the order they are asked.
+    fn checks(&self) -> &'static [Check];
+    /// Decides a claim: lines, counts, entitlements.
+    fn decide(&self, b: &mut Builder<'_>);
+}
 
-/// Collects a decision's lines; [`Builder::finish`] rounds, totals and sets the status.
+/// Every claimable measure.
+pub static MEASURES: &[&dyn Measure] =
+    &[&m1::M1, &m9::M9, &m10::M10, &m18::M18, &m19::M19, &m21::M21];
+
+/// The measure an application names.
+pub fn measure(code: &str) -> Option<&'static dyn Measure> {
+    MEASURES.iter().copied().find(|m| m.code() == code)
+}
+
+/// The application's lists of people and items (CONTRACT.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum List {
+    Employees,
+    Returnees,
+    Exhibitions,
+    Trips,
+    Charters,
+    Placements,
+}
+
+impl List {
+    pub const ALL: &'static [List] = &[
+        List::Employees,
+        List::Returnees,
+        List::Exhibitions,
+        List::Trips,
+        List::Charters,
+        List::Placements,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            List::Employees => "employees",
+            List::Returnees => "returnees",
+            List::Exhibitions => "exhibitions",
+            List::Trips => "trips",
+            List::Charters => "charters",
+            List::Placements => "placements",
+        }
+    }
+
+    /// How many entries the application gives (None: the list is absent).
+    pub fn len(self, app: &Application) -> Option<usize> {
+        match self {
+            List::Employees => app.employees.as_ref().map(Vec::len),
+            List::Returnees => app.returnees.as_ref().map(Vec::len),
+            List::Exhibitions => app.exhibitions.as_ref().map(Vec::len),
+            List::Trips => app.trips.as_ref().map(Vec::len),
+            List::Charters => app.charters.as_ref().map(Vec::len),
+            List::Placements => app.placements.as_ref().map(Vec::len),
+        }
+    }
+}
+
+/// Which lists a measure reads: each of `all_of` must be present and non-empty, at least one
+/// of `any_of` (when it names any), and none outside `allowed`.
+#[derive(Debug, Clone, Copy)]
+pub struct Lists {
+    pub all_of: &'static [List],
+    pub any_of: &'static [List],
+    pub allowed: &'static [List],
+}
+
+/// Collects a decision: lines, the history it relied on, what it counts, entitlements.
 pub struct Builder<'a> {
     pub policy: &'a Policy,
     pub app: &'a Application,
@@ -29,6 +106,10 @@ pub struct Builder<'a> {
     lines: Vec<AwardLine>,
     rules: BTreeSet<&'static str>,
     pub entitlements: Vec<Entitlement>,
+    counts: Vec<Count>,
+    relied: BTreeSet<Relied>,
+    /// Prior payments already used in this claim: enterprise-level (None) and per person.
+    prior_used: BTreeMap<Option<String>, Money>,
 }
 
 impl<'a> Builder<'a> {
@@ -48,6 +129,9 @@ impl<'a> Builder<'a> {
             lines: Vec::new(),
             rules: BTreeSet::new(),
             entitlements: Vec::new(),
+            counts: Vec::new(),
+            relied: BTreeSet::new(),
+            prior_used: BTreeMap::new(),
         }
     }
 
@@ -55,7 +139,16 @@ impl<'a> Builder<'a> {
         &self.policy.params
     }
 
-    /// A paid line (the amount is rounded half-up to the fen here, once).
+    pub fn uscc(&self) -> &'a str {
+        &self.app.applicant.uscc
+    }
+
+    pub fn measure(&self) -> &'a str {
+        &self.app.measure
+    }
+
+    /// A paid line (the amount is rounded half-up to the fen here, once); a zero amount is
+    /// recorded as not paid.
     pub fn pay(
         &mut self,
         item: &str,
@@ -64,7 +157,9 @@ impl<'a> Builder<'a> {
         reason: String,
         rule: &'static str,
     ) {
-        self.push(item, person, amount.round(), true, reason, rule);
+        let amount = amount.round();
+        let paid = amount > Money::ZERO;
+        self.push(item, person, amount, paid, reason, rule);
     }
 
     /// A line not paid, with the reason an operator can act on.
@@ -92,6 +187,11 @@ impl<'a> Builder<'a> {
         });
     }
 
+    /// Notes that a rule was applied (its text goes into the decision).
+    pub fn rule(&mut self, rule: &'static str) {
+        self.rules.insert(rule);
+    }
+
     /// Turns every paid line into a denied one (a threshold or one-off rule failed).
     pub fn deny_all(&mut self, why: &str, rule: &'static str) {
         self.rules.insert(rule);
@@ -110,48 +210,180 @@ impl<'a> Builder<'a> {
         &mut self.lines
     }
 
-    /// Applies 附则2 to every paid line: a person's prior payments reduce that person's line,
-    /// enterprise-level ones (person null) reduce the remaining lines in order.
-    pub fn apply_prior_payments(&mut self) {
-        let facts = self.facts;
-        let mut touched = false;
-        for l in self
-            .lines
-            .iter_mut()
-            .filter(|l| l.paid && l.person.is_some())
-        {
-            let (rest, why) = terms::take_highest(l.amount, facts, l.person.as_deref());
+    /// Adds a count this decision makes in the history.
+    pub fn count(&mut self, key: Key, amount: Money) {
+        self.counts.push(Count {
+            key,
+            amount: amount.round(),
+        });
+    }
+
+    /// Reads the history under `key`, noting every entry as relied on with `effect`.
+    pub fn rely(&mut self, key: &Key, effect: &str) -> Vec<crate::history::Entry> {
+        let entries = self.history.get(key).to_vec();
+        for e in &entries {
+            self.relied.insert(Relied {
+                key: key.clone(),
+                claim_id: e.claim_id.clone(),
+                amount: e.amount,
+                effect: effect.to_string(),
+            });
+        }
+        entries
+    }
+
+    /// The sum under `key`, relied on with `effect` when not zero.
+    pub fn rely_total(&mut self, key: &Key, effect: &str) -> Money {
+        self.rely(key, effect).iter().map(|e| e.amount).sum()
+    }
+
+    /// 附则2 for one person: what other policies paid this person for this measure's subject
+    /// matter, less what earlier claims and earlier lines of this claim already offset
+    /// (counted once, ruling 3), and the words naming those payments.
+    pub fn person_prior_left(&mut self, person: &str) -> (Money, String) {
+        let (paid, named) = terms::prior_paid(self.facts, Some(person));
+        if paid.is_zero() {
+            return (Money::ZERO, String::new());
+        }
+        let key = self.prior_key(Some(person));
+        let before = self.rely_total(&key, "prior payment already offset by this claim");
+        let here = self
+            .prior_used
+            .get(&Some(person.to_string()))
+            .copied()
+            .unwrap_or_default();
+        (sub(paid, before + here), named.join("; "))
+    }
+
+    fn prior_key(&self, person: Option<&str>) -> Key {
+        let key = Key::new(self.measure(), Kind::PriorOffset).uscc(self.uscc());
+        match person {
+            Some(p) => key.person(p),
+            None => key,
+        }
+    }
+
+    /// Nets `ours` against the person's prior payments not yet offset (附则2, ruling 4):
+    /// `max(0, ours − left)`, recording what was used, with the words that explain it.
+    pub fn net_for_person(&mut self, ours: Money, person: &str) -> (Money, Option<String>) {
+        let (left, named) = self.person_prior_left(person);
+        if left.is_zero() {
+            return (ours, None);
+        }
+        let used = if left >= ours { ours } else { left };
+        *self.prior_used.entry(Some(person.to_string())).or_default() = self
+            .prior_used
+            .get(&Some(person.to_string()))
+            .copied()
+            .unwrap_or_default()
+            + used;
+        self.count(self.prior_key(Some(person)), used);
+        self.rules.insert("SR2");
+        (
+            sub(ours, used),
+            Some(format!(
+                "already paid by another policy: {named} — pays only the difference up to ¥{} (不重复享受、就高原则, 附则2)",
+                ours.round()
+            )),
+        )
+    }
+
+    /// Nets every paid line of a person against that person's prior payments not yet offset
+    /// (附则2 per person first, ruling 4), in line order.
+    pub fn net_lines_per_person(&mut self) {
+        for i in 0..self.lines.len() {
+            let (paid, person, amount) = {
+                let l = &self.lines[i];
+                (l.paid, l.person.clone(), l.amount)
+            };
+            let (true, Some(person)) = (paid, person) else {
+                continue;
+            };
+            let (net, why) = self.net_for_person(amount, &person);
             if let Some(why) = why {
-                touched = true;
+                let l = &mut self.lines[i];
                 l.reason = format!("{}; {why}", l.reason);
-                l.amount = rest.round();
-                if rest.is_zero() {
+                l.amount = net.round();
+                if net.is_zero() {
                     l.paid = false;
                 }
             }
         }
-        let (mut left, named) = terms::prior_paid(facts, None);
-        if !left.is_zero() {
-            touched = true;
-            let note = format!(
-                "reduced by enterprise-level payments of other policies: {} (不重复享受、就高原则, 附则2)",
-                named.join("; ")
-            );
-            for l in self.lines.iter_mut().filter(|l| l.paid) {
-                if left.is_zero() {
-                    break;
-                }
-                let cut = if left >= l.amount { l.amount } else { left };
-                left = left - cut;
-                l.amount = (l.amount - cut).round();
-                l.reason = format!("{}; {note}", l.reason);
-                if l.amount.is_zero() {
-                    l.paid = false;
-                }
-            }
+    }
+
+    /// Ruling 3: enterprise-level payments of other policies for this measure, less what
+    /// earlier claims already offset, reduce the paid lines in order (offset once across all
+    /// claims); records the offset used.
+    pub fn offset_enterprise_prior(&mut self) {
+        let (paid, named) = terms::prior_paid(self.facts, None);
+        if paid.is_zero() {
+            return;
         }
-        if touched {
+        let key = self.prior_key(None);
+        let before = self.rely_total(&key, "enterprise-level prior payment already offset");
+        let mut left = sub(paid, before);
+        if left.is_zero() {
             self.rules.insert("SR2");
+            return;
+        }
+        let note = format!(
+            "reduced by enterprise-level payments of other policies: {} (不重复享受、就高原则, 附则2; offset once across claims, ¥{} of ¥{} offset before)",
+            named.join("; "),
+            before.round(),
+            paid.round()
+        );
+        let mut used = Money::ZERO;
+        for l in self.lines.iter_mut().filter(|l| l.paid) {
+            if left.is_zero() {
+                break;
+            }
+            let cut = if left >= l.amount { l.amount } else { left };
+            left = left - cut;
+            used = used + cut;
+            l.amount = (l.amount - cut).round();
+            l.reason = format!("{}; {note}", l.reason);
+            if l.amount.is_zero() {
+                l.paid = false;
+            }
+        }
+        self.rules.insert("SR2");
+        if !used.is_zero() {
+            self.count(key, used);
+        }
+    }
+
+    /// A cap across claims on the paid lines (ruling 4: it binds on the sum of net amounts):
+    /// what `total_key` already holds is relied on, the paid lines are reduced in order to fit
+    /// the room left, and the total paid is counted under `total_key`.
+    pub fn cap(&mut self, total_key: Key, cap: Money, what: &str) {
+        let already = self.rely_total(&total_key, "counts against the cap");
+        let mut room = sub(cap, already);
+        for l in self.lines.iter_mut().filter(|l| l.paid) {
+            if room.is_zero() {
+                l.paid = false;
+                l.amount = Money::ZERO.round();
+                l.reason = format!(
+                    "{} — but {what} reached its cap of ¥{} (¥{} awarded before)",
+                    l.reason,
+                    cap.round(),
+                    already.round()
+                );
+            } else if l.amount > room {
+                l.amount = room.round();
+                l.reason = format!(
+                    "{}; capped: {what} at most ¥{} (¥{} awarded before)",
+                    l.reason,
+                    cap.round(),
+                    already.round()
+                );
+                room = Money::ZERO;
+            } else {
+                room = room - l.amount;
+            }
+        }
+        let total: Money = self.lines.iter().filter(|l| l.paid).map(|l| l.amount).sum();
+        if !total.is_zero() {
+            self.count(total_key, total);
         }
     }
 
@@ -176,9 +408,10 @@ impl<'a> Builder<'a> {
         let rules: BTreeMap<String, String> = self
             .rules
             .iter()
-            .map(|c| (c.to_string(), rules::text(c).unwrap_or("").to_string()))
+            .map(|c| (c.to_string(), rules::quoted(c)))
             .collect();
         self.entitlements.sort();
+        self.counts.sort();
         Evaluation {
             decision: AwardDecision {
                 claim_id: self.claim_id,
@@ -190,17 +423,24 @@ impl<'a> Builder<'a> {
                 status,
                 total: total.round(),
                 lines: self.lines,
-                // Telecom and residence-permit facts serve M4/M5 entitlements, not the money
-                // decision; leaving them out keeps a 20,000-person award inside one message.
-                facts: Facts {
-                    telecom: None,
-                    residence_permit: None,
-                    ..self.facts.clone()
-                },
+                facts_digest: self.facts.digest(),
+                // The award service names the check records it assembled the facts from.
+                check_records: Vec::new(),
                 rules,
+                counts: self.counts,
+                relied_on: self.relied.into_iter().collect(),
             },
             entitlements: self.entitlements,
         }
+    }
+}
+
+/// `a − b`, never below zero.
+pub fn sub(a: Money, b: Money) -> Money {
+    if b >= a {
+        Money::ZERO
+    } else {
+        a - b
     }
 }
 
@@ -213,19 +453,23 @@ pub fn evaluate(
     history: &History,
 ) -> Evaluation {
     let mut b = Builder::new(policy, claim_id, app, facts, history);
-    if !CLAIMABLE.contains(&app.measure.as_str()) {
+    let Some(measure) = measure(&app.measure) else {
         b.deny(
             "claim",
             None,
             format!(
                 "measure `{}` is not claimable (claimable: {})",
                 app.measure,
-                CLAIMABLE.join(", ")
+                MEASURES
+                    .iter()
+                    .map(|m| m.code())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
             "SR1",
         );
         return b.finish();
-    }
+    };
     if !terms::in_policy_period(app, &policy.params) {
         let w = policy.params.policy_period;
         b.deny(
@@ -245,19 +489,7 @@ pub fn evaluate(
         b.deny("eligibility", None, why, "SR1");
         return b.finish();
     }
-    match app.measure.as_str() {
-        "M1" => {
-            m1::decide(&mut b);
-            m4::grant(&mut b);
-            m5::grant(&mut b);
-        }
-        "M9" => m9::decide(&mut b),
-        "M10" => m10::decide(&mut b),
-        "M18" => m18::decide(&mut b),
-        "M19" => m19::decide(&mut b),
-        "M21" => m21::decide(&mut b),
-        _ => unreachable!("checked against CLAIMABLE above"),
-    }
+    measure.decide(&mut b);
     b.finish()
 }
 
@@ -294,4 +526,16 @@ where
         m.entry(id(it)).or_insert(it);
     }
     m
+}
+
+/// Picks which candidates fill `places` (ruling 4): the highest net amounts first, ties in
+/// roster order. Returns, per candidate index, whether it got a place.
+pub(crate) fn best_places(nets: &[Money], places: usize) -> Vec<bool> {
+    let mut order: Vec<usize> = (0..nets.len()).filter(|i| nets[*i] > Money::ZERO).collect();
+    order.sort_by(|a, b| nets[*b].cmp(&nets[*a]).then(a.cmp(b)));
+    let mut chosen = vec![false; nets.len()];
+    for i in order.into_iter().take(places) {
+        chosen[i] = true;
+    }
+    chosen
 }

@@ -17,8 +17,8 @@ use huiqi_bus::service::{self, parked, Consuming, Core, ServiceConfig};
 use huiqi_bus::{BusError, LogWriter};
 use huiqi_eventlog::{Commit, EventLog, Pending};
 use huiqi_events::payloads::{
-    Application, AwardDecision, AwardStatus, CheckRecorded, ClaimVerified, DataPackageEntitlement,
-    Facts, PaymentOrdered, ResidentPointsEntitlement,
+    AwardDecision, AwardStatus, CheckRecorded, ClaimVerified, DataPackageEntitlement, Facts,
+    PaymentOrdered, ResidentPointsEntitlement,
 };
 use huiqi_events::{subjects, types, Envelope};
 use huiqi_policy::{Entitlement, Evaluation, History, PolicySet};
@@ -59,11 +59,13 @@ pub fn award_id_for(claim_id: &str) -> String {
 #[derive(Default)]
 pub struct State {
     pub history: History,
-    facts: HashMap<String, Vec<CheckRecorded>>,
+    /// Check records waiting for their claim's decision, with their event ids.
+    facts: HashMap<String, Vec<(String, CheckRecorded)>>,
     /// Verified claims not decided yet: waiting for a check reply that has not arrived (a
     /// redelivery after a restart can bring it after the verified marker).
     verified: HashMap<String, (Envelope, ClaimVerified)>,
     decided: HashSet<String>,
+    applicants: HashMap<String, String>,
 }
 
 impl State {
@@ -74,7 +76,7 @@ impl State {
         match env.ty.as_str() {
             types::CHECK_RECORDED => {
                 let r: CheckRecorded = service::data(env)?;
-                self.on_check(r);
+                self.on_check(&env.id, r);
             }
             types::CLAIM_VERIFIED => {
                 let v: ClaimVerified = service::data(env)?;
@@ -82,19 +84,26 @@ impl State {
             }
             types::AWARD_DECIDED => {
                 let d: AwardDecision = service::data(env)?;
-                let app = self
-                    .verified
-                    .remove(&d.claim_id)
-                    .map(|(_, v)| v.application);
-                self.on_decision(app.as_ref(), &d);
+                self.verified.remove(&d.claim_id);
+                self.on_decision(&d);
             }
             types::ENTITLEMENT_DATA_PACKAGE => {
                 let e: DataPackageEntitlement = service::data(env)?;
-                self.history.record_data_package(&e.phone);
+                let by = self.applicant_of(&e.claim_id);
+                self.history.add(
+                    &e.claim_id,
+                    &by,
+                    &[huiqi_policy::measures::m4::granted(&e.phone)],
+                );
             }
             types::ENTITLEMENT_RESIDENT_POINTS => {
                 let e: ResidentPointsEntitlement = service::data(env)?;
-                self.history.record_resident_points(&e.id_number);
+                let by = self.applicant_of(&e.claim_id);
+                self.history.add(
+                    &e.claim_id,
+                    &by,
+                    &[huiqi_policy::measures::m5::granted(&e.id_number)],
+                );
             }
             _ => {}
         }
@@ -102,32 +111,37 @@ impl State {
     }
 
     /// A check reply arrived for a claim not yet decided.
-    pub fn on_check(&mut self, r: CheckRecorded) {
+    pub fn on_check(&mut self, event_id: &str, r: CheckRecorded) {
         if !self.decided.contains(&r.claim_id) {
-            self.facts.entry(r.claim_id.clone()).or_default().push(r);
+            self.facts
+                .entry(r.claim_id.clone())
+                .or_default()
+                .push((event_id.to_string(), r));
         }
     }
 
-    /// A decision was recorded: its effects join the history; the claim's facts are dropped.
-    pub fn on_decision(&mut self, app: Option<&Application>, d: &AwardDecision) {
-        if let Some(app) = app {
-            self.history.record_decision(app, d);
-        }
+    /// A decision was recorded: what it counted joins the history (rejected decisions count
+    /// too: persons towards a cumulative threshold, prior payments used); the claim's facts are
+    /// dropped.
+    pub fn on_decision(&mut self, d: &AwardDecision) {
+        self.history.add(&d.claim_id, &d.applicant_uscc, &d.counts);
+        self.applicants
+            .insert(d.claim_id.clone(), d.applicant_uscc.clone());
         self.facts.remove(&d.claim_id);
         self.decided.insert(d.claim_id.clone());
     }
 
+    /// The applicant of a decided claim (entitlement events name only the claim).
+    fn applicant_of(&self, claim_id: &str) -> String {
+        self.applicants.get(claim_id).cloned().unwrap_or_default()
+    }
+
     /// The live path's fold of one evaluation: the same effects as applying its events.
-    pub fn on_evaluation(&mut self, app: &Application, e: &Evaluation) {
-        self.on_decision(Some(app), &e.decision);
-        for ent in &e.entitlements {
-            match ent {
-                Entitlement::DataPackage { phone, .. } => self.history.record_data_package(phone),
-                Entitlement::ResidentPoints { person, .. } => {
-                    self.history.record_resident_points(person)
-                }
-            }
-        }
+    pub fn on_evaluation(&mut self, e: &Evaluation) {
+        self.on_decision(&e.decision);
+        let grants: Vec<_> = e.entitlements.iter().map(Entitlement::count).collect();
+        self.history
+            .add(&e.decision.claim_id, &e.decision.applicant_uscc, &grants);
     }
 
     pub fn is_decided(&self, claim_id: &str) -> bool {
@@ -143,7 +157,10 @@ impl State {
             .unwrap_or(&[]);
         for (check, chunks) in &v.checks {
             for chunk in 0..*chunks {
-                if !got.iter().any(|r| &r.check == check && r.chunk == chunk) {
+                if !got
+                    .iter()
+                    .any(|(_, r)| r.check() == *check && r.chunk == chunk)
+                {
                     return Some(format!(
                         "check `{check}` chunk {chunk} of {chunks} has not arrived"
                     ));
@@ -154,17 +171,19 @@ impl State {
     }
 
     /// Takes the claim's facts out of the state, when every chunk `checks` promises has
-    /// arrived (they are left in place otherwise). A decision follows, which drops them anyway.
-    pub fn take_facts(&mut self, v: &ClaimVerified) -> Result<Facts, String> {
+    /// arrived (they are left in place otherwise), with the ids of the check records used (by
+    /// check and chunk; a repeated chunk counts once). A decision follows, which drops them.
+    pub fn take_facts(&mut self, v: &ClaimVerified) -> Result<(Facts, Vec<String>), String> {
         if let Some(why) = self.missing(v) {
             return Err(why);
         }
-        let records = self.facts.remove(&v.claim_id).unwrap_or_default();
-        Facts::assemble(
-            records
-                .into_iter()
-                .filter(|r| v.checks.contains_key(&r.check)),
-        )
+        let mut records = self.facts.remove(&v.claim_id).unwrap_or_default();
+        records.retain(|(_, r)| v.checks.contains_key(&r.check()));
+        records.sort_by_key(|(_, r)| (r.check(), r.chunk));
+        records.dedup_by_key(|(_, r)| (r.check(), r.chunk));
+        let ids = records.iter().map(|(id, _)| id.clone()).collect();
+        let facts = Facts::assemble(records.into_iter().map(|(_, r)| r))?;
+        Ok((facts, ids))
     }
 
     /// Decides a verified claim against the history so far.
@@ -178,16 +197,13 @@ impl State {
             Some(version) => policies.get(version).map_err(|e| e.to_string())?,
             None => policies
                 .for_application(&v.application)
-                .unwrap_or_else(|_| policies.versions().first().expect("a policy version")),
+                .unwrap_or_else(|_| policies.first()),
         };
-        let facts = self.take_facts(v)?;
-        Ok(huiqi_policy::evaluate(
-            policy,
-            &v.claim_id,
-            &v.application,
-            &facts,
-            &self.history,
-        ))
+        let (facts, ids) = self.take_facts(v)?;
+        let mut e =
+            huiqi_policy::evaluate(policy, &v.claim_id, &v.application, &facts, &self.history);
+        e.decision.check_records = ids;
+        Ok(e)
     }
 }
 
@@ -315,7 +331,7 @@ pub async fn build(settings: Settings) -> Result<App, AwardError> {
     let handler = Handler {
         writer: core.writer.clone(),
         state,
-        policies: PolicySet::builtin(),
+        policies: PolicySet::load(settings.service.policy_dir.as_deref())?,
     };
     Ok(App {
         service: Consuming::new(core, spec, handler, Signatures::Required).await?,
@@ -370,7 +386,7 @@ impl Handler {
                     return done(vec![]);
                 }
                 let claim_id = r.claim_id.clone();
-                self.state.on_check(r);
+                self.state.on_check(&env.id, r);
                 let mut events = vec![Pending::received(env.clone(), d.payload.clone())];
                 // The last reply a waiting verified claim needed: decide it now.
                 if let Some((cause, v)) = self.state.verified.get(&claim_id) {
@@ -421,7 +437,7 @@ impl Handler {
         };
         self.state.verified.remove(&v.claim_id);
         let events = decision_events(cause, v, &evaluation);
-        self.state.on_evaluation(&v.application, &evaluation);
+        self.state.on_evaluation(&evaluation);
         let dec = &evaluation.decision;
         tracing::info!(
             claim_id = %dec.claim_id,

@@ -46,6 +46,7 @@ pub fn evaluate(
     facts: &Path,
     policy_version: Option<&str>,
     history: Option<&Path>,
+    policy_dir: Option<&Path>,
 ) -> Result<String, HuiqiError> {
     let (app, _) = read_application(application)?;
     let text = std::fs::read_to_string(facts)
@@ -68,7 +69,7 @@ pub fn evaluate(
                 .map_err(|e| HuiqiError::Input(format!("{}: {e}", p.display())))?
         }
     };
-    let policies = PolicySet::builtin();
+    let policies = PolicySet::load(policy_dir).map_err(|e| HuiqiError::Input(e.to_string()))?;
     let policy = match policy_version {
         Some(v) => policies
             .get(v)
@@ -113,10 +114,11 @@ pub fn audit(data_dir: &Path) -> Result<(String, bool), HuiqiError> {
 }
 
 /// `huiqi replay`: re-derives every award decision from the award log.
-pub fn replay(data_dir: &Path) -> Result<(String, bool), HuiqiError> {
+pub fn replay(data_dir: &Path, policy_dir: Option<&Path>) -> Result<(String, bool), HuiqiError> {
     let log = EventLog::open(&data_dir.join("award"))?;
-    let report = huiqi_award::replay(&log, &PolicySet::builtin())
-        .map_err(|e| HuiqiError::Input(e.to_string()))?;
+    let policies = PolicySet::load(policy_dir).map_err(|e| HuiqiError::Input(e.to_string()))?;
+    let report =
+        huiqi_award::replay(&log, &policies).map_err(|e| HuiqiError::Input(e.to_string()))?;
     let mut out = format!(
         "award log: {} events, {} decisions, {} identical on replay, {} different\n",
         report.events,
@@ -291,7 +293,7 @@ pub async fn demo(sample: &Path, data_dir: &Path, timeout: Duration) -> Result<S
     ));
     let (audit, clean) = audit(data_dir)?;
     t.push_str(&format!("\nhuiqi audit:\n{audit}"));
-    let (replay, same) = replay(data_dir)?;
+    let (replay, same) = replay(data_dir, None)?;
     t.push_str(&format!("\nhuiqi replay:\n{replay}"));
     if !done || !clean || !same {
         return Err(HuiqiError::Input(format!(

@@ -39,6 +39,9 @@ enum Command {
         /// Fixture folder for the provider simulator; without it no simulator runs.
         #[arg(long)]
         fixtures: Option<PathBuf>,
+        /// Operator-loaded policy versions, besides the built-in ones.
+        #[arg(long, env = "HUIQI_POLICY_DIR")]
+        policy_dir: Option<PathBuf>,
         #[command(flatten)]
         stream: huiqi_bus::setup::StreamSettings,
     },
@@ -122,14 +125,21 @@ enum Command {
         facts: PathBuf,
         #[arg(long)]
         policy_version: Option<String>,
-        /// Earlier awards (History JSON) for caps and one-per-person rules.
+        /// Earlier counts (a History JSON list of {measure, kind, uscc, item, person,
+        /// claim_id, by, amount}) for caps, one-per-person rules and cumulative thresholds.
         #[arg(long)]
         history: Option<PathBuf>,
+        /// Operator-loaded policy versions, besides the built-in ones.
+        #[arg(long, env = "HUIQI_POLICY_DIR")]
+        policy_dir: Option<PathBuf>,
     },
     /// Re-derive every award decision from the award log and report differences.
     Replay {
         #[arg(long, default_value = "huiqi-data")]
         data_dir: PathBuf,
+        /// Operator-loaded policy versions the decisions were made under.
+        #[arg(long, env = "HUIQI_POLICY_DIR")]
+        policy_dir: Option<PathBuf>,
     },
     /// Verify the hash chain of every service log (services must be stopped).
     Audit {
@@ -192,6 +202,7 @@ async fn main() -> anyhow::Result<()> {
             data_dir,
             keys_dir,
             fixtures,
+            policy_dir,
             stream,
         } => {
             init_tracing("info");
@@ -201,6 +212,7 @@ async fn main() -> anyhow::Result<()> {
             }
             s.port = port;
             s.keys_dir = keys_dir;
+            s.policy_dir = policy_dir;
             s.stream = stream;
             let stop = huiqi_bus::service::shutdown_signal();
             let pipeline = huiqi::Pipeline::start(&s)
@@ -312,17 +324,22 @@ async fn main() -> anyhow::Result<()> {
             facts,
             policy_version,
             history,
+            policy_dir,
         } => {
             let out = huiqi::commands::evaluate(
                 &application,
                 &facts,
                 policy_version.as_deref(),
                 history.as_deref(),
+                policy_dir.as_deref(),
             )?;
             println!("{out}");
         }
-        Command::Replay { data_dir } => {
-            let (out, same) = huiqi::commands::replay(&data_dir)?;
+        Command::Replay {
+            data_dir,
+            policy_dir,
+        } => {
+            let (out, same) = huiqi::commands::replay(&data_dir, policy_dir.as_deref())?;
             print!("{out}");
             if !same {
                 anyhow::bail!("replay differs from the recorded decisions");

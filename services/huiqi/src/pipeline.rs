@@ -38,6 +38,8 @@ pub struct UpSettings {
     /// Per-attempt timeout for provider and treasury requests.
     pub request_timeout: Duration,
     pub stream: StreamSettings,
+    /// Operator-loaded policy versions, besides the built-in ones.
+    pub policy_dir: Option<PathBuf>,
 }
 
 impl UpSettings {
@@ -53,6 +55,7 @@ impl UpSettings {
             provider_drop_every: 0,
             request_timeout: Duration::from_secs(5),
             stream: StreamSettings::default(),
+            policy_dir: None,
         }
     }
 
@@ -153,12 +156,9 @@ impl Pipeline {
             if nats.inbox_prefix.is_none() {
                 nats.inbox_prefix = Some(huiqi_bus::access::inbox_prefix(name));
             }
-            Ok(ServiceConfig::new(
-                nats,
-                s.data_dir.join(name),
-                key,
-                trust.clone(),
-            ))
+            let mut config = ServiceConfig::new(nats, s.data_dir.join(name), key, trust.clone());
+            config.policy_dir = s.policy_dir.clone();
+            Ok(config)
         };
 
         if let Some(fixtures) = &s.fixtures_dir {

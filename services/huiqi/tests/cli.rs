@@ -43,8 +43,63 @@ fn evaluate_prints_the_award_data_and_fails_clearly_on_bad_input() {
     assert_eq!(v["status"], "approved");
     assert_eq!(v["total"], "550000.00");
     assert_eq!(
-        v["policy_version"], "lucheng-2023.2",
-        "in force on the April submission date"
+        v["policy_version"], "lucheng-2023.1",
+        "the one built-in version (ruling 2)"
+    );
+    // An operator's version from 2023-04-01, loaded with --policy-dir: in force on the April
+    // submission date, its file's SHA-256 recorded in the decision.
+    let versions = dir.path().join("versions");
+    std::fs::create_dir(&versions).unwrap();
+    let text = include_str!("../../../shared/policy/versions/lucheng-2023.1.json")
+        .replace("\"lucheng-2023.1\"", "\"operator-2023-04\"")
+        .replace(
+            "\"effective_from\": \"2023-01-05\"",
+            "\"effective_from\": \"2023-04-01\"",
+        );
+    std::fs::write(versions.join("operator.json"), &text).unwrap();
+    let op = huiqi()
+        .args(["evaluate", "--application"])
+        .arg(&app)
+        .arg("--facts")
+        .arg(&facts)
+        .arg("--policy-dir")
+        .arg(&versions)
+        .output()
+        .unwrap();
+    assert!(
+        op.status.success(),
+        "{}",
+        String::from_utf8_lossy(&op.stderr)
+    );
+    let op: serde_json::Value = serde_json::from_slice(&op.stdout).unwrap();
+    assert_eq!(op["policy_version"], "operator-2023-04");
+    use sha2::Digest;
+    let hash: String = sha2::Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(op["policy_hash"], hash.as_str());
+    // A file that overlaps the built-in version in time is refused, naming both.
+    std::fs::write(
+        versions.join("overlap.json"),
+        text.replace("operator-2023-04", "operator-overlap")
+            .replace("2023-04-01", "2023-01-05"),
+    )
+    .unwrap();
+    let bad = huiqi()
+        .args(["evaluate", "--application"])
+        .arg(&app)
+        .arg("--facts")
+        .arg(&facts)
+        .arg("--policy-dir")
+        .arg(&versions)
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("overlap") && err.contains("operator-overlap"),
+        "{err}"
     );
     let v1 = huiqi()
         .args([

@@ -98,6 +98,8 @@ pub enum IntakeError {
     Bus(#[from] BusError),
     #[error("event log: {0}")]
     Log(#[from] huiqi_eventlog::LogError),
+    #[error("policy: {0}")]
+    Policy(#[from] huiqi_policy::PolicyError),
 }
 
 /// An application id that has a claim: the claim and the digest of the accepted content.
@@ -145,7 +147,7 @@ pub async fn build(settings: Settings) -> Result<App, IntakeError> {
     let handler = Handler {
         writer: core.writer.clone(),
         state,
-        policies: PolicySet::builtin(),
+        policies: PolicySet::load(settings.service.policy_dir.as_deref())?,
         max_persons: settings.max_persons,
         max_application_bytes: settings.max_application_bytes,
     };

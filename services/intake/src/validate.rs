@@ -223,16 +223,6 @@ impl Errors {
     }
 }
 
-/// Which lists each measure uses (CONTRACT.md): (measure, required lists, allowed lists).
-const LISTS: &[(&str, &[&str], &[&str])] = &[
-    ("M1", &["employees"], &["employees"]),
-    ("M9", &[], &[]),
-    ("M10", &[], &["exhibitions", "trips"]),
-    ("M18", &["charters"], &["charters"]),
-    ("M19", &["returnees"], &["returnees"]),
-    ("M21", &["placements"], &["placements"]),
-];
-
 /// All problems with a well-formed application; empty when it may open a claim.
 pub fn validate(app: &Application, policies: &PolicySet, max_persons: usize) -> Vec<FieldError> {
     let mut e = Errors(Vec::new(), 0);
@@ -240,56 +230,59 @@ pub fn validate(app: &Application, policies: &PolicySet, max_persons: usize) -> 
         "application_id".into(),
         check_application_id(&app.application_id),
     );
-    let present: Vec<(&str, usize)> = [
-        ("employees", app.employees.as_ref().map(Vec::len)),
-        ("returnees", app.returnees.as_ref().map(Vec::len)),
-        ("exhibitions", app.exhibitions.as_ref().map(Vec::len)),
-        ("trips", app.trips.as_ref().map(Vec::len)),
-        ("charters", app.charters.as_ref().map(Vec::len)),
-        ("placements", app.placements.as_ref().map(Vec::len)),
-    ]
-    .into_iter()
-    .filter_map(|(n, l)| l.map(|l| (n, l)))
-    .collect();
-    match LISTS.iter().find(|(m, _, _)| *m == app.measure) {
+    // The lists the measure reads (its `Measure::lists`), present, non-empty, and no other.
+    use huiqi_policy::measures::{List, MEASURES};
+    match huiqi_policy::measures::measure(&app.measure) {
         None => e.push(
             "measure".into(),
             "unknown_measure",
             format!(
                 "`{}` is not a claimable measure (one of {})",
-                app.measure,
-                LISTS.iter().map(|l| l.0).collect::<Vec<_>>().join(", ")
+                huiqi_events::escape_control(&app.measure),
+                MEASURES
+                    .iter()
+                    .map(|m| m.code())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         ),
-        Some((m, required, allowed)) => {
-            for r in *required {
-                match present.iter().find(|(n, _)| n == r) {
-                    None => e.push((*r).into(), "required", format!("{m} needs `{r}`")),
-                    Some((_, 0)) => e.push(
-                        (*r).into(),
+        Some(measure) => {
+            let m = measure.code();
+            let lists = measure.lists();
+            for r in lists.all_of {
+                match r.len(app) {
+                    None => e.push(
+                        r.name().into(),
+                        "required",
+                        format!("{m} needs `{}`", r.name()),
+                    ),
+                    Some(0) => e.push(
+                        r.name().into(),
                         "empty",
-                        format!("{m} needs at least one entry in `{r}`"),
+                        format!("{m} needs at least one entry in `{}`", r.name()),
                     ),
                     Some(_) => {}
                 }
             }
-            if *m == "M10"
-                && !present
-                    .iter()
-                    .any(|(n, l)| (*n == "exhibitions" || *n == "trips") && *l > 0)
+            if !lists.any_of.is_empty() && !lists.any_of.iter().any(|l| l.len(app).unwrap_or(0) > 0)
             {
+                let names: Vec<String> = lists
+                    .any_of
+                    .iter()
+                    .map(|l| format!("`{}`", l.name()))
+                    .collect();
                 e.push(
-                    "exhibitions".into(),
+                    lists.any_of[0].name().into(),
                     "required",
-                    "M10 needs `exhibitions` or `trips`".into(),
+                    format!("{m} needs {}", names.join(" or ")),
                 );
             }
-            for (n, _) in &present {
-                if !allowed.contains(n) {
+            for l in List::ALL {
+                if l.len(app).is_some() && !lists.allowed.contains(l) {
                     e.push(
-                        (*n).into(),
+                        l.name().into(),
                         "not_used_by_measure",
-                        format!("{m} does not use `{n}`; leave it out"),
+                        format!("{m} does not use `{}`; leave it out", l.name()),
                     );
                 }
             }
@@ -301,7 +294,7 @@ pub fn validate(app: &Application, policies: &PolicySet, max_persons: usize) -> 
         .map(|p| p.params.policy_period.contains(date))
         .unwrap_or(false);
     if !in_period {
-        let w = policies.versions()[0].params.policy_period;
+        let w = policies.first().params.policy_period;
         e.push(
             "submitted_at".into(),
             "outside_policy_period",
@@ -336,7 +329,11 @@ pub fn validate(app: &Application, policies: &PolicySet, max_persons: usize) -> 
     }
     let persons = app.person_ids().len();
     if persons > max_persons {
-        let list = present.first().map(|(n, _)| *n).unwrap_or("employees");
+        let list = huiqi_policy::measures::List::ALL
+            .iter()
+            .find(|l| l.len(app).is_some())
+            .map(|l| l.name())
+            .unwrap_or("employees");
         e.push(
             list.into(),
             "too_many_persons",

@@ -11,11 +11,12 @@
 
 pub mod plan;
 
-use huiqi_bus::request::{request_json, Circuit, RetryPolicy};
+use huiqi_bus::request::{request, Circuit, RetryPolicy};
 use huiqi_bus::service::{self, Consuming, Core, RecordAndQueue, ServiceConfig};
 use huiqi_bus::{BusError, LogWriter, Signatures};
 use huiqi_eventlog::{Commit, Pending};
-use huiqi_events::payloads::{self as pl, CheckRecorded, ClaimOpened, ClaimVerified};
+use huiqi_events::checks::Check;
+use huiqi_events::payloads::{CheckRecorded, ClaimOpened, ClaimVerified};
 use huiqi_events::{subjects, types, Envelope};
 use huiqi_policy::PolicySet;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -24,17 +25,6 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 pub const SERVICE: &str = "verification";
-
-pub const CHECKS: &[&str] = &[
-    "enterprise",
-    "social_insurance",
-    "presence",
-    "residence_permit",
-    "telecom",
-    "statistics",
-    "exit_entry",
-    "prior_benefits",
-];
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -61,6 +51,8 @@ impl Settings {
 pub enum VerificationError {
     #[error(transparent)]
     Bus(#[from] BusError),
+    #[error("policy: {0}")]
+    Policy(#[from] huiqi_policy::PolicyError),
     #[error("event log: {0}")]
     Log(#[from] huiqi_eventlog::LogError),
 }
@@ -70,25 +62,7 @@ pub enum VerificationError {
 struct Job {
     cause: Envelope,
     opened: ClaimOpened,
-    recorded: BTreeMap<(String, u32), u32>,
-}
-
-/// Checks that a reply has the shape CONTRACT.md gives for its check.
-pub fn validate_reply(check: &str, v: &serde_json::Value) -> Result<(), String> {
-    fn is<T: serde::de::DeserializeOwned>(v: &serde_json::Value) -> Result<(), String> {
-        T::deserialize(v).map(|_| ()).map_err(|e| e.to_string())
-    }
-    match check {
-        "enterprise" => is::<pl::EnterpriseReply>(v),
-        "social_insurance" => is::<pl::SocialInsuranceReply>(v),
-        "presence" => is::<pl::PresenceReply>(v),
-        "residence_permit" => is::<pl::ResidencePermitReply>(v),
-        "telecom" => is::<pl::TelecomReply>(v),
-        "statistics" => is::<pl::StatisticsReply>(v),
-        "exit_entry" => is::<pl::ExitEntryReply>(v),
-        "prior_benefits" => is::<pl::PriorBenefitsReply>(v),
-        other => Err(format!("unknown check `{other}`")),
-    }
+    recorded: BTreeMap<(Check, u32), u32>,
 }
 
 pub struct App {
@@ -125,7 +99,7 @@ pub async fn build(settings: Settings) -> Result<App, VerificationError> {
             types::CHECK_RECORDED => {
                 let r: CheckRecorded = service::data(env)?;
                 if let Some(j) = jobs.get_mut(&r.claim_id) {
-                    j.recorded.insert((r.check, r.chunk), r.chunks);
+                    j.recorded.insert((r.check(), r.chunk), r.chunks);
                 }
             }
             types::CLAIM_VERIFIED => {
@@ -159,12 +133,12 @@ pub async fn build(settings: Settings) -> Result<App, VerificationError> {
     let worker = Worker {
         client: core.client.clone(),
         writer: core.writer.clone(),
-        policies: Arc::new(PolicySet::builtin()),
+        policies: Arc::new(PolicySet::load(settings.service.policy_dir.as_deref())?),
         settings: settings.clone(),
         circuits: Arc::new(
-            CHECKS
+            Check::ALL
                 .iter()
-                .map(|c| (c.to_string(), Circuit::default()))
+                .map(|c| (*c, Circuit::default()))
                 .collect(),
         ),
     };
@@ -197,7 +171,7 @@ struct Worker {
     writer: LogWriter,
     policies: Arc<PolicySet>,
     settings: Settings,
-    circuits: Arc<HashMap<String, Circuit>>,
+    circuits: Arc<HashMap<Check, Circuit>>,
 }
 
 impl Worker {
@@ -221,56 +195,65 @@ impl Worker {
         let claim_id = job.opened.claim_id.clone();
         let policy = match self.policies.for_application(app) {
             Ok(p) => p,
-            Err(_) => self.policies.versions().first().expect("a policy version"),
+            Err(_) => self.policies.first(),
         };
         let calls = plan::plan(app, &policy.params, self.settings.chunk_size);
-        let mut checks: BTreeMap<String, u32> = BTreeMap::new();
+        let mut checks: BTreeMap<Check, u32> = BTreeMap::new();
         for c in &calls {
-            checks.insert(c.check.to_string(), c.chunks);
+            checks.insert(c.check, c.chunks);
         }
         let missing: Vec<&plan::Call> = calls
             .iter()
-            .filter(|c| !job.recorded.contains_key(&(c.check.to_string(), c.chunk)))
+            .filter(|c| !job.recorded.contains_key(&(c.check, c.chunk)))
             .collect();
         let results = futures_util::future::join_all(missing.into_iter().map(|call| {
             let claim_id = claim_id.clone();
             let shutdown = shutdown.clone();
             let cause = &job.cause;
             async move {
-                let subject = subjects::check_subject(call.check);
-                let circuit = &self.circuits[call.check];
-                let mut attempts_total = 0u32;
-                loop {
-                    let (reply, attempts) = match request_json(&self.client, &subject, &call.request, &self.settings.retry, circuit, &shutdown).await {
-                        Ok(r) => r,
-                        Err(_) => return Ok::<bool, BusError>(false),
-                    };
-                    attempts_total += attempts;
-                    if let Err(e) = validate_reply(call.check, &reply) {
-                        tracing::warn!(claim_id = %claim_id, check = call.check, error = %huiqi_events::mask_digit_runs(&e), "provider reply does not fit the contract; retrying");
-                        circuit.failure();
-                        tokio::select! {
-                            _ = shutdown.cancelled() => return Ok(false),
-                            _ = tokio::time::sleep(self.settings.retry.backoff(attempts_total)) => continue,
-                        }
-                    }
-                    let data = CheckRecorded {
-                        claim_id: claim_id.clone(),
-                        check: call.check.to_string(),
-                        chunk: call.chunk,
-                        chunks: call.chunks,
-                        attempts: attempts_total,
-                        reply,
-                    };
-                    let index = format!("{}:{}", call.check, call.chunk);
-                    let env = Envelope::derived(SERVICE, types::CHECK_RECORDED, &claim_id, &data, &cause.id, &index)
-                        .expect("serializes")
-                        .caused_by(cause);
-                    self.writer
-                        .commit(vec![Commit { inbox_id: None, events: vec![Pending::publish(env, subjects::FACTS_RECORDED)] }])
-                        .await?;
-                    return Ok(true);
-                }
+                let subject = call.check.subject();
+                let circuit = &self.circuits[&call.check];
+                let body = serde_json::to_vec(&call.request).expect("a request serializes");
+                // The provider's bytes are read once, into the check's typed reply.
+                let (reply, attempts) = match request(
+                    &self.client,
+                    &subject,
+                    &body,
+                    &self.settings.retry,
+                    circuit,
+                    &shutdown,
+                    |bytes| call.check.read_reply(bytes),
+                )
+                .await
+                {
+                    Ok(r) => r,
+                    Err(_) => return Ok::<bool, BusError>(false),
+                };
+                let data = CheckRecorded {
+                    claim_id: claim_id.clone(),
+                    chunk: call.chunk,
+                    chunks: call.chunks,
+                    attempts,
+                    reply,
+                };
+                let index = format!("{}:{}", call.check, call.chunk);
+                let env = Envelope::derived(
+                    SERVICE,
+                    types::CHECK_RECORDED,
+                    &claim_id,
+                    &data,
+                    &cause.id,
+                    &index,
+                )
+                .expect("serializes")
+                .caused_by(cause);
+                self.writer
+                    .commit(vec![Commit {
+                        inbox_id: None,
+                        events: vec![Pending::publish(env, subjects::FACTS_RECORDED)],
+                    }])
+                    .await?;
+                Ok(true)
             }
         }))
         .await;

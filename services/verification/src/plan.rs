@@ -1,121 +1,75 @@
-//! Which checks a measure needs, as provider requests, with person lists cut into chunks so
-//! that no request or reply comes near the NATS message size limit.
+//! Which checks a claim needs, as provider requests: the claim's measure names its checks
+//! (`huiqi_policy::Measure::checks`), each check knows what it asks about and how
+//! (`huiqi_events::checks::Check`); person and phone lists are cut into chunks so that no
+//! request or reply comes near the NATS message size limit.
 
+use huiqi_events::checks::{Check, Input, RequestContext};
 use huiqi_events::payloads::Application;
 use huiqi_policy::Params;
-use serde_json::{json, Value};
 
 /// One request to one provider.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Call {
-    pub check: &'static str,
+    pub check: Check,
     pub chunk: u32,
     pub chunks: u32,
-    pub request: Value,
+    pub request: serde_json::Value,
 }
 
-/// The checks every measure needs, in the order they are asked.
+/// The calls a claim needs, in the order its measure names the checks. An unknown measure
+/// (intake refuses those) needs only the registry check.
 pub fn plan(app: &Application, p: &Params, chunk_size: usize) -> Vec<Call> {
-    let uscc = app.applicant.uscc.as_str();
-    let ids = app.person_ids();
-    let mut calls = vec![Call {
-        check: "enterprise",
-        chunk: 0,
-        chunks: 1,
-        request: json!({ "uscc": uscc }),
-    }];
-    let mut per_person =
-        |check: &'static str, ids: &[String], make: &dyn Fn(&[String]) -> Value, always: bool| {
-            let pieces: Vec<&[String]> = if ids.is_empty() {
-                if always {
-                    vec![&[][..]]
-                } else {
-                    vec![]
-                }
-            } else {
-                ids.chunks(chunk_size.max(1)).collect()
-            };
-            let n = pieces.len() as u32;
-            for (i, piece) in pieces.into_iter().enumerate() {
+    let checks: &[Check] = huiqi_policy::measures::measure(&app.measure)
+        .map(|m| m.checks())
+        .unwrap_or(&[Check::Enterprise]);
+    let ctx = RequestContext {
+        uscc: &app.applicant.uscc,
+        measure: &app.measure,
+        stay_window: (p.stay_window.from, p.stay_window.to),
+        policy_period: (p.policy_period.from, p.policy_period.to),
+    };
+    let persons = app.person_ids();
+    let mut phones: Vec<String> = app
+        .employees
+        .iter()
+        .flatten()
+        .filter_map(|e| e.phone.clone())
+        .collect();
+    phones.sort();
+    phones.dedup();
+    let mut calls = Vec::new();
+    for &check in checks {
+        let items: &[String] = match check.input() {
+            Input::Applicant => {
                 calls.push(Call {
                     check,
-                    chunk: i as u32,
-                    chunks: n,
-                    request: make(piece),
+                    chunk: 0,
+                    chunks: 1,
+                    request: check.request(&ctx, &[]),
                 });
+                continue;
             }
+            Input::Persons => &persons,
+            Input::Phones => &phones,
         };
-    let stay = p.stay_window;
-    let period = p.policy_period;
-    let measure = app.measure.clone();
-    // Which person checks each measure needs, asked in this order.
-    let (insured, presence, permits, telecom, exits) = match app.measure.as_str() {
-        "M1" => (true, true, true, true, false),
-        "M19" => (true, true, false, false, false),
-        "M21" => (true, false, false, false, false),
-        "M10" => (false, false, false, false, true),
-        _ => (false, false, false, false, false),
-    };
-    let statistics = app.measure == "M9";
-    if insured {
-        per_person(
-            "social_insurance",
-            &ids,
-            &|c| json!({ "uscc": uscc, "id_numbers": c }),
-            false,
-        );
-    }
-    if presence {
-        per_person(
-            "presence",
-            &ids,
-            &|c| json!({ "id_numbers": c, "from": stay.from, "to": stay.to }),
-            false,
-        );
-    }
-    if permits {
-        per_person(
-            "residence_permit",
-            &ids,
-            &|c| json!({ "id_numbers": c }),
-            false,
-        );
-    }
-    if telecom {
-        let mut phones: Vec<String> = app
-            .employees
-            .iter()
-            .flatten()
-            .filter_map(|e| e.phone.clone())
-            .collect();
-        phones.sort();
-        phones.dedup();
-        per_person("telecom", &phones, &|c| json!({ "phones": c }), false);
-    }
-    if exits {
-        per_person(
-            "exit_entry",
-            &ids,
-            &|c| json!({ "id_numbers": c, "from": period.from, "to": period.to }),
-            false,
-        );
-    }
-    per_person(
-        "prior_benefits",
-        &ids,
-        &|c| json!({ "uscc": uscc, "measure": measure, "id_numbers": c }),
-        true,
-    );
-    if statistics {
-        calls.insert(
-            1,
-            Call {
-                check: "statistics",
-                chunk: 0,
-                chunks: 1,
-                request: json!({ "uscc": uscc }),
-            },
-        );
+        let pieces: Vec<&[String]> = if items.is_empty() {
+            if check.asked_without_persons() {
+                vec![&[][..]]
+            } else {
+                vec![]
+            }
+        } else {
+            items.chunks(chunk_size.max(1)).collect()
+        };
+        let n = pieces.len() as u32;
+        for (i, piece) in pieces.into_iter().enumerate() {
+            calls.push(Call {
+                check,
+                chunk: i as u32,
+                chunks: n,
+                request: check.request(&ctx, piece),
+            });
+        }
     }
     calls
 }
@@ -161,25 +115,28 @@ mod tests {
         let set = huiqi_policy::PolicySet::builtin();
         let p = &set.versions()[0].params;
         let calls = plan(&m1(20_000), p, 500);
-        let count = |check: &str| calls.iter().filter(|c| c.check == check).count();
-        assert_eq!(count("enterprise"), 1);
+        let count = |check: Check| calls.iter().filter(|c| c.check == check).count();
+        assert_eq!(count(Check::Enterprise), 1);
         for check in [
-            "social_insurance",
-            "presence",
-            "residence_permit",
-            "prior_benefits",
+            Check::SocialInsurance,
+            Check::Presence,
+            Check::ResidencePermit,
+            Check::PriorBenefits,
         ] {
             assert_eq!(count(check), 40, "{check}");
         }
-        assert_eq!(count("telecom"), 1, "7 distinct phones, one request");
+        assert_eq!(count(Check::Telecom), 1, "7 distinct phones, one request");
         let si: Vec<&Call> = calls
             .iter()
-            .filter(|c| c.check == "social_insurance")
+            .filter(|c| c.check == Check::SocialInsurance)
             .collect();
         assert!(si
             .iter()
             .all(|c| c.chunks == 40 && c.request["id_numbers"].as_array().unwrap().len() == 500));
         assert_eq!(si[39].chunk, 39);
+        let presence = calls.iter().find(|c| c.check == Check::Presence).unwrap();
+        assert_eq!(presence.request["from"], "2023-01-06");
+        assert_eq!(presence.request["to"], "2023-02-05");
     }
 
     #[test]
@@ -189,7 +146,10 @@ mod tests {
         let mut app = m1(3);
         app.measure = "M9".into();
         app.employees = None;
-        let checks: Vec<&str> = plan(&app, p, 500).iter().map(|c| c.check).collect();
-        assert_eq!(checks, vec!["enterprise", "statistics", "prior_benefits"]);
+        let checks: Vec<Check> = plan(&app, p, 500).iter().map(|c| c.check).collect();
+        assert_eq!(
+            checks,
+            vec![Check::Enterprise, Check::Statistics, Check::PriorBenefits]
+        );
     }
 }

@@ -32,6 +32,9 @@ pub struct ServiceArgs {
         value_delimiter = ','
     )]
     pub skip_records: Vec<u64>,
+    /// A directory of operator-loaded policy versions (`*.json`), besides the built-in ones.
+    #[arg(long, env = "HUIQI_POLICY_DIR")]
+    pub policy_dir: Option<PathBuf>,
     /// How long to keep trying the first NATS connection, seconds.
     #[arg(long, env = "HUIQI_CONNECT_RETRY_SECS", default_value_t = 120)]
     pub connect_retry_secs: u64,
@@ -81,6 +84,7 @@ impl ServiceArgs {
             Arc::new(trust),
         );
         config.skip_records = self.skip_records.clone();
+        config.policy_dir = self.policy_dir.clone();
         Ok(config)
     }
 }

@@ -93,17 +93,20 @@ impl Default for Circuit {
     }
 }
 
-/// Sends `body` to `subject` and returns the JSON reply and the number of attempts it took.
-/// A reply `{"error": …}`, a timeout, no responders or unreadable JSON count as failures.
-pub async fn request_json(
+/// Sends `body` to `subject` until a reply is accepted: `accept` reads the reply bytes into
+/// what the caller needs (the one parse) or says why it does not fit; a timeout, no responders
+/// or a refused reply count as failures, with backoff and the circuit. Returns the accepted
+/// value and the number of attempts it took.
+pub async fn request<T>(
     client: &Client,
     subject: &str,
-    body: &Value,
+    body: &[u8],
     policy: &RetryPolicy,
     circuit: &Circuit,
     shutdown: &CancellationToken,
-) -> Result<(Value, u32), RequestError> {
-    let payload: bytes::Bytes = serde_json::to_vec(body).expect("JSON value").into();
+    accept: impl Fn(&[u8]) -> Result<T, String>,
+) -> Result<(T, u32), RequestError> {
+    let payload = bytes::Bytes::copy_from_slice(body);
     let mut attempt = 0u32;
     loop {
         if let Some(wait) = circuit.wait_time() {
@@ -121,15 +124,12 @@ pub async fn request_json(
             r = client.send_request(subject.to_string(), request) => r,
         };
         let last = match outcome {
-            Ok(msg) => match serde_json::from_slice::<Value>(&msg.payload) {
-                Ok(v) if v.get("error").is_some() => {
-                    format!("provider error: {}", v["error"])
-                }
+            Ok(msg) => match accept(&msg.payload) {
                 Ok(v) => {
                     circuit.success();
                     return Ok((v, attempt));
                 }
-                Err(e) => format!("unreadable reply: {e}"),
+                Err(why) => why,
             },
             Err(e) => e.to_string(),
         };
@@ -141,12 +141,45 @@ pub async fn request_json(
                 last,
             });
         }
-        tracing::debug!(subject, attempt, error = %huiqi_events::mask_digit_runs(&last), "request failed; backing off");
+        let level_warn = attempt == 3 || attempt % 20 == 0;
+        let error =
+            huiqi_events::escape_control(&huiqi_events::mask_digit_runs(&last)).into_owned();
+        if level_warn {
+            tracing::warn!(subject, attempt, error = %error, circuit_open = circuit.is_open(), "provider not answering; still retrying");
+        } else {
+            tracing::debug!(subject, attempt, error = %error, "request failed; backing off");
+        }
         tokio::select! {
             _ = shutdown.cancelled() => return Err(RequestError::Shutdown { subject: subject.into() }),
             _ = tokio::time::sleep(policy.backoff(attempt)) => {}
         }
     }
+}
+
+/// [`request`] with a JSON reply: `{"error": …}` and unreadable JSON are failures.
+pub async fn request_json(
+    client: &Client,
+    subject: &str,
+    body: &Value,
+    policy: &RetryPolicy,
+    circuit: &Circuit,
+    shutdown: &CancellationToken,
+) -> Result<(Value, u32), RequestError> {
+    let body = serde_json::to_vec(body).expect("JSON value");
+    request(
+        client,
+        subject,
+        &body,
+        policy,
+        circuit,
+        shutdown,
+        |bytes| match serde_json::from_slice::<Value>(bytes) {
+            Ok(v) if v.get("error").is_some() => Err(format!("provider error: {}", v["error"])),
+            Ok(v) => Ok(v),
+            Err(e) => Err(format!("unreadable reply: {e}")),
+        },
+    )
+    .await
 }
 
 #[cfg(test)]

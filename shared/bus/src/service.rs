@@ -30,6 +30,8 @@ pub struct ServiceConfig {
     pub trust: Arc<TrustStore>,
     /// Log records the operator told it to skip at start when they cannot be read.
     pub skip_records: Vec<u64>,
+    /// Operator-loaded policy versions (`--policy-dir`), besides the built-in ones.
+    pub policy_dir: Option<PathBuf>,
 }
 
 impl ServiceConfig {
@@ -45,6 +47,7 @@ impl ServiceConfig {
             signing_key,
             trust,
             skip_records: Vec::new(),
+            policy_dir: None,
         }
     }
 }

@@ -63,7 +63,7 @@ async fn thirty_qualifying_persons_are_approved_and_paid_once() {
     assert_eq!(ledger[0].amount, Money::yuan(15_000));
     let (report, clean) = huiqi::commands::audit(rig.data_dir()).unwrap();
     assert!(clean, "{report}");
-    let (replay, same) = huiqi::commands::replay(rig.data_dir()).unwrap();
+    let (replay, same) = huiqi::commands::replay(rig.data_dir(), None).unwrap();
     assert!(same, "{replay}");
 }
 
@@ -469,11 +469,13 @@ async fn a_verified_claim_whose_check_reply_comes_later_is_decided_when_it_arriv
     let ids = app.person_ids();
     let record = |check: &str, reply: serde_json::Value| huiqi_events::payloads::CheckRecorded {
         claim_id: claim.clone(),
-        check: check.into(),
         chunk: 0,
         chunks: 1,
         attempts: 1,
-        reply,
+        reply: huiqi_events::checks::Check::from_name(check)
+            .unwrap()
+            .read_reply(&serde_json::to_vec(&reply).unwrap())
+            .unwrap(),
     };
     let records = [
         record(
@@ -492,7 +494,7 @@ async fn a_verified_claim_whose_check_reply_comes_later_is_decided_when_it_arriv
     let verified = huiqi_events::payloads::ClaimVerified {
         claim_id: claim.clone(),
         application: app.clone(),
-        checks: records.iter().map(|r| (r.check.clone(), 1)).collect(),
+        checks: records.iter().map(|r| (r.check(), 1)).collect(),
     };
     let publish = |subject: &'static str, env: Envelope| {
         let js = js.clone();
@@ -556,7 +558,7 @@ async fn a_verified_claim_whose_check_reply_comes_later_is_decided_when_it_arriv
     pipeline.stop().await.unwrap();
     assert_eq!(decided.len(), 1);
     assert_eq!(decided[0].1.data["total"], "15000.00");
-    let (replay, same) = huiqi::commands::replay(rig.data_dir()).unwrap();
+    let (replay, same) = huiqi::commands::replay(rig.data_dir(), None).unwrap();
     assert!(same, "{replay}");
 }
 

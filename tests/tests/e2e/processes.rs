@@ -136,11 +136,13 @@ async fn forged_orders_checks_and_awards_are_parked_and_never_paid_on_an_open_bu
         .collect();
     let record = |check: &str, reply: serde_json::Value| CheckRecorded {
         claim_id: claim.clone(),
-        check: check.into(),
         chunk: 0,
         chunks: 1,
         attempts: 1,
-        reply,
+        reply: huiqi_events::checks::Check::from_name(check)
+            .unwrap()
+            .read_reply(&serde_json::to_vec(&reply).unwrap())
+            .unwrap(),
     };
     let checks = [
         record(
@@ -159,7 +161,7 @@ async fn forged_orders_checks_and_awards_are_parked_and_never_paid_on_an_open_bu
     let verified = ClaimVerified {
         claim_id: claim.clone(),
         application: invented.clone(),
-        checks: checks.iter().map(|c| (c.check.clone(), 1)).collect(),
+        checks: checks.iter().map(|c| (c.check(), 1)).collect(),
     };
     for (n, (signer, tag)) in [
         (None, "unsigned"),
@@ -208,8 +210,11 @@ async fn forged_orders_checks_and_awards_are_parked_and_never_paid_on_an_open_bu
         status: AwardStatus::Approved,
         total: "20000.00".parse().unwrap(),
         lines: vec![],
-        facts: Default::default(),
+        facts_digest: "0".repeat(64),
+        check_records: vec![],
         rules: Default::default(),
+        counts: vec![],
+        relied_on: vec![],
     };
     let env = Envelope::new("award", types::AWARD_DECIDED, &claim, &decision).unwrap();
     let forged_decision_id = env.id.clone();

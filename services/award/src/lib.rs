@@ -11,14 +11,15 @@
 //! Outputs, per claim exactly once: `huiqi.awards.approved|rejected.<measure>`, a payment order
 //! for the payout service when approved, and M4/M5 entitlement events.
 
-use huiqi_bus::consumer::{BatchHandler, Delivery, Disposition, Signatures};
+use huiqi_bus::consumer::{BatchHandler, Delivery, Disposition, Handled, Signatures};
 use huiqi_bus::restore::{Consumed, RestoreRules};
 use huiqi_bus::service::{self, parked, Consuming, Core, ServiceConfig};
 use huiqi_bus::{BusError, LogWriter};
 use huiqi_eventlog::{Commit, EventLog, Pending};
 use huiqi_events::payloads::{
-    AwardDecision, AwardStatus, CheckRecorded, ClaimVerified, DataPackageEntitlement, Facts,
-    PaymentOrdered, ResidentPointsEntitlement,
+    AwardDecision, AwardStatus, CheckRecorded, ClaimVerified, DataPackageEntitlement,
+    DataPackageGrant, Facts, PaymentOrdered, PointsGrant, ResidentPointsEntitlement,
+    GRANTS_PER_EVENT,
 };
 use huiqi_events::{subjects, types, Envelope};
 use huiqi_policy::{Entitlement, Evaluation, History, PolicySet};
@@ -79,7 +80,8 @@ impl State {
                 self.on_check(&env.id, r);
             }
             types::CLAIM_VERIFIED => {
-                let v: ClaimVerified = service::data(env)?;
+                let mut v: ClaimVerified = service::data(env)?;
+                self.take_embedded(&mut v);
                 self.verified.insert(v.claim_id.clone(), (env.clone(), v));
             }
             types::AWARD_DECIDED => {
@@ -90,20 +92,22 @@ impl State {
             types::ENTITLEMENT_DATA_PACKAGE => {
                 let e: DataPackageEntitlement = service::data(env)?;
                 let by = self.applicant_of(&e.claim_id);
-                self.history.add(
-                    &e.claim_id,
-                    &by,
-                    &[huiqi_policy::measures::m4::granted(&e.phone)],
-                );
+                let counts: Vec<_> = e
+                    .grants
+                    .iter()
+                    .map(|g| huiqi_policy::measures::m4::granted(&g.phone))
+                    .collect();
+                self.history.add(&e.claim_id, &by, &counts);
             }
             types::ENTITLEMENT_RESIDENT_POINTS => {
                 let e: ResidentPointsEntitlement = service::data(env)?;
                 let by = self.applicant_of(&e.claim_id);
-                self.history.add(
-                    &e.claim_id,
-                    &by,
-                    &[huiqi_policy::measures::m5::granted(&e.id_number)],
-                );
+                let counts: Vec<_> = e
+                    .grants
+                    .iter()
+                    .map(|g| huiqi_policy::measures::m5::granted(&g.id_number))
+                    .collect();
+                self.history.add(&e.claim_id, &by, &counts);
             }
             _ => {}
         }
@@ -129,6 +133,13 @@ impl State {
             .insert(d.claim_id.clone(), d.applicant_uscc.clone());
         self.facts.remove(&d.claim_id);
         self.decided.insert(d.claim_id.clone());
+    }
+
+    /// Moves the check records a verified claim carries into the claim's facts.
+    pub fn take_embedded(&mut self, v: &mut ClaimVerified) {
+        for e in std::mem::take(&mut v.records) {
+            self.on_check(&e.event_id, e.record);
+        }
     }
 
     /// The applicant of a decided claim (entitlement events name only the claim).
@@ -249,46 +260,71 @@ pub fn decision_events(cause: &Envelope, v: &ClaimVerified, e: &Evaluation) -> V
         .caused_by(cause);
         out.push(Pending::publish(env, subjects::PAYMENT_ORDERED));
     }
-    for (i, ent) in e.entitlements.iter().enumerate() {
-        let (ty, subject, env) = match ent {
+    // M4/M5: one event per recipient organisation (each carrier; the New Resident Service
+    // Center), at most GRANTS_PER_EVENT grants an event.
+    let award_id = award_id_for(&d.claim_id);
+    let mut packages: BTreeMap<&str, Vec<DataPackageGrant>> = BTreeMap::new();
+    let mut points: Vec<PointsGrant> = Vec::new();
+    for ent in &e.entitlements {
+        match ent {
             Entitlement::DataPackage {
                 phone,
                 carrier,
                 gigabytes,
                 ..
-            } => (
+            } => packages.entry(carrier).or_default().push(DataPackageGrant {
+                phone: phone.clone(),
+                carrier: carrier.clone(),
+                gigabytes: *gigabytes,
+            }),
+            Entitlement::ResidentPoints { person, points: p } => points.push(PointsGrant {
+                id_number: person.clone(),
+                points: *p,
+            }),
+        }
+    }
+    let event = |ty: &str, data: &dyn erased::Data, index: String| {
+        Envelope::derived(SERVICE, ty, &d.claim_id, &data.value(), &cause.id, &index)
+            .expect("serializes")
+            .caused_by(cause)
+    };
+    for (carrier, grants) in packages {
+        for (n, chunk) in grants.chunks(GRANTS_PER_EVENT).enumerate() {
+            let data = DataPackageEntitlement {
+                claim_id: d.claim_id.clone(),
+                award_id: award_id.clone(),
+                grants: chunk.to_vec(),
+            };
+            let env = event(
                 types::ENTITLEMENT_DATA_PACKAGE,
-                subjects::ENTITLEMENT_DATA_PACKAGE,
-                serde_json::to_value(DataPackageEntitlement {
-                    claim_id: d.claim_id.clone(),
-                    phone: phone.clone(),
-                    carrier: carrier.clone(),
-                    gigabytes: *gigabytes,
-                }),
-            ),
-            Entitlement::ResidentPoints { person, points } => (
-                types::ENTITLEMENT_RESIDENT_POINTS,
-                subjects::ENTITLEMENT_RESIDENT_POINTS,
-                serde_json::to_value(ResidentPointsEntitlement {
-                    claim_id: d.claim_id.clone(),
-                    id_number: person.clone(),
-                    points: *points,
-                }),
-            ),
+                &data,
+                format!("{carrier}:{n}"),
+            );
+            out.push(Pending::publish(env, subjects::ENTITLEMENT_DATA_PACKAGE));
+        }
+    }
+    for (n, chunk) in points.chunks(GRANTS_PER_EVENT).enumerate() {
+        let data = ResidentPointsEntitlement {
+            claim_id: d.claim_id.clone(),
+            award_id: award_id.clone(),
+            grants: chunk.to_vec(),
         };
-        let env = Envelope::derived(
-            SERVICE,
-            ty,
-            &d.claim_id,
-            &env.expect("serializes"),
-            &cause.id,
-            &i.to_string(),
-        )
-        .expect("serializes")
-        .caused_by(cause);
-        out.push(Pending::publish(env, subject));
+        let env = event(types::ENTITLEMENT_RESIDENT_POINTS, &data, n.to_string());
+        out.push(Pending::publish(env, subjects::ENTITLEMENT_RESIDENT_POINTS));
     }
     out
+}
+
+mod erased {
+    /// An event's data, whatever its type (one closure builds both kinds of entitlement).
+    pub trait Data {
+        fn value(&self) -> serde_json::Value;
+    }
+    impl<T: serde::Serialize> Data for T {
+        fn value(&self) -> serde_json::Value {
+            serde_json::to_value(self).expect("serializes")
+        }
+    }
 }
 
 pub struct App {
@@ -398,13 +434,14 @@ impl Handler {
                 done(events)
             }
             types::CLAIM_VERIFIED => {
-                let v = match env.data_as::<ClaimVerified>() {
+                let mut v = match env.data_as::<ClaimVerified>() {
                     Ok(v) => v,
                     Err(e) => return self.park(d, &format!("claim-verified data: {e}")),
                 };
                 if self.state.is_decided(&v.claim_id) {
                     return done(vec![]);
                 }
+                self.state.take_embedded(&mut v);
                 let mut events = vec![Pending::received(env.clone(), d.payload.clone())];
                 match self.state.missing(&v) {
                     None => events.extend(self.decide(&env, &v)),
@@ -466,7 +503,7 @@ impl Handler {
 }
 
 impl BatchHandler for Handler {
-    async fn handle(&mut self, batch: Vec<Delivery>) -> Result<Vec<Disposition>, BusError> {
+    async fn handle(&mut self, batch: Vec<Delivery>) -> Result<Handled, BusError> {
         let mut commits = Vec::with_capacity(batch.len());
         let mut dispositions = Vec::with_capacity(batch.len());
         for d in &batch {
@@ -474,8 +511,7 @@ impl BatchHandler for Handler {
             commits.push(c);
             dispositions.push(disp);
         }
-        self.writer.commit(commits).await?;
-        Ok(dispositions)
+        Ok(Handled::new(commits, dispositions))
     }
 }
 

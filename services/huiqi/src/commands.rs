@@ -97,8 +97,9 @@ pub fn audit(data_dir: &Path) -> Result<(String, bool), HuiqiError> {
         let r = log.audit()?;
         clean &= r.is_clean();
         out.push_str(&format!(
-            "{service:<13} {:>8} records  head {}  {}\n",
+            "{service:<13} {:>8} records {:>12} bytes  head {}  {}\n",
             r.records,
+            r.bytes,
             &r.head_hash[..16.min(r.head_hash.len())],
             if r.is_clean() {
                 "chain intact".to_string()
@@ -255,7 +256,7 @@ pub async fn demo(sample: &Path, data_dir: &Path, timeout: Duration) -> Result<S
         ));
         if o.entitlements > 0 {
             t.push_str(&format!(
-                "{:<14} {:<5} {:<12} +{} entitlement events (M4 data packages, M5 points)\n",
+                "{:<14} {:<5} {:<12} +{} entitlements granted (M4 data packages, M5 points)\n",
                 "", "", "", o.entitlements
             ));
         }

@@ -223,7 +223,7 @@ impl Watcher {
                 o.failed.push(f);
             }
         } else if subject.starts_with("huiqi.entitlements.") {
-            o.entitlements += 1;
+            o.entitlements += env.data["grants"].as_array().map(Vec::len).unwrap_or(1);
         }
         if o.finished_at.is_none()
             && (o.is_final() || (!self.include_awards && !o.settled.is_empty()))

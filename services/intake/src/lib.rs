@@ -17,7 +17,7 @@
 
 pub mod validate;
 
-use huiqi_bus::consumer::{BatchHandler, Delivery, Disposition, Signatures};
+use huiqi_bus::consumer::{BatchHandler, Delivery, Disposition, Handled, Signatures};
 use huiqi_bus::restore::{Consumed, RestoreRules};
 use huiqi_bus::service::{self, parked, Consuming, Core, ServiceConfig};
 use huiqi_bus::BusError;
@@ -446,7 +446,7 @@ impl Handler {
 }
 
 impl BatchHandler for Handler {
-    async fn handle(&mut self, batch: Vec<Delivery>) -> Result<Vec<Disposition>, BusError> {
+    async fn handle(&mut self, batch: Vec<Delivery>) -> Result<Handled, BusError> {
         let mut commits = Vec::with_capacity(batch.len());
         let mut dispositions = Vec::with_capacity(batch.len());
         for d in &batch {
@@ -475,8 +475,7 @@ impl BatchHandler for Handler {
                 }
             }
         }
-        self.writer.commit(commits).await?;
-        Ok(dispositions)
+        Ok(Handled::new(commits, dispositions))
     }
 }
 

@@ -221,7 +221,9 @@ impl Worker {
         self.writer
             .commit(vec![Commit {
                 inbox_id: None,
-                events: vec![Pending::publish(note, subjects::PAYMENT_ATTEMPTED)],
+                // Kept in payout's log (auditors see every instruction that left), not
+                // published: the stream carries the outcome.
+                events: vec![Pending::local(note)],
             }])
             .await?;
         let request = serde_json::to_value(TreasuryPay {

@@ -16,7 +16,7 @@ use huiqi_bus::service::{self, Consuming, Core, RecordAndQueue, ServiceConfig};
 use huiqi_bus::{BusError, LogWriter, Signatures};
 use huiqi_eventlog::{Commit, Pending};
 use huiqi_events::checks::Check;
-use huiqi_events::payloads::{CheckRecorded, ClaimOpened, ClaimVerified};
+use huiqi_events::payloads::{CheckRecorded, ClaimOpened, ClaimVerified, EmbeddedRecord};
 use huiqi_events::{subjects, types, Envelope};
 use huiqi_policy::PolicySet;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -206,6 +206,10 @@ impl Worker {
             .iter()
             .filter(|c| !job.recorded.contains_key(&(c.check, c.chunk)))
             .collect();
+        // A small roster's replies stay in this log and travel inside the verified claim (one
+        // message); a large one's are published as they come, since together they would not
+        // fit one message.
+        let embed = app.person_ids().len() <= huiqi_events::payloads::EMBED_FACTS_UP_TO;
         let results = futures_util::future::join_all(missing.into_iter().map(|call| {
             let claim_id = claim_id.clone();
             let shutdown = shutdown.clone();
@@ -227,7 +231,7 @@ impl Worker {
                 .await
                 {
                     Ok(r) => r,
-                    Err(_) => return Ok::<bool, BusError>(false),
+                    Err(_) => return Ok(None),
                 };
                 let data = CheckRecorded {
                     claim_id: claim_id.clone(),
@@ -247,28 +251,65 @@ impl Worker {
                 )
                 .expect("serializes")
                 .caused_by(cause);
+                let id = env.id.clone();
+                let pending = if embed {
+                    Pending::local(env)
+                } else {
+                    Pending::publish(env, subjects::FACTS_RECORDED)
+                };
                 self.writer
                     .commit(vec![Commit {
                         inbox_id: None,
-                        events: vec![Pending::publish(env, subjects::FACTS_RECORDED)],
+                        events: vec![pending],
                     }])
                     .await?;
-                Ok(true)
+                Ok::<Option<EmbeddedRecord>, BusError>(Some(EmbeddedRecord {
+                    event_id: id,
+                    record: data,
+                }))
             }
         }))
         .await;
         let mut complete = true;
+        let mut records = Vec::new();
         for r in results {
-            complete &= r?;
+            match r? {
+                Some(rec) => records.push(rec),
+                None => complete = false,
+            }
         }
         if !complete {
             tracing::info!(%claim_id, "verification paused by shutdown; resumes on restart");
             return Ok(());
         }
+        if embed {
+            // Replies recorded before a restart are read back from this log.
+            if !job.recorded.is_empty() {
+                for rec in self.writer.log().subject_records(&claim_id)? {
+                    if rec.envelope.ty == types::CHECK_RECORDED {
+                        let record: CheckRecorded = rec
+                            .envelope
+                            .data_as()
+                            .map_err(|e| BusError::Handler(e.to_string()))?;
+                        if job.recorded.contains_key(&(record.check(), record.chunk)) {
+                            records.push(EmbeddedRecord {
+                                event_id: rec.envelope.id.clone(),
+                                record,
+                            });
+                        }
+                    }
+                }
+            }
+            records.sort_by_key(|r| (r.record.check(), r.record.chunk));
+            records.dedup_by_key(|r| (r.record.check(), r.record.chunk));
+        } else {
+            records.clear();
+        }
         let verified = ClaimVerified {
             claim_id: claim_id.clone(),
             application: app.clone(),
             checks,
+            records,
         };
         let env = Envelope::derived(
             SERVICE,

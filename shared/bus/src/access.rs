@@ -70,12 +70,7 @@ fn service_publish(service: &str) -> Vec<String> {
             s::ENTITLEMENT_RESIDENT_POINTS,
             s::PAYMENT_ORDERED,
         ],
-        "payout" => &[
-            s::PAYOUTS_SETTLED,
-            s::PAYOUTS_FAILED,
-            s::PAYMENT_ATTEMPTED,
-            s::TREASURY_PAY,
-        ],
+        "payout" => &[s::PAYOUTS_SETTLED, s::PAYOUTS_FAILED, s::TREASURY_PAY],
         _ => &[],
     };
     let mut out: Vec<String> = own.iter().map(|x| x.to_string()).collect();

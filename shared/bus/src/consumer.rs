@@ -116,12 +116,77 @@ pub enum Disposition {
     Term,
 }
 
-/// A service's batch handler. It returns one disposition per delivery, in order.
+/// What a handler made of a batch: the commits that make it durable (inbox marks and events,
+/// written in one transaction), one disposition per delivery in order, and what to do once
+/// the commits are durable (hand new work to a worker queue).
+pub struct Handled {
+    pub commits: Vec<Commit>,
+    pub dispositions: Vec<Disposition>,
+    pub after: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl Handled {
+    pub fn new(commits: Vec<Commit>, dispositions: Vec<Disposition>) -> Self {
+        Handled {
+            commits,
+            dispositions,
+            after: None,
+        }
+    }
+}
+
+/// A service's batch handler. It decides a batch in memory and says what to write; the loop
+/// writes it, and only once it is durable runs `after` and acks. Its state may run ahead of
+/// the log by the batches in flight: a failed write stops the service, and a restart folds
+/// the state back from what is durable.
 pub trait BatchHandler: Send {
     fn handle(
         &mut self,
         batch: Vec<Delivery>,
-    ) -> impl Future<Output = Result<Vec<Disposition>, BusError>> + Send;
+    ) -> impl Future<Output = Result<Handled, BusError>> + Send;
+}
+
+/// Batches that may wait for their write at once: while one is flushed, the next is decided.
+const BATCHES_IN_FLIGHT: usize = 2;
+
+/// A batch whose commits are with the writer: settled (acked) once they are durable.
+struct Settle {
+    ticket: crate::writer::Ticket,
+    msgs: Vec<jetstream::Message>,
+    dispositions: Vec<Disposition>,
+    after: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl Settle {
+    async fn finish(
+        self,
+        durable: &str,
+        written: Result<Vec<huiqi_eventlog::Applied>, BusError>,
+    ) -> Result<(), BusError> {
+        written?;
+        if let Some(after) = self.after {
+            after();
+        }
+        let acks = self
+            .msgs
+            .iter()
+            .zip(self.dispositions)
+            .map(|(m, d)| async move {
+                let kind = match d {
+                    Disposition::Ack => AckKind::Ack,
+                    Disposition::Retry(delay) => AckKind::Nak(Some(delay)),
+                    Disposition::Term => AckKind::Term,
+                };
+                m.ack_with(kind).await
+            });
+        for r in futures_util::future::join_all(acks).await {
+            if let Err(e) = r {
+                // The message will be redelivered after ack_wait; the inbox makes it a no-op.
+                tracing::warn!(durable = %durable, error = %e, "ack failed");
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Runs the loop until `shutdown`; the batch in hand is finished and settled first.
@@ -147,10 +212,22 @@ pub async fn run<H: BatchHandler>(
         .await
         .map_err(|e| err(&e))?;
     let mut chunks = messages.ready_chunks(spec.batch);
+    let mut in_flight: std::collections::VecDeque<Settle> = Default::default();
     loop {
+        while in_flight.len() >= BATCHES_IN_FLIGHT {
+            let mut settle = in_flight.pop_front().expect("non-empty");
+            let written = (&mut settle.ticket).await;
+            settle.finish(&spec.durable, written).await?;
+        }
         let chunk = tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
+            _ = shutdown.cancelled() => break,
             c = chunks.next() => c,
+            // Nothing new: settle the oldest batch as soon as its write is durable.
+            written = async { (&mut in_flight.front_mut().expect("non-empty").ticket).await }, if !in_flight.is_empty() => {
+                let settle = in_flight.pop_front().expect("non-empty");
+                settle.finish(&spec.durable, written).await?;
+                continue;
+            }
         };
         let Some(chunk) = chunk else {
             return Err(err(&"message stream ended"));
@@ -214,36 +291,38 @@ pub async fn run<H: BatchHandler>(
                 }
             }
         }
-        if !parked.is_empty() {
-            gate.writer.commit(parked).await?;
-        }
+        let mut commits = parked;
+        let mut after = None;
         if !batch.is_empty() {
             let n = batch.len();
             let handled = handler.handle(batch).await?;
-            if handled.len() != n {
+            if handled.dispositions.len() != n {
                 return Err(BusError::Handler(format!(
                     "handler returned {} dispositions for {n} messages",
-                    handled.len()
+                    handled.dispositions.len()
                 )));
             }
-            for (i, d) in admitted.into_iter().zip(handled) {
+            for (i, d) in admitted.into_iter().zip(handled.dispositions) {
                 dispositions[i] = Some(d);
             }
+            commits.extend(handled.commits);
+            after = handled.after;
         }
-        let acks = msgs.iter().zip(dispositions).map(|(m, d)| async move {
-            let d = d.expect("every message has a disposition");
-            let kind = match d {
-                Disposition::Ack => AckKind::Ack,
-                Disposition::Retry(delay) => AckKind::Nak(Some(delay)),
-                Disposition::Term => AckKind::Term,
-            };
-            m.ack_with(kind).await
+        let ticket = gate.writer.submit(commits).await?;
+        in_flight.push_back(Settle {
+            ticket,
+            msgs,
+            dispositions: dispositions
+                .into_iter()
+                .map(|d| d.expect("every message has a disposition"))
+                .collect(),
+            after,
         });
-        for r in futures_util::future::join_all(acks).await {
-            if let Err(e) = r {
-                // The message will be redelivered after ack_wait; the inbox makes it a no-op.
-                tracing::warn!(durable = %spec.durable, error = %e, "ack failed");
-            }
-        }
     }
+    // Stopping: what was decided is written and settled before the loop returns.
+    while let Some(mut settle) = in_flight.pop_front() {
+        let written = (&mut settle.ticket).await;
+        settle.finish(&spec.durable, written).await?;
+    }
+    Ok(())
 }

@@ -292,9 +292,9 @@ pub struct RecordAndQueue<T, J> {
 impl<T, J> BatchHandler for RecordAndQueue<T, J>
 where
     T: serde::de::DeserializeOwned + Send,
-    J: Send,
+    J: Send + 'static,
 {
-    async fn handle(&mut self, batch: Vec<Delivery>) -> Result<Vec<crate::Disposition>, BusError> {
+    async fn handle(&mut self, batch: Vec<Delivery>) -> Result<crate::consumer::Handled, BusError> {
         use crate::Disposition;
         use huiqi_eventlog::Commit;
         let mut commits = Vec::with_capacity(batch.len());
@@ -348,11 +348,16 @@ where
             }
         }
         // Durable first; only then may the worker start (and the messages be acked).
-        self.writer.commit(commits).await?;
-        for job in jobs {
-            let _ = self.tx.send(job);
-        }
-        Ok(dispositions)
+        let tx = self.tx.clone();
+        Ok(crate::consumer::Handled {
+            commits,
+            dispositions,
+            after: Some(Box::new(move || {
+                for job in jobs {
+                    let _ = tx.send(job);
+                }
+            })),
+        })
     }
 }
 

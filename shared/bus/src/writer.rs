@@ -10,6 +10,23 @@ use tokio::sync::{mpsc, oneshot};
 
 type Request = (Vec<Commit>, oneshot::Sender<Result<Vec<Applied>, String>>);
 
+/// Completes when a submitted group of commits is durable.
+pub struct Ticket(oneshot::Receiver<Result<Vec<Applied>, String>>);
+
+impl std::future::Future for Ticket {
+    type Output = Result<Vec<Applied>, BusError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0).poll(cx).map(|r| {
+            r.map_err(|_| BusError::Log(LogError::Meta("log writer stopped".into())))?
+                .map_err(|e| BusError::Log(LogError::Meta(e)))
+        })
+    }
+}
+
 /// A handle to the writer thread; clone it freely. The thread ends on [`LogWriter::close`]
 /// (after the commits queued before it) or when every handle is gone.
 #[derive(Clone)]
@@ -86,15 +103,18 @@ impl LogWriter {
 
     /// Applies the commits durably (flushed) and returns what each did.
     pub async fn commit(&self, commits: Vec<Commit>) -> Result<Vec<Applied>, BusError> {
+        self.submit(commits).await?.await
+    }
+
+    /// Hands the commits to the writer and returns at once with a [`Ticket`] that completes
+    /// when they are durable. Tickets complete in the order they were submitted.
+    pub async fn submit(&self, commits: Vec<Commit>) -> Result<Ticket, BusError> {
         let (reply, answer) = oneshot::channel();
         self.tx
             .send(Some((commits, reply)))
             .await
             .map_err(|_| BusError::Log(LogError::Meta("log writer stopped".into())))?;
-        answer
-            .await
-            .map_err(|_| BusError::Log(LogError::Meta("log writer stopped".into())))?
-            .map_err(|e| BusError::Log(LogError::Meta(e)))
+        Ok(Ticket(answer))
     }
 
     pub fn log(&self) -> &Arc<EventLog> {

@@ -29,7 +29,11 @@ use std::sync::Mutex;
 
 pub type Hash = [u8; 32];
 
+/// Record formats: the event stored as it is, or LZ4-compressed (events of `COMPRESS_FROM`
+/// bytes or more). The hash chain is always over the event's own bytes.
 const FORMAT: u8 = 1;
+const FORMAT_LZ4: u8 = 2;
+const COMPRESS_FROM: usize = 256;
 const HEAD_KEY: &[u8] = b"H";
 const CURSOR_KEY: &[u8] = b"C";
 const LOG: u8 = b'L';
@@ -152,6 +156,8 @@ pub struct Outgoing {
 #[derive(Debug, Clone, Default)]
 pub struct AuditReport {
     pub records: u64,
+    /// The records' size, bytes (events, subjects and chain hashes).
+    pub bytes: u64,
     pub head_hash: String,
     pub problems: Vec<String>,
 }
@@ -177,22 +183,29 @@ fn chain_hash(prev: &Hash, seq: u64, publish: &[u8], event: &[u8]) -> Hash {
 }
 
 fn encode_record(prev: &Hash, hash: &Hash, publish: &[u8], event: &[u8]) -> Vec<u8> {
-    let mut v = Vec::with_capacity(1 + 64 + 4 + publish.len() + event.len());
-    v.push(FORMAT);
+    let compressed = (event.len() >= COMPRESS_FROM).then(|| lz4_flex::compress_prepend_size(event));
+    let body: &[u8] = compressed.as_deref().unwrap_or(event);
+    let mut v = Vec::with_capacity(1 + 64 + 4 + publish.len() + body.len());
+    v.push(if compressed.is_some() {
+        FORMAT_LZ4
+    } else {
+        FORMAT
+    });
     v.extend_from_slice(prev);
     v.extend_from_slice(hash);
     v.extend_from_slice(&(publish.len() as u32).to_be_bytes());
     v.extend_from_slice(publish);
-    v.extend_from_slice(event);
+    v.extend_from_slice(body);
     v
 }
 
-/// The raw parts of a stored record, before the event JSON is decoded.
+/// The raw parts of a stored record, before the event JSON is decoded (the event bytes
+/// decompressed when the record holds them compressed).
 struct RawRecord<'a> {
     prev: Hash,
     hash: Hash,
     publish: &'a [u8],
-    event: &'a [u8],
+    event: std::borrow::Cow<'a, [u8]>,
 }
 
 fn split_record(seq: u64, bytes: &[u8]) -> Result<RawRecord<'_>, LogError> {
@@ -200,7 +213,7 @@ fn split_record(seq: u64, bytes: &[u8]) -> Result<RawRecord<'_>, LogError> {
         seq,
         reason: reason.to_string(),
     };
-    if bytes.len() < 69 || bytes[0] != FORMAT {
+    if bytes.len() < 69 || (bytes[0] != FORMAT && bytes[0] != FORMAT_LZ4) {
         return Err(corrupt("bad header"));
     }
     let prev: Hash = bytes[1..33].try_into().expect("32 bytes");
@@ -209,11 +222,20 @@ fn split_record(seq: u64, bytes: &[u8]) -> Result<RawRecord<'_>, LogError> {
     if bytes.len() < 69 + plen {
         return Err(corrupt("truncated subject"));
     }
+    let body = &bytes[69 + plen..];
+    let event = if bytes[0] == FORMAT_LZ4 {
+        std::borrow::Cow::Owned(
+            lz4_flex::decompress_size_prepended(body)
+                .map_err(|e| corrupt(&format!("compressed event does not decompress: {e}")))?,
+        )
+    } else {
+        std::borrow::Cow::Borrowed(body)
+    };
     Ok(RawRecord {
         prev,
         hash,
         publish: &bytes[69..69 + plen],
-        event: &bytes[69 + plen..],
+        event,
     })
 }
 
@@ -229,7 +251,7 @@ fn decode_record(seq: u64, bytes: &[u8]) -> Result<Record, LogError> {
             })?,
         )
     };
-    let envelope: Envelope = serde_json::from_slice(raw.event).map_err(|e| LogError::Corrupt {
+    let envelope: Envelope = serde_json::from_slice(&raw.event).map_err(|e| LogError::Corrupt {
         seq,
         reason: format!("event JSON: {e}"),
     })?;
@@ -422,7 +444,7 @@ impl EventLog {
                         reason: "subject is not UTF-8".into(),
                     })?;
                 let id: IdOnly =
-                    serde_json::from_slice(raw.event).map_err(|e| LogError::Corrupt {
+                    serde_json::from_slice(&raw.event).map_err(|e| LogError::Corrupt {
                         seq,
                         reason: format!("event JSON: {e}"),
                     })?;
@@ -430,7 +452,7 @@ impl EventLog {
                     seq,
                     subject,
                     id: id.id.into_owned(),
-                    event: raw.event.to_vec(),
+                    event: raw.event.into_owned(),
                 });
                 if out.len() >= limit {
                     break;
@@ -495,6 +517,7 @@ impl EventLog {
                     "sequence gap: expected record {expected_seq}, found {seq} (records deleted?)"
                 ));
             }
+            report.bytes += v.len() as u64;
             match split_record(seq, &v) {
                 Err(e) => report.problems.push(e.to_string()),
                 Ok(raw) => {
@@ -503,13 +526,13 @@ impl EventLog {
                             "record {seq}: previous-hash link broken (deleted or reordered records)"
                         ));
                     }
-                    let h = chain_hash(&raw.prev, seq, raw.publish, raw.event);
+                    let h = chain_hash(&raw.prev, seq, raw.publish, &raw.event);
                     if h != raw.hash {
                         report.problems.push(format!(
                             "record {seq}: content does not match its hash (edited)"
                         ));
                     }
-                    if serde_json::from_slice::<Envelope>(raw.event).is_err() {
+                    if serde_json::from_slice::<Envelope>(&raw.event).is_err() {
                         report
                             .problems
                             .push(format!("record {seq}: event is not valid JSON"));
@@ -651,6 +674,44 @@ mod tests {
         // Swap records 2 and 3.
         log.tamper(2, Some(original)).unwrap();
         log.tamper(3, Some(two)).unwrap();
+        assert!(!log.audit().unwrap().is_clean());
+    }
+
+    #[test]
+    fn large_events_are_stored_compressed_and_read_back_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = EventLog::open(dir.path()).unwrap();
+        let big = Envelope::new(
+            "t",
+            "huiqi.claim.opened.v1",
+            "C-1",
+            &serde_json::json!({ "pad": "受理".repeat(2000) }),
+        )
+        .unwrap();
+        log.commit(&[commit(None, vec![big.clone(), ev("C-1", 1)])])
+            .unwrap();
+        let raw = log.raw_record(1).unwrap().unwrap();
+        assert_eq!(raw[0], FORMAT_LZ4);
+        assert!(raw.len() < big.encode().len() / 4, "{} bytes", raw.len());
+        assert_eq!(
+            log.raw_record(2).unwrap().unwrap()[0],
+            FORMAT,
+            "small events stay as they are"
+        );
+        let back: Vec<Record> = log.records_from(1).map(Result::unwrap).collect();
+        assert_eq!(back[0].envelope, big);
+        let (out, _) = log.outbox_from(1, 10).unwrap();
+        assert_eq!(
+            out[0].event,
+            big.encode(),
+            "the relay publishes the exact bytes"
+        );
+        assert!(log.audit().unwrap().is_clean());
+        // A flipped bit in the compressed bytes is reported, never read as another event.
+        let mut bad = raw.clone();
+        let n = bad.len();
+        bad[n - 5] ^= 0x40;
+        log.tamper(1, Some(bad)).unwrap();
         assert!(!log.audit().unwrap().is_clean());
     }
 

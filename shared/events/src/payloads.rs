@@ -234,15 +234,30 @@ impl CheckRecorded {
     }
 }
 
-/// Verification finished every planned check for a claim. The replies themselves travel as
-/// [`CheckRecorded`] events before it (a 20,000-person roster's facts do not fit one message);
-/// `checks` says how many chunks of each check to expect.
+/// Verification finished every planned check for a claim. For a roster up to
+/// [`EMBED_FACTS_UP_TO`] persons the check records travel inside this event (`records`: one
+/// message per claim instead of one per reply); for a larger roster, whose facts would not fit
+/// one message, they travel as [`CheckRecorded`] events before it and `records` is empty.
+/// `checks` says how many chunks of each check to expect either way.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClaimVerified {
     pub claim_id: String,
     pub application: Application,
     pub checks: std::collections::BTreeMap<crate::checks::Check, u32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub records: Vec<EmbeddedRecord>,
 }
+
+/// A check record carried inside a verified claim, with the id of the event verification
+/// logged it under (what a decision's `check_records` names).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EmbeddedRecord {
+    pub event_id: String,
+    pub record: CheckRecorded,
+}
+
+/// Rosters up to this many persons have their facts embedded in the verified claim.
+pub const EMBED_FACTS_UP_TO: usize = 1_000;
 
 impl Facts {
     /// SHA-256 (hex) of the facts' canonical JSON (field order of the types): what a decision
@@ -317,20 +332,41 @@ pub struct PayoutFailed {
     pub reason: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DataPackageEntitlement {
-    pub claim_id: String,
+/// One 20 GB data package for one number (M4).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataPackageGrant {
     pub phone: String,
     pub carrier: String,
     pub gigabytes: u32,
 }
 
+/// `huiqi.entitlements.data_package` (v2): the data packages of one claim for one carrier, at
+/// most [`GRANTS_PER_EVENT`] an event (CONTRACT.md, decided 2026-11-27).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ResidentPointsEntitlement {
+pub struct DataPackageEntitlement {
     pub claim_id: String,
+    pub award_id: String,
+    pub grants: Vec<DataPackageGrant>,
+}
+
+/// New-resident points for one person (M5).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PointsGrant {
     pub id_number: String,
     pub points: u32,
 }
+
+/// `huiqi.entitlements.resident_points` (v2): the points of one claim, at most
+/// [`GRANTS_PER_EVENT`] an event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResidentPointsEntitlement {
+    pub claim_id: String,
+    pub award_id: String,
+    pub grants: Vec<PointsGrant>,
+}
+
+/// Most grants one entitlement event carries.
+pub const GRANTS_PER_EVENT: usize = 500;
 
 /// A message that can never be processed: kept, reported, and out of the way of the rest.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -25,8 +25,6 @@ pub const CLAIM_VERIFIED: &str = "huiqi.internal.verification.verified";
 pub const VERIFICATION_ALL: &str = "huiqi.internal.verification.>";
 /// Award → payout: an approved award must be paid (carries the bank account).
 pub const PAYMENT_ORDERED: &str = "huiqi.internal.payments.ordered";
-/// Payout's record of each instruction it sends to the treasury (for auditors and restore).
-pub const PAYMENT_ATTEMPTED: &str = "huiqi.internal.payments.attempted";
 /// Poison messages, one subject per consuming service: `huiqi.parked.<service>`.
 pub const PARKED_PREFIX: &str = "huiqi.parked";
 

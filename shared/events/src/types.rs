@@ -14,8 +14,10 @@ pub const PAYMENT_ORDERED: &str = "huiqi.payment.ordered.v1";
 pub const PAYMENT_ATTEMPTED: &str = "huiqi.payment.attempted.v1";
 pub const PAYOUT_SETTLED: &str = "huiqi.payout.settled.v1";
 pub const PAYOUT_FAILED: &str = "huiqi.payout.failed.v1";
-pub const ENTITLEMENT_DATA_PACKAGE: &str = "huiqi.entitlement.data_package.v1";
-pub const ENTITLEMENT_RESIDENT_POINTS: &str = "huiqi.entitlement.resident_points.v1";
+/// v2 (2026-11-27): one event per claim and carrier with a list of grants; v1 named one number.
+pub const ENTITLEMENT_DATA_PACKAGE: &str = "huiqi.entitlement.data_package.v2";
+/// v2 (2026-11-27): one event per claim with a list of grants; v1 named one person.
+pub const ENTITLEMENT_RESIDENT_POINTS: &str = "huiqi.entitlement.resident_points.v2";
 pub const MESSAGE_PARKED: &str = "huiqi.message.parked.v1";
 /// A logged event that could not be published (larger than the server allows): recorded and
 /// reported instead of blocking the relay.
@@ -80,7 +82,6 @@ pub const PRODUCERS: &[(&str, &[&str])] = &[
     (
         "payout",
         &[
-            PAYMENT_ATTEMPTED,
             PAYOUT_SETTLED,
             PAYOUT_FAILED,
             MESSAGE_PARKED,
@@ -104,14 +105,60 @@ pub fn split_version(ty: &str) -> Option<(&str, u32)> {
     Some((name, v.parse().ok()?))
 }
 
-/// Brings an envelope of an older schema version up to the current one.
+/// Brings an envelope of an older schema version up to the current one, so a replay of an old
+/// log decodes with today's types. The upcasters:
+/// - `huiqi.entitlement.data_package.v1` `{claim_id, phone, carrier, gigabytes}` →
+///   v2 `{claim_id, award_id, grants: [{phone, carrier, gigabytes}]}`;
+/// - `huiqi.entitlement.resident_points.v1` `{claim_id, id_number, points}` →
+///   v2 `{claim_id, award_id, grants: [{id_number, points}]}`.
 ///
-/// Every type is at v1 today, so the table of upcasters is empty; the function still refuses a
-/// version newer than this build knows (a replay with an old binary must not misread new data)
-/// and an unknown type. When a v2 appears, its v1 → v2 step goes in the match below.
-pub fn upcast(env: Envelope) -> Result<Envelope, EnvelopeError> {
+/// (The award id of a claim is `A-` + the claim's UUID, so v1 events, which did not carry it,
+/// gain the same one the decision's payment order names.) A version newer than this build
+/// knows, and an unknown type, are refused: a replay with an old binary must not misread new
+/// data.
+pub fn upcast(mut env: Envelope) -> Result<Envelope, EnvelopeError> {
     if CURRENT.contains(&env.ty.as_str()) {
         return Ok(env);
+    }
+    let award_id = |d: &serde_json::Value| {
+        let claim = d["claim_id"].as_str().unwrap_or("");
+        format!("A-{}", claim.trim_start_matches("C-"))
+    };
+    let field = |d: &serde_json::Value, k: &'static str| {
+        d.get(k).cloned().ok_or_else(|| EnvelopeError::Field {
+            field: k,
+            message: format!("v1 entitlement data has no `{k}`"),
+        })
+    };
+    match env.ty.as_str() {
+        "huiqi.entitlement.data_package.v1" => {
+            let d = &env.data;
+            env.data = serde_json::json!({
+                "claim_id": field(d, "claim_id")?,
+                "award_id": award_id(d),
+                "grants": [{
+                    "phone": field(d, "phone")?,
+                    "carrier": field(d, "carrier")?,
+                    "gigabytes": field(d, "gigabytes")?,
+                }],
+            });
+            env.ty = ENTITLEMENT_DATA_PACKAGE.to_string();
+            return Ok(env);
+        }
+        "huiqi.entitlement.resident_points.v1" => {
+            let d = &env.data;
+            env.data = serde_json::json!({
+                "claim_id": field(d, "claim_id")?,
+                "award_id": award_id(d),
+                "grants": [{
+                    "id_number": field(d, "id_number")?,
+                    "points": field(d, "points")?,
+                }],
+            });
+            env.ty = ENTITLEMENT_RESIDENT_POINTS.to_string();
+            return Ok(env);
+        }
+        _ => {}
     }
     let (name, version) =
         split_version(&env.ty).ok_or_else(|| EnvelopeError::UnknownType(env.ty.clone()))?;
@@ -132,6 +179,46 @@ pub fn upcast(env: Envelope) -> Result<Envelope, EnvelopeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn v1_entitlements_upcast_to_the_batched_v2() {
+        use crate::payloads::{DataPackageEntitlement, ResidentPointsEntitlement};
+        let v1 = Envelope::new(
+            "award",
+            "huiqi.entitlement.data_package.v1",
+            "C-1",
+            &serde_json::json!({ "claim_id": "C-1", "phone": "13900000001", "carrier": "mobile", "gigabytes": 20 }),
+        )
+        .unwrap();
+        let v2 = upcast(v1).unwrap();
+        assert_eq!(v2.ty, ENTITLEMENT_DATA_PACKAGE);
+        let d: DataPackageEntitlement = v2.data_as().unwrap();
+        assert_eq!((d.award_id.as_str(), d.grants.len()), ("A-1", 1));
+        assert_eq!(d.grants[0].phone, "13900000001");
+        let v1 = Envelope::new(
+            "award",
+            "huiqi.entitlement.resident_points.v1",
+            "C-1",
+            &serde_json::json!({ "claim_id": "C-1", "id_number": "x", "points": 5 }),
+        )
+        .unwrap();
+        let d: ResidentPointsEntitlement = upcast(v1).unwrap().data_as().unwrap();
+        assert_eq!(
+            (d.grants[0].id_number.as_str(), d.grants[0].points),
+            ("x", 5)
+        );
+        let broken = Envelope::new(
+            "award",
+            "huiqi.entitlement.resident_points.v1",
+            "C-1",
+            &serde_json::json!({ "claim_id": "C-1" }),
+        )
+        .unwrap();
+        assert!(upcast(broken)
+            .unwrap_err()
+            .to_string()
+            .contains("id_number"));
+    }
 
     #[test]
     fn versions_split_and_newer_is_refused() {

@@ -11,7 +11,7 @@
 use huiqi_events::history::{Count, Key, Kind};
 use huiqi_events::Money;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 pub use huiqi_events::history::{Count as HistoryCount, Relied};
 
@@ -35,21 +35,35 @@ struct Line {
     amount: Money,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// The ledger. Point lookups (the hot path of every decision) go through a hash map; the
+/// scans by applicant go through an ordered index of the keys, so nothing a decision reads
+/// depends on hash order.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(from = "Vec<Line>", into = "Vec<Line>")]
 pub struct History {
-    entries: BTreeMap<Key, Vec<Entry>>,
+    entries: HashMap<Key, Vec<Entry>>,
+    /// (measure, kind, uscc) → the keys under it, ordered.
+    scans: BTreeMap<(String, Kind, String), BTreeSet<Key>>,
+}
+
+impl PartialEq for History {
+    fn eq(&self, other: &Self) -> bool {
+        self.entries == other.entries
+    }
 }
 
 impl From<Vec<Line>> for History {
     fn from(lines: Vec<Line>) -> Self {
         let mut h = History::default();
         for l in lines {
-            h.entries.entry(l.key).or_default().push(Entry {
-                claim_id: l.claim_id,
-                by: l.by,
-                amount: l.amount,
-            });
+            h.insert(
+                l.key,
+                Entry {
+                    claim_id: l.claim_id,
+                    by: l.by,
+                    amount: l.amount,
+                },
+            );
         }
         h
     }
@@ -57,7 +71,9 @@ impl From<Vec<Line>> for History {
 
 impl From<History> for Vec<Line> {
     fn from(h: History) -> Self {
-        h.entries
+        let mut entries: Vec<(Key, Vec<Entry>)> = h.entries.into_iter().collect();
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        entries
             .into_iter()
             .flat_map(|(key, es)| {
                 es.into_iter().map(move |e| Line {
@@ -75,11 +91,32 @@ impl History {
     /// Adds what one decision (claim `claim_id` of applicant `by`) counted.
     pub fn add(&mut self, claim_id: &str, by: &str, counts: &[Count]) {
         for c in counts {
-            self.entries.entry(c.key.clone()).or_default().push(Entry {
-                claim_id: claim_id.to_string(),
-                by: by.to_string(),
-                amount: c.amount,
-            });
+            self.insert(
+                c.key.clone(),
+                Entry {
+                    claim_id: claim_id.to_string(),
+                    by: by.to_string(),
+                    amount: c.amount,
+                },
+            );
+        }
+    }
+
+    fn insert(&mut self, key: Key, entry: Entry) {
+        match self.entries.get_mut(&key) {
+            Some(es) => es.push(entry),
+            None => {
+                // Only scans by applicant are ever asked for (an agency's persons, an
+                // enterprise's exhibition travellers): keys of no applicant stay out of the
+                // ordered index, which would otherwise hold every person ever counted.
+                if !key.uscc.is_empty() && (!key.item.is_empty() || !key.person.is_empty()) {
+                    self.scans
+                        .entry((key.measure.clone(), key.kind, key.uscc.clone()))
+                        .or_default()
+                        .insert(key.clone());
+                }
+                self.entries.insert(key, vec![entry]);
+            }
         }
     }
 
@@ -105,12 +142,11 @@ impl History {
         kind: Kind,
         uscc: &str,
     ) -> impl Iterator<Item = (&'a Key, &'a [Entry])> + 'a {
-        let from = Key::new(measure, kind).uscc(uscc);
-        let (m, u) = (from.measure.clone(), from.uscc.clone());
-        self.entries
-            .range(from..)
-            .take_while(move |(k, _)| k.measure == m && k.kind == kind && k.uscc == u)
-            .map(|(k, v)| (k, v.as_slice()))
+        self.scans
+            .get(&(measure.to_string(), kind, uscc.to_string()))
+            .into_iter()
+            .flatten()
+            .map(|k| (k, self.get(k)))
     }
 
     /// Every key of `measure`, `kind`, applicant and `item` (all persons).

@@ -162,6 +162,7 @@ async fn forged_orders_checks_and_awards_are_parked_and_never_paid_on_an_open_bu
         claim_id: claim.clone(),
         application: invented.clone(),
         checks: checks.iter().map(|c| (c.check(), 1)).collect(),
+        records: vec![],
     };
     for (n, (signer, tag)) in [
         (None, "unsigned"),

@@ -1,6 +1,5 @@
 //! The CLI's commands as library functions (the binary only parses arguments).
 
-use crate::gen;
 use crate::pipeline::{Pipeline, UpSettings};
 use crate::watch::{publish_all, Watcher};
 
@@ -29,14 +28,16 @@ pub fn read_application(path: &Path) -> Result<(Application, Envelope), HuiqiErr
             .to_string();
         Envelope::new("huiqi-cli", types::APPLICATION_SUBMITTED, &id, &value).expect("serializes")
     };
-    let app: Application = serde_path_to_error::deserialize(&env.data).map_err(|e| {
-        HuiqiError::Input(format!(
-            "{}: field `{}`: {}",
-            path.display(),
-            e.path(),
-            e.inner()
-        ))
-    })?;
+    let app: Application =
+        serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(env.data.get()))
+            .map_err(|e| {
+            HuiqiError::Input(format!(
+                "{}: field `{}`: {}",
+                path.display(),
+                e.path(),
+                e.inner()
+            ))
+        })?;
     Ok((app, env))
 }
 
@@ -121,11 +122,16 @@ pub fn replay(data_dir: &Path, policy_dir: Option<&Path>) -> Result<(String, boo
     let report =
         huiqi_award::replay(&log, &policies).map_err(|e| HuiqiError::Input(e.to_string()))?;
     let mut out = format!(
-        "award log: {} events, {} decisions, {} identical on replay, {} different\n",
+        "award log: {} events, {} decisions, {} identical on replay, {} different\n\
+         replayed in {:.2} s: {:.0} events/s, {:.0} decisions/s, {:.1} MB/s of event data\n",
         report.events,
         report.decisions,
         report.identical,
-        report.differences.len()
+        report.differences.len(),
+        report.seconds,
+        report.events_per_second(),
+        report.decisions as f64 / report.seconds.max(1e-9),
+        report.event_bytes as f64 / 1e6 / report.seconds.max(1e-9),
     );
     for (m, t) in &report.approved_total {
         out.push_str(&format!("  committed {m}: ¥{t}\n"));
@@ -262,7 +268,7 @@ pub async fn demo(sample: &Path, data_dir: &Path, timeout: Duration) -> Result<S
         }
     }
     for orphan in &watcher.orphans {
-        if let Some(err) = orphan.data["errors"].get(0) {
+        if let Some(err) = orphan.data.value()["errors"].get(0) {
             t.push_str(&format!(
                 "{:<14} {:<5} {:<12} {:<9} {:>12}  {:<30}  {}: {}\n",
                 "(malformed)",
@@ -302,171 +308,6 @@ pub async fn demo(sample: &Path, data_dir: &Path, timeout: Duration) -> Result<S
         )));
     }
     Ok(t)
-}
-
-/// Figures printed by `huiqi loadgen`.
-#[derive(Debug, Clone)]
-pub struct LoadReport {
-    pub applications: usize,
-    pub persons_per_application: usize,
-    pub settled: usize,
-    pub submit_seconds: f64,
-    pub total_seconds: f64,
-    pub claims_per_second: f64,
-    pub person_checks_per_second: f64,
-    pub p50: Duration,
-    pub p99: Duration,
-    pub max: Duration,
-}
-
-impl std::fmt::Display for LoadReport {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        writeln!(
-            f,
-            "applications         {} × {} persons (M1, all qualifying)",
-            self.applications, self.persons_per_application
-        )?;
-        writeln!(f, "settled              {}", self.settled)?;
-        writeln!(f, "submit phase         {:.2} s", self.submit_seconds)?;
-        writeln!(f, "submit → last settle {:.2} s", self.total_seconds)?;
-        writeln!(f, "claims/s             {:.1}", self.claims_per_second)?;
-        writeln!(f, "person-checks/s      {:.0}   (4 per-person checks: social_insurance, presence, residence_permit, telecom)", self.person_checks_per_second)?;
-        writeln!(
-            f,
-            "submit→settled p50   {:.0} ms",
-            self.p50.as_secs_f64() * 1000.0
-        )?;
-        writeln!(
-            f,
-            "submit→settled p99   {:.0} ms",
-            self.p99.as_secs_f64() * 1000.0
-        )?;
-        write!(
-            f,
-            "submit→settled max   {:.0} ms",
-            self.max.as_secs_f64() * 1000.0
-        )
-    }
-}
-
-/// `huiqi loadgen`: generates `n` M1 applications of `persons` qualifying persons each (with
-/// matching fixtures), runs the whole pipeline in-process on a private nats-server, submits
-/// them with many acks in flight and measures submit → settled per claim.
-///
-/// Settlements are read back from the stream with an ordered consumer (flow-controlled, so
-/// none is missed however busy the machine is), and each one's settle time is the server's
-/// storage timestamp of the `huiqi.payouts.settled` event, so the figures do not depend on
-/// how fast this command reads.
-pub async fn loadgen(
-    n: usize,
-    persons: usize,
-    data_dir: &Path,
-    timeout: Duration,
-) -> Result<LoadReport, HuiqiError> {
-    use futures_util::StreamExt;
-    let nats = |e: &dyn std::fmt::Display| HuiqiError::Nats(e.to_string());
-    let mut fx = gen::Fixtures::default();
-    let mut events = Vec::with_capacity(n);
-    for i in 0..n {
-        let app = gen::m1_application(
-            &mut fx,
-            &format!("LG-{i:07}"),
-            &gen::uscc(10_000 + i as u64),
-            (i * persons) as u64,
-            persons,
-            0,
-        );
-        events.push(
-            Envelope::new(
-                "loadgen",
-                types::APPLICATION_SUBMITTED,
-                &app.application_id,
-                &app,
-            )
-            .expect("serializes"),
-        );
-    }
-    let fixtures = data_dir.join("fixtures");
-    fx.write(&fixtures)
-        .map_err(|e| HuiqiError::Io(fixtures.display().to_string(), e))?;
-    drop(fx);
-    let settings = UpSettings::new(&data_dir.join("run"), Some(&fixtures));
-    let pipeline = Pipeline::start(&settings).await?;
-    let client = pipeline
-        .admin()
-        .connect("huiqi-loadgen")
-        .await
-        .map_err(|e| nats(&e))?;
-    let js = async_nats::jetstream::new(client.clone());
-    let mut submitted_at: std::collections::HashMap<String, std::time::SystemTime> =
-        std::collections::HashMap::with_capacity(n);
-    let start = Instant::now();
-    for chunk in events.chunks(500) {
-        publish_all(&js, chunk, 1000).await?;
-        let t = std::time::SystemTime::now();
-        for e in chunk {
-            submitted_at.insert(huiqi_intake::claim_id_for(&e.subject), t);
-        }
-    }
-    drop(events);
-    let submit_seconds = start.elapsed().as_secs_f64();
-    let consumer = huiqi_bus::setup::ordered_reader(&js, huiqi_events::subjects::PAYOUTS_SETTLED)
-        .await
-        .map_err(|e| nats(&e))?;
-    let mut messages = consumer.messages().await.map_err(|e| nats(&e))?;
-    let deadline = tokio::time::Instant::now() + timeout;
-    let mut lat = Vec::with_capacity(n);
-    let mut last_settle = std::time::SystemTime::UNIX_EPOCH;
-    while lat.len() < n {
-        let msg = tokio::select! {
-            m = messages.next() => m,
-            _ = tokio::time::sleep_until(deadline) => None,
-        };
-        let Some(msg) = msg else { break };
-        let msg = msg.map_err(|e| nats(&e))?;
-        let stored = msg
-            .info()
-            .map(|i| i.published.unix_timestamp_nanos())
-            .map_err(|e| nats(&e))?;
-        let stored = std::time::UNIX_EPOCH + Duration::from_nanos(stored.max(0) as u64);
-        let Ok(env) = Envelope::decode(&msg.payload) else {
-            continue;
-        };
-        let Some(sent) = env.data["claim_id"]
-            .as_str()
-            .and_then(|c| submitted_at.get(c))
-        else {
-            continue;
-        };
-        lat.push(stored.duration_since(*sent).unwrap_or_default());
-        last_settle = last_settle.max(stored);
-    }
-    let wall_start = std::time::SystemTime::now() - start.elapsed();
-    let total_seconds = last_settle
-        .duration_since(wall_start)
-        .unwrap_or_default()
-        .as_secs_f64();
-    drop(messages);
-    pipeline.stop().await?;
-    lat.sort();
-    let pct = |p: f64| {
-        lat.get(((lat.len() as f64 * p).ceil() as usize).saturating_sub(1))
-            .copied()
-            .unwrap_or_default()
-    };
-    let settled = lat.len();
-    Ok(LoadReport {
-        applications: n,
-        persons_per_application: persons,
-        settled,
-        submit_seconds,
-        total_seconds,
-        claims_per_second: settled as f64 / total_seconds.max(1e-9),
-        person_checks_per_second: (settled * persons * 4) as f64 / total_seconds.max(1e-9),
-        p50: pct(0.50),
-        p99: pct(0.99),
-        max: lat.last().copied().unwrap_or_default(),
-    })
 }
 
 /// `huiqi status`: the stream and every durable consumer, as an operator checks for backlog

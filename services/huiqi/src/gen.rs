@@ -42,15 +42,32 @@ pub fn non_local_id(n: u64) -> String {
     id_number(AREAS[(n % 4) as usize], n)
 }
 
-/// Provider fixture lines, per check, written as `<check>.jsonl`.
+/// Provider fixture lines, per check, written as `<check>.jsonl` (kept as JSON text: a
+/// loadgen's million persons stay compact).
 #[derive(Default)]
 pub struct Fixtures {
-    pub lines: BTreeMap<&'static str, Vec<Value>>,
+    pub lines: BTreeMap<&'static str, Vec<String>>,
 }
 
 impl Fixtures {
     pub fn add(&mut self, check: &'static str, line: Value) {
-        self.lines.entry(check).or_default().push(line);
+        self.lines.entry(check).or_default().push(line.to_string());
+    }
+
+    /// Changes the fixture lines of `check` that `matches`, with `edit`.
+    pub fn edit(
+        &mut self,
+        check: &'static str,
+        matches: impl Fn(&Value) -> bool,
+        edit: impl Fn(&mut Value),
+    ) {
+        for line in self.lines.get_mut(check).into_iter().flatten() {
+            let mut v: Value = serde_json::from_str(line).expect("a fixture line is JSON");
+            if matches(&v) {
+                edit(&mut v);
+                *line = v.to_string();
+            }
+        }
     }
 
     /// An eligible Lucheng manufacturing enterprise.
@@ -107,7 +124,7 @@ impl Fixtures {
             let mut f =
                 std::io::BufWriter::new(std::fs::File::create(dir.join(format!("{check}.jsonl")))?);
             for l in lines {
-                serde_json::to_writer(&mut f, l)?;
+                f.write_all(l.as_bytes())?;
                 f.write_all(b"\n")?;
             }
             f.flush()?;
@@ -186,14 +203,14 @@ pub fn write_sample(dir: &Path) -> std::io::Result<()> {
     // 4. Registered outside Lucheng: rejected as an ineligible applicant.
     let u = uscc_in("330304", 104);
     let a = m1_application(&mut fx, "P-2023-000104", &u, 4_000, 31, 0);
-    if let Some(line) = fx
-        .lines
-        .get_mut("enterprise")
-        .and_then(|l| l.iter_mut().find(|l| l["uscc"] == u.as_str()))
-    {
-        line["registration_district"] = json!("330304");
-        line["tax_district"] = json!("330304");
-    }
+    fx.edit(
+        "enterprise",
+        |l| l["uscc"] == u.as_str(),
+        |line| {
+            line["registration_district"] = json!("330304");
+            line["tax_district"] = json!("330304");
+        },
+    );
     write_app(
         "04-m1-registered-elsewhere.json",
         &serde_json::to_value(&a)?,

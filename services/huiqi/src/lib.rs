@@ -7,6 +7,7 @@
 
 pub mod commands;
 pub mod gen;
+pub mod loadgen;
 pub mod pipeline;
 pub mod query;
 pub mod watch;

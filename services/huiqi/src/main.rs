@@ -156,12 +156,28 @@ enum Command {
         #[arg(long, default_value = "deploy/sample")]
         out: PathBuf,
     },
-    /// Push generated M1 applications through an in-process pipeline and print throughput.
+    /// Push generated M1 applications through an in-process pipeline and print throughput,
+    /// latency, messages and bytes per claim per service and peak memory.
     Loadgen {
+        /// Applications, all at once (ignored with --rate).
         #[arg(long, default_value_t = 10_000)]
         applications: usize,
         #[arg(long, default_value_t = 40)]
         persons: usize,
+        /// Open loop: submit this many claims per second, each at its intended time, and
+        /// measure latency from that time.
+        #[arg(long, requires = "duration_secs")]
+        rate: Option<f64>,
+        /// With --rate: for how long.
+        #[arg(long)]
+        duration_secs: Option<u64>,
+        /// Also measure the machine's ceiling (raw JetStream and sled) with the same message
+        /// sizes.
+        #[arg(long)]
+        probe: bool,
+        /// Write the figures as JSON to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
         #[arg(long)]
         data_dir: Option<PathBuf>,
         #[arg(long, default_value_t = 1800)]
@@ -363,19 +379,39 @@ async fn main() -> anyhow::Result<()> {
         Command::Loadgen {
             applications,
             persons,
+            rate,
+            duration_secs,
+            probe,
+            json,
             data_dir,
             timeout_secs,
         } => {
             init_tracing("warn");
             let (dir, _keep) = temp_or(data_dir)?;
-            let report = huiqi::commands::loadgen(
+            let applications = match (rate, duration_secs) {
+                (Some(r), Some(d)) => (r * d as f64).round() as usize,
+                _ => applications,
+            };
+            let settings = huiqi::loadgen::LoadSettings {
                 applications,
                 persons,
-                &dir,
-                Duration::from_secs(timeout_secs),
-            )
-            .await?;
+                rate,
+                timeout: Duration::from_secs(timeout_secs),
+                probe,
+            };
+            let report = huiqi::loadgen::run(&settings, &dir).await?;
             println!("{report}");
+            if let Some(path) = json {
+                std::fs::write(&path, serde_json::to_string_pretty(&report)? + "\n")
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            if report.settled < report.applications {
+                anyhow::bail!(
+                    "only {} of {} claims settled within the limit",
+                    report.settled,
+                    report.applications
+                );
+            }
         }
     }
     Ok(())

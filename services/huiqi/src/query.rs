@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 /// One line of a claim's timeline.
 fn summary(r: &Record) -> Value {
     let e = &r.envelope;
-    let d = &e.data;
+    let d = &e.data.value();
     let detail = match e.ty.as_str() {
         types::INTAKE_ACCEPTED => json!({ "claim_id": d["claim_id"] }),
         types::INTAKE_REJECTED => {
@@ -48,7 +48,7 @@ fn state_of(timeline: &[Record]) -> &'static str {
     } else if has(types::PAYOUT_FAILED) {
         "payment_failed"
     } else if let Some(d) = decided {
-        if d.envelope.data["status"] == "approved" {
+        if d.envelope.data.value()["status"] == "approved" {
             "approved_awaiting_payment"
         } else {
             "rejected"
@@ -88,7 +88,7 @@ pub fn answer(logs: &[Arc<EventLog>], request: &Value) -> Value {
     // Intake's replies are filed under the application id; find it from the opening if asked by claim.
     if application_id.is_none() {
         if let Some(a) = records.iter().find_map(|r| {
-            r.envelope.data["application"]["application_id"]
+            r.envelope.data.value()["application"]["application_id"]
                 .as_str()
                 .map(str::to_string)
         }) {

@@ -168,20 +168,15 @@ impl Watcher {
 
     fn fold(&mut self, subject: &str, env: Envelope) {
         let now = Instant::now();
+        let data = env.data.value();
         let app_id = if subject == subjects::INTAKE_ACCEPTED || subject == subjects::INTAKE_REJECTED
         {
-            env.data["application_id"]
-                .as_str()
-                .unwrap_or("")
-                .to_string()
+            data["application_id"].as_str().unwrap_or("").to_string()
         } else {
-            let claim = env.data["claim_id"].as_str().unwrap_or("");
+            let claim = data["claim_id"].as_str().unwrap_or("");
             match self.claim_to_app.get(claim) {
                 Some(a) => a.clone(),
-                None => env.data["application_id"]
-                    .as_str()
-                    .unwrap_or("")
-                    .to_string(),
+                None => data["application_id"].as_str().unwrap_or("").to_string(),
             }
         };
         if app_id.is_empty() {
@@ -223,7 +218,10 @@ impl Watcher {
                 o.failed.push(f);
             }
         } else if subject.starts_with("huiqi.entitlements.") {
-            o.entitlements += env.data["grants"].as_array().map(Vec::len).unwrap_or(1);
+            o.entitlements += env.data.value()["grants"]
+                .as_array()
+                .map(Vec::len)
+                .unwrap_or(1);
         }
         if o.finished_at.is_none()
             && (o.is_final() || (!self.include_awards && !o.settled.is_empty()))

@@ -270,7 +270,9 @@ fn read(d: &Delivery, max_bytes: usize) -> Reading {
             cause: Some(Box::new(env)),
         };
     }
-    match serde_path_to_error::deserialize::<_, Application>(&env.data) {
+    match serde_path_to_error::deserialize::<_, Application>(
+        &mut serde_json::Deserializer::from_str(env.data.get()),
+    ) {
         Ok(app) => Reading::Application(Box::new(env), Box::new(app)),
         Err(e) => {
             let path = e.path().to_string();

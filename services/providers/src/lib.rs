@@ -66,15 +66,39 @@ pub enum ProvidersError {
     Nats(String),
 }
 
-/// The fixtures, indexed the way the checks ask.
+/// The fixtures, indexed the way the checks ask. Each entry is kept as its JSON text and
+/// replies are put together from those texts: a million-person fixture set stays compact and
+/// answering copies bytes instead of building JSON trees.
+/// Prior payments by (uscc, measure): each with its person (None: enterprise-level) and JSON.
+type PriorPayments = HashMap<(String, String), Vec<(Option<String>, Box<str>)>>;
+
 #[derive(Default)]
 pub struct Fixtures {
-    by_uscc: HashMap<&'static str, HashMap<String, Value>>,
-    social_insurance: HashMap<(String, String), Value>,
-    prior: HashMap<(String, String), Vec<Value>>,
-    by_person: HashMap<&'static str, HashMap<String, Value>>,
-    telecom: HashMap<String, Value>,
+    by_uscc: HashMap<&'static str, HashMap<String, Box<str>>>,
+    social_insurance: HashMap<(String, String), Box<str>>,
+    prior: PriorPayments,
+    by_person: HashMap<&'static str, HashMap<String, Box<str>>>,
+    telecom: HashMap<String, Box<str>>,
     refusals: HashMap<String, String>,
+}
+
+fn text(m: Map<String, Value>) -> Box<str> {
+    serde_json::to_string(&Value::Object(m))
+        .expect("a JSON object serializes")
+        .into_boxed_str()
+}
+
+/// `{"<key>":[a,b,…]}` from the entries' JSON texts.
+fn list_reply<'a>(key: &str, items: impl Iterator<Item = &'a str>) -> String {
+    let mut out = format!("{{\"{key}\":[");
+    for (i, it) in items.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(it);
+    }
+    out.push_str("]}");
+    out
 }
 
 /// A fixture line: its line number and the JSON object.
@@ -141,7 +165,7 @@ impl Fixtures {
             let mut map = HashMap::new();
             for (line, mut m) in read_lines(dir, check)? {
                 let uscc = take_key(check, line, &mut m, "uscc")?;
-                map.insert(uscc, Value::Object(m));
+                map.insert(uscc, text(m));
             }
             f.by_uscc.insert(check, map);
         }
@@ -156,15 +180,16 @@ impl Fixtures {
                     line,
                     message: "missing `id_number`".into(),
                 })?;
-            f.social_insurance.insert((uscc, id), Value::Object(m));
+            f.social_insurance.insert((uscc, id), text(m));
         }
         for (line, mut m) in read_lines(dir, "prior_benefits")? {
             let uscc = take_key("prior_benefits", line, &mut m, "uscc")?;
             let measure = take_key("prior_benefits", line, &mut m, "measure")?;
+            let person = m.get("person").and_then(Value::as_str).map(str::to_string);
             f.prior
                 .entry((uscc, measure))
                 .or_default()
-                .push(Value::Object(m));
+                .push((person, text(m)));
         }
         for check in ["presence", "residence_permit", "exit_entry"] {
             let mut map = HashMap::new();
@@ -178,7 +203,7 @@ impl Fixtures {
                         line,
                         message: "missing `id_number`".into(),
                     })?;
-                map.insert(id, Value::Object(m));
+                map.insert(id, text(m));
             }
             f.by_person.insert(check, map);
         }
@@ -192,7 +217,7 @@ impl Fixtures {
                     line,
                     message: "missing `phone`".into(),
                 })?;
-            f.telecom.insert(phone, Value::Object(m));
+            f.telecom.insert(phone, text(m));
         }
         for (line, mut m) in read_lines(dir, "treasury_refusals")? {
             let acct = take_key("treasury_refusals", line, &mut m, "bank_account")?;
@@ -207,8 +232,9 @@ impl Fixtures {
         Ok(f)
     }
 
-    /// The reply to one check request, or an error text for a request it cannot read.
-    pub fn answer(&self, check: &str, req: &Value) -> Result<Value, String> {
+    /// The reply to one check request (its JSON text), or an error text for a request it
+    /// cannot read.
+    pub fn answer(&self, check: &str, req: &Value) -> Result<String, String> {
         let s = |k: &str| {
             req.get(k)
                 .and_then(Value::as_str)
@@ -223,54 +249,56 @@ impl Fixtures {
         match check {
             "enterprise" => Ok(self.by_uscc["enterprise"]
                 .get(s("uscc")?)
-                .cloned()
-                .unwrap_or_else(|| json!({ "found": false }))),
+                .map(|t| t.to_string())
+                .unwrap_or_else(|| "{\"found\":false}".into())),
             "statistics" => self.by_uscc["statistics"]
                 .get(s("uscc")?)
-                .cloned()
+                .map(|t| t.to_string())
                 .ok_or_else(|| "no statistics for this enterprise".into()),
             "social_insurance" => {
                 let uscc = s("uscc")?;
-                let persons: Vec<Value> = list("id_numbers")?
-                    .into_iter()
-                    .filter_map(|id| {
+                let ids = list("id_numbers")?;
+                Ok(list_reply(
+                    "persons",
+                    ids.into_iter().filter_map(|id| {
                         self.social_insurance
                             .get(&(uscc.to_string(), id.to_string()))
-                            .cloned()
-                    })
-                    .collect();
-                Ok(json!({ "persons": persons }))
+                            .map(|t| &**t)
+                    }),
+                ))
             }
             "presence" | "residence_permit" | "exit_entry" => {
                 let map = &self.by_person[check];
-                let persons: Vec<Value> = list("id_numbers")?
-                    .into_iter()
-                    .filter_map(|id| map.get(id).cloned())
-                    .collect();
-                Ok(json!({ "persons": persons }))
+                let ids = list("id_numbers")?;
+                Ok(list_reply(
+                    "persons",
+                    ids.into_iter().filter_map(|id| map.get(id).map(|t| &**t)),
+                ))
             }
             "telecom" => {
-                let numbers: Vec<Value> = list("phones")?
-                    .into_iter()
-                    .filter_map(|p| self.telecom.get(p).cloned())
-                    .collect();
-                Ok(json!({ "numbers": numbers }))
+                let phones = list("phones")?;
+                Ok(list_reply(
+                    "numbers",
+                    phones
+                        .into_iter()
+                        .filter_map(|p| self.telecom.get(p).map(|t| &**t)),
+                ))
             }
             "prior_benefits" => {
                 let key = (s("uscc")?.to_string(), s("measure")?.to_string());
                 let ids = list("id_numbers")?;
-                let payments: Vec<Value> = self
-                    .prior
-                    .get(&key)
-                    .into_iter()
-                    .flatten()
-                    .filter(|p| match p.get("person").and_then(Value::as_str) {
-                        None => true,
-                        Some(id) => ids.contains(&id),
-                    })
-                    .cloned()
-                    .collect();
-                Ok(json!({ "payments": payments }))
+                Ok(list_reply(
+                    "payments",
+                    self.prior
+                        .get(&key)
+                        .into_iter()
+                        .flatten()
+                        .filter(|(person, _)| match person {
+                            None => true,
+                            Some(id) => ids.contains(&id.as_str()),
+                        })
+                        .map(|(_, t)| &**t),
+                ))
             }
             other => Err(format!("unknown check `{other}`")),
         }
@@ -420,18 +448,18 @@ impl App {
                     tokio::spawn(async move {
                         let Some(reply_to) = msg.reply else { return };
                         let check = msg.subject.as_str().rsplit('.').next().unwrap_or("").to_string();
-                        let body = if fail {
-                            json!({ "error": "injected provider failure" })
+                        let body: String = if fail {
+                            json!({ "error": "injected provider failure" }).to_string()
                         } else {
                             match serde_json::from_slice::<Value>(&msg.payload) {
-                                Ok(req) => fixtures.answer(&check, &req).unwrap_or_else(|e| json!({ "error": e })),
-                                Err(e) => json!({ "error": format!("unreadable request: {e}") }),
+                                Ok(req) => fixtures.answer(&check, &req).unwrap_or_else(|e| json!({ "error": e }).to_string()),
+                                Err(e) => json!({ "error": format!("unreadable request: {e}") }).to_string(),
                             }
                         };
                         if !latency.is_zero() {
                             tokio::time::sleep(latency).await;
                         }
-                        let _ = client.publish(reply_to, serde_json::to_vec(&body).expect("serializes").into()).await;
+                        let _ = client.publish(reply_to, body.into_bytes().into()).await;
                     });
                 }
                 Some(msg) = pay.next() => {
@@ -439,7 +467,12 @@ impl App {
                     tokio::spawn(async move {
                         let Some(reply_to) = msg.reply else { return };
                         let body = match serde_json::from_slice::<TreasuryPay>(&msg.payload) {
-                            Ok(req) => serde_json::to_value(treasury.pay(&req, &fixtures.refusals)).expect("serializes"),
+                            // The ledger syncs each payment to disk: do it on the blocking pool,
+                            // not on a runtime worker.
+                            Ok(req) => match tokio::task::spawn_blocking(move || treasury.pay(&req, &fixtures.refusals)).await {
+                                Ok(reply) => serde_json::to_value(reply).expect("serializes"),
+                                Err(e) => json!({ "error": format!("ledger task failed: {e}") }),
+                            },
                             Err(e) => json!({ "error": format!("unreadable payment: {e}") }),
                         };
                         let _ = client.publish(reply_to, serde_json::to_vec(&body).expect("serializes").into()).await;

@@ -149,6 +149,9 @@ pub trait BatchHandler: Send {
 /// Batches that may wait for their write at once: while one is flushed, the next is decided.
 const BATCHES_IN_FLIGHT: usize = 2;
 
+/// A batch that takes longer than this to decide is worth a warning.
+const SLOW_BATCH: Duration = Duration::from_millis(500);
+
 /// A batch whose commits are with the writer: settled (acked) once they are durable.
 struct Settle {
     ticket: crate::writer::Ticket,
@@ -295,7 +298,16 @@ pub async fn run<H: BatchHandler>(
         let mut after = None;
         if !batch.is_empty() {
             let n = batch.len();
+            let started = std::time::Instant::now();
             let handled = handler.handle(batch).await?;
+            if started.elapsed() > SLOW_BATCH {
+                tracing::warn!(
+                    durable = %spec.durable,
+                    messages = n,
+                    ms = started.elapsed().as_millis() as u64,
+                    "slow batch"
+                );
+            }
             if handled.dispositions.len() != n {
                 return Err(BusError::Handler(format!(
                     "handler returned {} dispositions for {n} messages",

@@ -8,6 +8,9 @@ use huiqi_eventlog::{Applied, Commit, EventLog, LogError};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
+/// A group write slower than this is worth a warning: messages wait behind it.
+const SLOW: std::time::Duration = std::time::Duration::from_millis(500);
+
 type Request = (Vec<Commit>, oneshot::Sender<Result<Vec<Applied>, String>>);
 
 /// Completes when a submitted group of commits is durable.
@@ -69,7 +72,17 @@ impl LogWriter {
                         replies.push(reply);
                         all.extend(commits);
                     }
+                    let started = std::time::Instant::now();
                     let result = thread_log.commit(&all);
+                    let took = started.elapsed();
+                    if took > SLOW {
+                        tracing::warn!(
+                            commits = all.len(),
+                            events,
+                            ms = took.as_millis() as u64,
+                            "slow log write (sled batch and flush)"
+                        );
+                    }
                     drop(all);
                     let mut offset = 0;
                     for (n, reply) in sizes.into_iter().zip(replies) {

@@ -16,7 +16,7 @@ pub mod payloads;
 pub mod subjects;
 pub mod types;
 
-pub use envelope::{derived_id, Envelope, EnvelopeError};
+pub use envelope::{derived_id, Data, Envelope, EnvelopeError};
 pub use money::Money;
 
 /// Escapes control characters (newlines, carriage returns, ANSI escapes, …) so that a value

@@ -1,7 +1,7 @@
 //! CloudEvents `type` values. The suffix is the schema version; a reader upcasts older versions
 //! with [`upcast`] before decoding, so a replay of an old log still decodes.
 
-use crate::envelope::{Envelope, EnvelopeError};
+use crate::envelope::{Data, Envelope, EnvelopeError};
 
 pub const APPLICATION_SUBMITTED: &str = "huiqi.application.submitted.v1";
 pub const INTAKE_ACCEPTED: &str = "huiqi.intake.accepted.v1";
@@ -132,8 +132,8 @@ pub fn upcast(mut env: Envelope) -> Result<Envelope, EnvelopeError> {
     };
     match env.ty.as_str() {
         "huiqi.entitlement.data_package.v1" => {
-            let d = &env.data;
-            env.data = serde_json::json!({
+            let d = &env.data.value();
+            env.data = Data::from_value(&serde_json::json!({
                 "claim_id": field(d, "claim_id")?,
                 "award_id": award_id(d),
                 "grants": [{
@@ -141,20 +141,20 @@ pub fn upcast(mut env: Envelope) -> Result<Envelope, EnvelopeError> {
                     "carrier": field(d, "carrier")?,
                     "gigabytes": field(d, "gigabytes")?,
                 }],
-            });
+            }))?;
             env.ty = ENTITLEMENT_DATA_PACKAGE.to_string();
             return Ok(env);
         }
         "huiqi.entitlement.resident_points.v1" => {
-            let d = &env.data;
-            env.data = serde_json::json!({
+            let d = &env.data.value();
+            env.data = Data::from_value(&serde_json::json!({
                 "claim_id": field(d, "claim_id")?,
                 "award_id": award_id(d),
                 "grants": [{
                     "id_number": field(d, "id_number")?,
                     "points": field(d, "points")?,
                 }],
-            });
+            }))?;
             env.ty = ENTITLEMENT_RESIDENT_POINTS.to_string();
             return Ok(env);
         }

@@ -200,7 +200,7 @@ async fn malformed_input_is_rejected_and_the_next_message_is_served() {
         1,
         "the malformed message got exactly one rejection"
     );
-    assert_eq!(malformed[0].data["errors"][0]["code"], "malformed");
+    assert_eq!(malformed[0].data.value()["errors"][0]["code"], "malformed");
     let schema = &w.by_application["E2E-SCHEMA"].rejected[0].errors[0];
     assert_eq!(schema.field, "employees[2].id_number");
     assert_eq!(schema.code, "schema");
@@ -214,15 +214,15 @@ async fn malformed_input_is_rejected_and_the_next_message_is_served() {
     )
     .await;
     let p = Envelope::decode(&p.expect("a parked record").unwrap().payload).unwrap();
-    assert_eq!(p.data["service"], "verification");
-    assert_eq!(p.data["payload"], "not an event");
+    assert_eq!(p.data.value()["service"], "verification");
+    assert_eq!(p.data.value()["payload"], "not an event");
     assert!(
-        p.data["reason"]
+        p.data.value()["reason"]
             .as_str()
             .unwrap()
             .contains("unsigned event"),
         "{}",
-        p.data["reason"]
+        p.data.value()["reason"]
     );
 }
 
@@ -269,7 +269,7 @@ async fn stopped_between_submission_and_decision_it_decides_once_after_restart()
     let settled_again = stream_events(&js, subjects::PAYOUTS_SETTLED).await;
     pipeline.stop().await.unwrap();
     assert_eq!(awards.len(), 1, "exactly one decision across the restart");
-    assert_eq!(awards[0].1.data["total"], "20000.00");
+    assert_eq!(awards[0].1.data.value()["total"], "20000.00");
     assert_eq!(settled_again.len(), 1, "exactly one settlement");
     assert_eq!(
         huiqi_providers::read_ledger(&rig.ledger()).len(),
@@ -327,13 +327,11 @@ async fn flaky_providers_are_retried_until_they_answer() {
     // Small rosters' check records travel inside the verified claim.
     let verified = stream_events(&js, subjects::CLAIM_VERIFIED).await;
     assert!(
-        verified.iter().any(
-            |(_, e)| e.data["records"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|r| r["record"]["attempts"].as_u64().unwrap() > 1)
-        ),
+        verified.iter().any(|(_, e)| e.data.value()["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["record"]["attempts"].as_u64().unwrap() > 1)),
         "some checks needed retries"
     );
 }
@@ -563,7 +561,7 @@ async fn a_verified_claim_whose_check_reply_comes_later_is_decided_when_it_arriv
     }
     pipeline.stop().await.unwrap();
     assert_eq!(decided.len(), 1);
-    assert_eq!(decided[0].1.data["total"], "15000.00");
+    assert_eq!(decided[0].1.data.value()["total"], "15000.00");
     let (replay, same) = huiqi::commands::replay(rig.data_dir(), None).unwrap();
     assert!(same, "{replay}");
 }

@@ -281,7 +281,8 @@ async fn forged_orders_checks_and_awards_are_parked_and_never_paid_on_an_open_bu
             continue; // the test's own use of award's key, above
         }
         if let Some(service) = genuine_by(&s) {
-            let c = s.envelope.data["claim_id"].as_str().unwrap_or("");
+            let data = s.envelope.data.value();
+            let c = data["claim_id"].as_str().unwrap_or("");
             assert!(
                 !(service == "award" || service == "payout")
                     || (c != claim && !c.starts_with("C-00000000-0000-4000")),
@@ -305,8 +306,13 @@ async fn forged_orders_checks_and_awards_are_parked_and_never_paid_on_an_open_bu
     let reasons = |service: &str| -> Vec<String> {
         parked
             .iter()
-            .filter(|p| p.envelope.data["service"] == service)
-            .map(|p| p.envelope.data["reason"].as_str().unwrap_or("").to_string())
+            .filter(|p| p.envelope.data.value()["service"] == service)
+            .map(|p| {
+                p.envelope.data.value()["reason"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string()
+            })
             .collect()
     };
     let payout = reasons("payout");
@@ -518,12 +524,12 @@ async fn chaos_sigkills_and_a_nats_restart_lose_nothing_and_pay_nothing_twice() 
     let mut by_app: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut malformed_answers = BTreeSet::new();
     for a in &answers {
-        let id = a.envelope.data["application_id"]
+        let id = a.envelope.data.value()["application_id"]
             .as_str()
             .unwrap_or("")
             .to_string();
         if a.envelope.ty == types::INTAKE_REJECTED
-            && a.envelope.data["errors"][0]["code"] == "malformed"
+            && a.envelope.data.value()["errors"][0]["code"] == "malformed"
         {
             malformed_answers.insert(a.envelope.id.clone());
         } else {
@@ -742,8 +748,13 @@ async fn lost_award_and_payout_directories_are_restored_from_the_stream_without_
     let per_claim = |seen: Vec<Seen>| -> BTreeMap<String, usize> {
         let mut m = BTreeMap::new();
         for s in seen {
-            *m.entry(s.envelope.data["claim_id"].as_str().unwrap().to_string())
-                .or_insert(0) += 1;
+            *m.entry(
+                s.envelope.data.value()["claim_id"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+            )
+            .or_insert(0) += 1;
         }
         m
     };
@@ -799,7 +810,7 @@ async fn answers(d: &Deployment) -> Vec<(String, Envelope)> {
         .await
         .into_iter()
         .map(|s| {
-            let id = s.envelope.data["application_id"]
+            let id = s.envelope.data.value()["application_id"]
                 .as_str()
                 .unwrap_or("")
                 .to_string();
@@ -1000,7 +1011,7 @@ async fn intake_answers_every_message_once_refuses_reused_ids_oversize_and_forge
         .collect();
     assert_eq!(injected.len(), 1);
     assert_eq!(
-        injected[0].data["errors"][0]["code"],
+        injected[0].data.value()["errors"][0]["code"],
         "application_id_format"
     );
     assert_eq!(
@@ -1010,7 +1021,12 @@ async fn intake_answers_every_message_once_refuses_reused_ids_oversize_and_forge
     let opened = d.stream(subjects::CLAIM_OPENED).await;
     let claims: BTreeSet<String> = opened
         .iter()
-        .map(|s| s.envelope.data["claim_id"].as_str().unwrap().to_string())
+        .map(|s| {
+            s.envelope.data.value()["claim_id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
         .collect();
     assert_eq!(
         opened.len(),
@@ -1179,6 +1195,6 @@ async fn an_unreadable_log_record_stops_the_start_until_the_operator_skips_it_on
         .filter(|r| r.envelope.ty == types::RECORD_SKIPPED)
         .collect();
     assert_eq!(skipped.len(), 1);
-    assert_eq!(skipped[0].envelope.data["log_sequence"], seq);
+    assert_eq!(skipped[0].envelope.data.value()["log_sequence"], seq);
     assert!(log.skipped().unwrap().contains_key(&seq));
 }

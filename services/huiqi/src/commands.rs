@@ -589,6 +589,7 @@ pub async fn restore(
 pub async fn setup(
     options: &NatsOptions,
     stream: &huiqi_bus::setup::StreamSettings,
+    portals: &[String],
 ) -> Result<String, HuiqiError> {
     let client = options
         .connect("huiqi-setup")
@@ -596,6 +597,9 @@ pub async fn setup(
         .map_err(|e| HuiqiError::Nats(e.to_string()))?;
     let js = async_nats::jetstream::new(client);
     huiqi_bus::setup::provision(&js, stream)
+        .await
+        .map_err(|e| HuiqiError::Nats(e.to_string()))?;
+    huiqi_bus::setup::provision_portals(&js, portals)
         .await
         .map_err(|e| HuiqiError::Nats(e.to_string()))?;
     Ok(format!(
@@ -608,7 +612,8 @@ pub async fn setup(
         stream.duplicate_window_secs,
         huiqi_bus::topology::all_consumers()
             .iter()
-            .map(|c| c.durable.as_str())
+            .map(|c| c.durable.clone())
+            .chain(portals.iter().map(|p| huiqi_bus::access::portal_user(p)))
             .collect::<Vec<_>>()
             .join(", ")
     ))
@@ -616,7 +621,7 @@ pub async fn setup(
 
 /// `huiqi keys generate`: a deployment's key material under `out`: a signing key per service
 /// and the trust file, and an nkey per NATS user with `nats/users.env` for the server.
-pub fn keys_generate(out: &Path, force: bool) -> Result<String, HuiqiError> {
+pub fn keys_generate(out: &Path, force: bool, portals: &[String]) -> Result<String, HuiqiError> {
     let trust = huiqi_bus::trust::KeySet::trust_path(out);
     if trust.exists() && !force {
         return Err(HuiqiError::Input(format!(
@@ -627,7 +632,7 @@ pub fn keys_generate(out: &Path, force: bool) -> Result<String, HuiqiError> {
     let set = huiqi_bus::trust::KeySet::generate();
     set.write(out)
         .map_err(|e| HuiqiError::Input(e.to_string()))?;
-    let users = huiqi_bus::access::NatsUsers::generate();
+    let users = huiqi_bus::access::NatsUsers::generate_for(portals);
     users
         .write(out)
         .map_err(|e| HuiqiError::Input(e.to_string()))?;
@@ -642,7 +647,7 @@ pub fn keys_generate(out: &Path, force: bool) -> Result<String, HuiqiError> {
         ));
     }
     text.push_str("  nats/<user>.seed            each NATS user's nkey (secret): ");
-    text.push_str(&huiqi_bus::access::USERS.join(", "));
+    text.push_str(&users.users().join(", "));
     text.push_str("\n  nats/users.env              the users' public nkeys for deploy/nats-server.conf (not secret)\n");
     Ok(text)
 }

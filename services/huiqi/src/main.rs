@@ -34,6 +34,12 @@ enum Command {
         /// Port of the private nats-server (default: a free one).
         #[arg(long)]
         port: Option<u16>,
+        /// A named portal (repeatable): its own NATS user `portal-<name>`, which may publish
+        /// only on huiqi.applications.submitted.<name> and reads only its own answers through
+        /// the durable consumer `portal-<name>`.
+        #[arg(long = "portal", value_parser = parse_portal)]
+        portals: Vec<String>,
+
         #[arg(long, env = "HUIQI_DATA_DIR", default_value = "huiqi-data")]
         data_dir: PathBuf,
         /// Signing keys, trust file and NATS user keys (default: DATA_DIR/keys, generated
@@ -96,6 +102,11 @@ enum Command {
         nats: huiqi_bus::NatsArgs,
         #[command(flatten)]
         stream: huiqi_bus::setup::StreamSettings,
+        /// A named portal (repeatable): its own NATS user `portal-<name>`, which may publish
+        /// only on huiqi.applications.submitted.<name> and reads only its own answers through
+        /// the durable consumer `portal-<name>`.
+        #[arg(long = "portal", value_parser = parse_portal)]
+        portals: Vec<String>,
     },
     /// Rebuild lost service logs from the JetStream stream (signatures checked), then start
     /// the services again. Needs the admin's credentials; the services must be stopped.
@@ -120,7 +131,13 @@ enum Command {
         command: KeysCommand,
     },
     /// Print the nats-server configuration (users and permissions) that deploy/ ships.
-    NatsConfig,
+    NatsConfig {
+        /// A named portal (repeatable): its own NATS user `portal-<name>`, which may publish
+        /// only on huiqi.applications.submitted.<name> and reads only its own answers through
+        /// the durable consumer `portal-<name>`.
+        #[arg(long = "portal", value_parser = parse_portal)]
+        portals: Vec<String>,
+    },
     /// Decide an application offline; prints the award event's data.
     Evaluate {
         #[arg(long)]
@@ -191,10 +208,24 @@ enum KeysCommand {
     Generate {
         #[arg(long)]
         out: PathBuf,
+        /// A named portal (repeatable): its own NATS user `portal-<name>`, which may publish
+        /// only on huiqi.applications.submitted.<name> and reads only its own answers through
+        /// the durable consumer `portal-<name>`.
+        #[arg(long = "portal", value_parser = parse_portal)]
+        portals: Vec<String>,
+
         /// Replace keys that exist.
         #[arg(long)]
         force: bool,
     },
+}
+
+fn parse_portal(s: &str) -> Result<String, String> {
+    if huiqi_events::subjects::valid_portal(s) {
+        Ok(s.to_string())
+    } else {
+        Err("a portal name is 1-32 of a-z, 0-9 and -".into())
+    }
 }
 
 fn init_tracing(default: &str) {
@@ -219,6 +250,7 @@ async fn main() -> anyhow::Result<()> {
             external_nats,
             nats,
             port,
+            portals,
             data_dir,
             keys_dir,
             fixtures,
@@ -231,6 +263,7 @@ async fn main() -> anyhow::Result<()> {
                 s.nats = Some(nats.options());
             }
             s.port = port;
+            s.portals = portals;
             s.keys_dir = keys_dir;
             s.policy_dir = policy_dir;
             s.stream = stream;
@@ -302,11 +335,15 @@ async fn main() -> anyhow::Result<()> {
                 huiqi::commands::parked(&nats.options(), republish).await?
             );
         }
-        Command::Setup { nats, stream } => {
+        Command::Setup {
+            nats,
+            stream,
+            portals,
+        } => {
             init_tracing("warn");
             print!(
                 "{}",
-                huiqi::commands::setup(&nats.options(), &stream).await?
+                huiqi::commands::setup(&nats.options(), &stream, &portals).await?
             );
         }
         Command::Restore {
@@ -332,12 +369,17 @@ async fn main() -> anyhow::Result<()> {
             );
         }
         Command::Keys {
-            command: KeysCommand::Generate { out, force },
+            command:
+                KeysCommand::Generate {
+                    out,
+                    force,
+                    portals,
+                },
         } => {
-            print!("{}", huiqi::commands::keys_generate(&out, force)?);
+            print!("{}", huiqi::commands::keys_generate(&out, force, &portals)?);
         }
-        Command::NatsConfig => {
-            print!("{}", huiqi_bus::access::shipped_config());
+        Command::NatsConfig { portals } => {
+            print!("{}", huiqi_bus::access::config_with_portals(&portals));
         }
         Command::Evaluate {
             application,

@@ -40,6 +40,9 @@ pub struct UpSettings {
     pub stream: StreamSettings,
     /// Operator-loaded policy versions, besides the built-in ones.
     pub policy_dir: Option<PathBuf>,
+    /// Named portals: each gets its own NATS user `portal-<name>` (on the private server) and
+    /// its durable reply consumer `portal-<name>`.
+    pub portals: Vec<String>,
 }
 
 impl UpSettings {
@@ -56,6 +59,7 @@ impl UpSettings {
             request_timeout: Duration::from_secs(5),
             stream: StreamSettings::default(),
             policy_dir: None,
+            portals: Vec::new(),
         }
     }
 
@@ -116,7 +120,7 @@ impl Pipeline {
             Some(o) => (None, o.display_url(), Logins::Shared(Box::new(o.clone()))),
             None => {
                 let users = Arc::new(
-                    NatsUsers::load_or_generate(&keys_dir)
+                    NatsUsers::load_or_generate(&keys_dir, &s.portals)
                         .map_err(|e| HuiqiError::Start("NATS user keys", e.to_string()))?,
                 );
                 let server = NatsServer::start_with(&s.data_dir.join("nats"), s.port, Some(&users))
@@ -131,9 +135,12 @@ impl Pipeline {
             .connect("huiqi-setup")
             .await
             .map_err(|e| HuiqiError::Start("nats", e.to_string()))?;
-        if let Err(e) =
-            huiqi_bus::setup::provision(&async_nats::jetstream::new(admin), &s.stream).await
-        {
+        let admin_js = async_nats::jetstream::new(admin);
+        let provisioned = match huiqi_bus::setup::provision(&admin_js, &s.stream).await {
+            Ok(()) => huiqi_bus::setup::provision_portals(&admin_js, &s.portals).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = provisioned {
             match &logins {
                 // Our own server: the admin must be able to.
                 Logins::Users(..) => return Err(HuiqiError::Start("setup", e.to_string())),

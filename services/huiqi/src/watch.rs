@@ -17,12 +17,23 @@ pub async fn publish_all(
     events: &[Envelope],
     in_flight: usize,
 ) -> Result<(), HuiqiError> {
+    publish_all_to(js, subjects::APPLICATIONS_SUBMITTED, events, in_flight).await
+}
+
+/// [`publish_all`] on another subject (a named portal's `huiqi.applications.submitted.<p>`).
+pub async fn publish_all_to(
+    js: &jetstream::Context,
+    subject: &str,
+    events: &[Envelope],
+    in_flight: usize,
+) -> Result<(), HuiqiError> {
+    let subject = subject.to_string();
     let mut pending = futures_util::stream::FuturesUnordered::new();
     for e in events {
         let mut h = async_nats::HeaderMap::new();
         h.insert("Nats-Msg-Id", e.id.as_str());
         let ack = js
-            .publish_with_headers(subjects::APPLICATIONS_SUBMITTED, h, e.encode().into())
+            .publish_with_headers(subject.clone(), h, e.encode().into())
             .await
             .map_err(|err| HuiqiError::Nats(err.to_string()))?;
         pending.push(std::future::IntoFuture::into_future(ack));
@@ -44,9 +55,19 @@ pub async fn publish_raw(
     msg_id: &str,
     bytes: Vec<u8>,
 ) -> Result<(), HuiqiError> {
+    publish_raw_to(js, subjects::APPLICATIONS_SUBMITTED, msg_id, bytes).await
+}
+
+/// [`publish_raw`] on another subject.
+pub async fn publish_raw_to(
+    js: &jetstream::Context,
+    subject: &str,
+    msg_id: &str,
+    bytes: Vec<u8>,
+) -> Result<(), HuiqiError> {
     let mut h = async_nats::HeaderMap::new();
     h.insert("Nats-Msg-Id", msg_id);
-    js.publish_with_headers(subjects::APPLICATIONS_SUBMITTED, h, bytes.into())
+    js.publish_with_headers(subject.to_string(), h, bytes.into())
         .await
         .map_err(|e| HuiqiError::Nats(e.to_string()))?
         .await

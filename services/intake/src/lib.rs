@@ -309,8 +309,33 @@ fn shown(id: &str) -> String {
     huiqi_events::mask_digit_runs(&id.chars().take(128).collect::<String>())
 }
 
+/// The portal a message came from, by the subject it was published on: a portal publishing on
+/// `huiqi.applications.submitted.<portal>` (its login may publish only there) is answered on
+/// `huiqi.intake.accepted.<portal>` / `huiqi.intake.rejected.<portal>`, where its own durable
+/// consumer reads exactly its answers. The contract's bare subject is answered on the bare
+/// reply subjects.
+pub fn portal_of(subject: &str) -> Option<&str> {
+    subject
+        .strip_prefix(subjects::APPLICATIONS_SUBMITTED)
+        .and_then(|rest| rest.strip_prefix('.'))
+        .filter(|p| huiqi_events::subjects::valid_portal(p))
+}
+
+fn reply_to(base: &str, portal: Option<&str>) -> String {
+    match portal {
+        Some(p) => format!("{base}.{p}"),
+        None => base.to_string(),
+    }
+}
+
 /// The acceptance of the message `key`: its answer, filed under the application id.
-fn accept(key: &str, application_id: &str, claim_id: &str, cause: &Envelope) -> Pending {
+fn accept(
+    key: &str,
+    application_id: &str,
+    claim_id: &str,
+    cause: &Envelope,
+    portal: Option<&str>,
+) -> Pending {
     let data = IntakeAccepted {
         application_id: application_id.to_string(),
         claim_id: claim_id.to_string(),
@@ -325,7 +350,7 @@ fn accept(key: &str, application_id: &str, claim_id: &str, cause: &Envelope) -> 
     )
     .expect("serializes")
     .caused_by(cause);
-    Pending::publish(e, subjects::INTAKE_ACCEPTED)
+    Pending::publish(e, reply_to(subjects::INTAKE_ACCEPTED, portal))
 }
 
 impl Handler {
@@ -335,6 +360,7 @@ impl Handler {
         application_id: &str,
         errors: Vec<FieldError>,
         cause: Option<&Envelope>,
+        d: &Delivery,
     ) -> Pending {
         let subject = match reply_subject(application_id) {
             "" => "unknown",
@@ -346,10 +372,23 @@ impl Handler {
         };
         let mut env = Envelope::derived(SERVICE, types::INTAKE_REJECTED, subject, &data, key, "0")
             .expect("serializes");
-        if let Some(c) = cause {
-            env = env.caused_by(c);
+        match cause {
+            Some(c) => env = env.caused_by(c),
+            // Unreadable input: the portal still matches the answer to what it sent by the
+            // Nats-Msg-Id it published with (its event id), when that is a plain token.
+            None => {
+                if let Some(id) = d.msg_id.as_deref().filter(|i| {
+                    !i.is_empty() && i.len() <= 128 && i.chars().all(|c| c.is_ascii_graphic())
+                }) {
+                    env.causationid = Some(id.to_string());
+                    env.correlationid = Some(id.to_string());
+                }
+            }
         }
-        Pending::publish(env, subjects::INTAKE_REJECTED)
+        Pending::publish(
+            env,
+            reply_to(subjects::INTAKE_REJECTED, portal_of(&d.subject)),
+        )
     }
 
     /// The answer to one message, or None when this message was answered before (a
@@ -380,7 +419,7 @@ impl Handler {
                     "application rejected: unreadable"
                 );
                 Commit {
-                    events: vec![self.reject(&key, &application_id, errors, cause.as_deref())],
+                    events: vec![self.reject(&key, &application_id, errors, cause.as_deref(), d)],
                     inbox_id: Some(key),
                 }
             }
@@ -390,7 +429,13 @@ impl Handler {
                 let mut events = Vec::new();
                 match self.state.claims.get(&id) {
                     Some(opened) if opened.digest == digest => {
-                        events.push(accept(&key, &id, &opened.claim_id, &env));
+                        events.push(accept(
+                            &key,
+                            &id,
+                            &opened.claim_id,
+                            &env,
+                            portal_of(&d.subject),
+                        ));
                         tracing::info!(application_id = %escape_control(&id), claim_id = %opened.claim_id, "re-sent application: same answer");
                     }
                     Some(opened) => {
@@ -407,13 +452,14 @@ impl Handler {
                                 ),
                             )],
                             Some(&env),
+                            d,
                         ));
                     }
                     None => {
                         let errors = validate::validate(&app, &self.policies, self.max_persons);
                         if errors.is_empty() {
                             let claim_id = claim_id_for(&id);
-                            events.push(accept(&key, &id, &claim_id, &env));
+                            events.push(accept(&key, &id, &claim_id, &env, portal_of(&d.subject)));
                             tracing::info!(application_id = %escape_control(&id), %claim_id, measure = %escape_control(&app.measure), persons = app.person_ids().len(), "claim opened");
                             let opened = ClaimOpened {
                                 claim_id: claim_id.clone(),
@@ -434,7 +480,7 @@ impl Handler {
                             self.state.claims.insert(id, Opened { claim_id, digest });
                         } else {
                             tracing::info!(application_id = %shown(&id), errors = errors.len(), first = %errors[0].code, "application rejected");
-                            events.push(self.reject(&key, &id, errors, Some(&env)));
+                            events.push(self.reject(&key, &id, errors, Some(&env), d));
                         }
                     }
                 }

@@ -37,6 +37,20 @@ pub const USERS: &[&str] = &[
     "payout",
 ];
 
+/// The NATS user of portal `name` (see `huiqi_events::subjects::valid_portal`).
+pub fn portal_user(name: &str) -> String {
+    format!("portal-{name}")
+}
+
+/// The users of a deployment with these portals: [`USERS`] and one `portal-<name>` each.
+pub fn users_with(portals: &[String]) -> Vec<String> {
+    USERS
+        .iter()
+        .map(|u| u.to_string())
+        .chain(portals.iter().map(|p| portal_user(p)))
+        .collect()
+}
+
 /// A user's permissions: subjects it may publish to and subscribe to, and whether it may
 /// answer requests (publish to the reply subject of a request it received).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,7 +75,13 @@ fn consumer_api(durable: &str) -> Vec<String> {
 
 fn service_publish(service: &str) -> Vec<String> {
     let own: &[&str] = match service {
-        "intake" => &[s::INTAKE_ACCEPTED, s::INTAKE_REJECTED, s::CLAIM_OPENED],
+        "intake" => &[
+            s::INTAKE_ACCEPTED,
+            s::INTAKE_REJECTED,
+            "huiqi.intake.accepted.*",
+            "huiqi.intake.rejected.*",
+            s::CLAIM_OPENED,
+        ],
         "verification" => &[s::FACTS_RECORDED, s::CLAIM_VERIFIED, "huiqi.checks.*"],
         "award" => &[
             "huiqi.awards.approved.*",
@@ -132,7 +152,17 @@ pub fn permissions(user: &str) -> Option<Permissions> {
         ),
         "simulator" => p(vec![], strs(&["huiqi.checks.*", s::TREASURY_PAY]), true),
         "query" => p(vec![], strs(&[s::QUERY_CLAIM]), true),
-        _ => None,
+        // A named portal: publishes only on its own submit subject and reads only its own
+        // answers, through its durable consumer `portal-<name>` (provisioned by the admin).
+        u => {
+            let name = u.strip_prefix("portal-").filter(|n| s::valid_portal(n))?;
+            let mut publish = vec![
+                s::portal_submit_subject(name),
+                format!("$JS.API.STREAM.INFO.{STREAM}"),
+            ];
+            publish.extend(consumer_api(u));
+            p(publish, vec![], false)
+        }
     }
 }
 
@@ -148,6 +178,7 @@ pub fn server_config(
     listen: &str,
     store_dir: &str,
     header: &str,
+    users: &[String],
     nkey: impl Fn(&str) -> String,
 ) -> String {
     let mut out = String::new();
@@ -158,7 +189,7 @@ pub fn server_config(
         "listen: {listen:?}\nmax_payload: 8MB\njetstream {{\n  store_dir: {store_dir:?}\n}}\n\n"
     ));
     out.push_str("accounts {\n  HUIQI {\n    jetstream: enabled\n    users: [\n");
-    for user in USERS {
+    for user in users {
         let p = permissions(user).expect("every listed user has permissions");
         out.push_str(&format!("      # {user}\n"));
         out.push_str(&format!("      {{ nkey: {}, permissions: {{\n", nkey(user)));
@@ -181,11 +212,16 @@ pub fn server_config(
 
 /// The environment variable the shipped configuration reads a user's public nkey from.
 pub fn nkey_variable(user: &str) -> String {
-    format!("HUIQI_NKEY_{}", user.to_ascii_uppercase())
+    format!("HUIQI_NKEY_{}", user.to_ascii_uppercase().replace('-', "_"))
 }
 
 /// The shipped `deploy/nats-server.conf`, exactly.
 pub fn shipped_config() -> String {
+    config_with_portals(&[])
+}
+
+/// The shipped configuration with a user per named portal (`huiqi nats-config --portal P`).
+pub fn config_with_portals(portals: &[String]) -> String {
     server_config(
         "0.0.0.0:4222",
         "/var/lib/nats",
@@ -195,6 +231,7 @@ pub fn shipped_config() -> String {
          Each user's public nkey comes from the environment (HUIQI_NKEY_<USER>):\n\
          `huiqi keys generate --out DIR` writes them to DIR/nats/users.env and each user's seed\n\
          to DIR/nats/<user>.seed.",
+        &users_with(portals),
         |u| format!("${}", nkey_variable(u)),
     )
 }
@@ -206,12 +243,17 @@ pub struct NatsUsers {
 
 impl NatsUsers {
     pub fn generate() -> Self {
+        Self::generate_for(&[])
+    }
+
+    /// Keys for [`USERS`] and one user per named portal.
+    pub fn generate_for(portals: &[String]) -> Self {
         NatsUsers {
-            seeds: USERS
-                .iter()
+            seeds: users_with(portals)
+                .into_iter()
                 .map(|u| {
                     let kp = nkeys::KeyPair::new_user();
-                    (u.to_string(), kp.seed().expect("new key has a seed"))
+                    (u, kp.seed().expect("new key has a seed"))
                 })
                 .collect(),
         }
@@ -256,9 +298,30 @@ impl NatsUsers {
         })
     }
 
+    /// The users of this key set, in configuration order.
+    pub fn users(&self) -> Vec<String> {
+        self.seeds.iter().map(|(u, _)| u.clone()).collect()
+    }
+
+    /// Loads [`USERS`] and every `portal-<name>.seed` found beside them.
     pub fn load(dir: &Path) -> Result<Self, crate::trust::TrustError> {
         let mut seeds = Vec::new();
-        for u in USERS {
+        let mut names: Vec<String> = USERS.iter().map(|u| u.to_string()).collect();
+        let mut portals: Vec<String> = std::fs::read_dir(dir.join("nats"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let n = e.file_name().to_string_lossy().to_string();
+                let user = n.strip_suffix(".seed")?.to_string();
+                permissions(&user).is_some().then_some(user)
+            })
+            .filter(|u| u.starts_with("portal-"))
+            .collect();
+        portals.sort();
+        names.extend(portals);
+        for u in &names {
+            let u = u.as_str();
             let path = Self::seed_path(dir, u);
             let seed = std::fs::read_to_string(&path)
                 .map_err(|source| crate::trust::TrustError::Io {
@@ -276,11 +339,31 @@ impl NatsUsers {
         Ok(NatsUsers { seeds })
     }
 
-    pub fn load_or_generate(dir: &Path) -> Result<Self, crate::trust::TrustError> {
+    /// Loads the key set under `dir`, generating it when missing and adding a key for each
+    /// named portal that has none yet.
+    pub fn load_or_generate(
+        dir: &Path,
+        portals: &[String],
+    ) -> Result<Self, crate::trust::TrustError> {
         if Self::env_path(dir).exists() {
-            Self::load(dir)
+            let mut users = Self::load(dir)?;
+            let missing: Vec<String> = portals
+                .iter()
+                .map(|p| portal_user(p))
+                .filter(|u| users.seed(u).is_none())
+                .collect();
+            if !missing.is_empty() {
+                for u in missing {
+                    let kp = nkeys::KeyPair::new_user();
+                    users
+                        .seeds
+                        .push((u, kp.seed().expect("new key has a seed")));
+                }
+                users.write(dir)?;
+            }
+            Ok(users)
         } else {
-            let users = Self::generate();
+            let users = Self::generate_for(portals);
             users.write(dir)?;
             Ok(users)
         }

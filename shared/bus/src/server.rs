@@ -68,6 +68,7 @@ impl NatsServer {
                 "127.0.0.1:4222",
                 &store.display().to_string(),
                 "Private server of huiqi up (generated; the listen address is overridden).",
+                &users.users(),
                 |u| format!("{:?}", users.public_key(u).expect("every user has a key")),
             ),
         };

@@ -170,6 +170,23 @@ pub async fn provision(js: &jetstream::Context, settings: &StreamSettings) -> Re
     Ok(())
 }
 
+/// The reply consumers of named portals (admin); each reads only its portal's answers.
+pub async fn provision_portals(
+    js: &jetstream::Context,
+    portals: &[String],
+) -> Result<(), BusError> {
+    for p in portals {
+        if !huiqi_events::subjects::valid_portal(p) {
+            return Err(BusError::Setup {
+                what: format!("portal {p:?}"),
+                message: "a portal name is 1-32 of a-z, 0-9 and -".into(),
+            });
+        }
+        ensure_consumer(js, &crate::topology::portal_consumer(p)).await?;
+    }
+    Ok(())
+}
+
 /// A service's start-up: find the stream and its own durable consumer. When either is missing
 /// it tries to create it (which succeeds only where the user may, e.g. on an open bus) and
 /// otherwise names the admin step that is missing.

@@ -8,7 +8,8 @@ use huiqi_events::subjects as s;
 
 /// Each service's durable consumer: (service = durable name, filter subject).
 pub const SERVICE_CONSUMERS: &[(&str, &str)] = &[
-    ("intake", s::APPLICATIONS_SUBMITTED),
+    // The contract's subject and the portal-scoped `huiqi.applications.submitted.<portal>`.
+    ("intake", "huiqi.applications.>"),
     ("verification", s::CLAIM_OPENED),
     ("award", s::VERIFICATION_ALL),
     ("payout", s::PAYMENT_ORDERED),
@@ -36,6 +37,15 @@ pub fn all_consumers() -> Vec<ConsumerSpec> {
         .chain(BUREAU_CONSUMERS)
         .map(|(name, filter)| ConsumerSpec::new(name, filter))
         .collect()
+}
+
+/// The durable consumer of a named portal's answers: `portal-<name>`, its acceptances and
+/// rejections only (`huiqi.intake.*.<name>`).
+pub fn portal_consumer(portal: &str) -> ConsumerSpec {
+    ConsumerSpec::new(
+        &crate::access::portal_user(portal),
+        &s::portal_reply_filter(portal),
+    )
 }
 
 /// Whether `subject` matches a NATS filter (`*` one token, `>` the rest).

@@ -5,6 +5,10 @@
 pub const APPLICATIONS_SUBMITTED: &str = "huiqi.applications.submitted";
 pub const INTAKE_ACCEPTED: &str = "huiqi.intake.accepted";
 pub const INTAKE_REJECTED: &str = "huiqi.intake.rejected";
+/// Portal-scoped form (the project's addition): a portal named `p` publishes on
+/// `huiqi.applications.submitted.p` and is answered on `huiqi.intake.accepted.p` and
+/// `huiqi.intake.rejected.p`, which its durable consumer `portal-p` reads.
+pub const PORTAL_APPLICATIONS: &str = "huiqi.applications.submitted.*";
 pub const AWARDS_APPROVED_PREFIX: &str = "huiqi.awards.approved";
 pub const AWARDS_REJECTED_PREFIX: &str = "huiqi.awards.rejected";
 pub const PAYOUTS_SETTLED: &str = "huiqi.payouts.settled";
@@ -32,6 +36,7 @@ pub const PARKED_PREFIX: &str = "huiqi.parked";
 /// treasury, query) are deliberately not captured: JetStream would answer them with a PubAck.
 pub const STREAM_SUBJECTS: &[&str] = &[
     APPLICATIONS_SUBMITTED,
+    PORTAL_APPLICATIONS,
     "huiqi.intake.>",
     "huiqi.awards.>",
     "huiqi.payouts.>",
@@ -55,4 +60,22 @@ pub fn check_subject(check: &str) -> String {
 
 pub fn parked_subject(service: &str) -> String {
     format!("{PARKED_PREFIX}.{service}")
+}
+
+/// A portal name fit for a subject token and a NATS user: 1–32 of `a-z 0-9 -`.
+pub fn valid_portal(name: &str) -> bool {
+    (1..=32).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// Where portal `p` publishes its applications.
+pub fn portal_submit_subject(portal: &str) -> String {
+    format!("{APPLICATIONS_SUBMITTED}.{portal}")
+}
+
+/// The filter of portal `p`'s reply consumer: its acceptances and rejections.
+pub fn portal_reply_filter(portal: &str) -> String {
+    format!("huiqi.intake.*.{portal}")
 }

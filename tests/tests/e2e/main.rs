@@ -4,4 +4,5 @@
 
 mod permissions;
 mod pipeline;
+mod portals;
 mod processes;

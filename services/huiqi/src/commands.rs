@@ -159,13 +159,23 @@ pub fn application_files(dir: &Path) -> Result<Vec<PathBuf>, HuiqiError> {
     Ok(files)
 }
 
-/// `huiqi demo`: starts everything on the sample data, submits the sample applications,
-/// waits for their outcomes and returns a table of claims, decisions and payouts.
-pub async fn demo(sample: &Path, data_dir: &Path, timeout: Duration) -> Result<String, HuiqiError> {
-    let settings = UpSettings::new(data_dir, Some(&sample.join("fixtures")));
-    let pipeline = Pipeline::start(&settings).await?;
-    // Submit as a portal does (its own login, which may only publish applications); watch
-    // with the admin's.
+/// What submitting the sample applications to a running pipeline saw.
+pub struct SampleRun {
+    pub watcher: Watcher,
+    /// The application ids of the readable samples, in file order.
+    pub ids: Vec<String>,
+    /// Whether every one reached a final outcome within the time allowed.
+    pub done: bool,
+}
+
+/// Submits `sample/applications` to a running pipeline as a portal does (its own login, which
+/// may only publish applications; deliberately malformed files as raw bytes) and waits for
+/// every outcome, watching with the admin's login.
+pub async fn run_sample(
+    pipeline: &Pipeline,
+    sample: &Path,
+    timeout: Duration,
+) -> Result<SampleRun, HuiqiError> {
     let portal = pipeline
         .options("portal")
         .connect("huiqi-demo-portal")
@@ -187,7 +197,6 @@ pub async fn demo(sample: &Path, data_dir: &Path, timeout: Duration) -> Result<S
                 events.push(env);
             }
             Err(_) => {
-                // Deliberately malformed samples are sent as raw bytes, as a broken portal would.
                 let bytes =
                     std::fs::read(&f).map_err(|e| HuiqiError::Io(f.display().to_string(), e))?;
                 crate::watch::publish_raw(&js, &format!("raw-{}", f.display()), bytes).await?;
@@ -203,6 +212,15 @@ pub async fn demo(sample: &Path, data_dir: &Path, timeout: Duration) -> Result<S
         .await;
     // Let the entitlement events that follow the last decision arrive.
     watcher.until(Duration::from_millis(500), |_| false).await;
+    Ok(SampleRun { watcher, ids, done })
+}
+
+/// `huiqi demo`: starts everything on the sample data, submits the sample applications,
+/// waits for their outcomes and returns a table of claims, decisions and payouts.
+pub async fn demo(sample: &Path, data_dir: &Path, timeout: Duration) -> Result<String, HuiqiError> {
+    let settings = UpSettings::new(data_dir, Some(&sample.join("fixtures")));
+    let pipeline = Pipeline::start(&settings).await?;
+    let SampleRun { watcher, ids, done } = run_sample(&pipeline, sample, timeout).await?;
     pipeline.stop().await?;
     let ledger = huiqi_providers::read_ledger(&settings.ledger_path());
     let mut t = String::new();
@@ -650,4 +668,36 @@ pub fn keys_generate(out: &Path, force: bool, portals: &[String]) -> Result<Stri
     text.push_str(&users.users().join(", "));
     text.push_str("\n  nats/users.env              the users' public nkeys for deploy/nats-server.conf (not secret)\n");
     Ok(text)
+}
+
+/// The published contract's machine-readable files, relative to `docs/contract`: the AsyncAPI
+/// document and one JSON Schema per event type, reply and request (see `huiqi_events::schema`).
+pub fn contract_files() -> Vec<(PathBuf, String)> {
+    let pretty = |v: &serde_json::Value| serde_json::to_string_pretty(v).expect("JSON") + "\n";
+    let mut out = vec![(
+        PathBuf::from("asyncapi.json"),
+        pretty(&huiqi_events::schema::asyncapi()),
+    )];
+    for (name, v) in huiqi_events::schema::schema_files() {
+        out.push((Path::new("schemas").join(name), pretty(&v)));
+    }
+    out
+}
+
+/// `huiqi contract --out DIR`: writes [`contract_files`] under `DIR`.
+pub fn write_contract(out: &Path) -> Result<String, HuiqiError> {
+    let files = contract_files();
+    for (rel, text) in &files {
+        let path = out.join(rel);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| HuiqiError::Io(dir.display().to_string(), e))?;
+        }
+        std::fs::write(&path, text).map_err(|e| HuiqiError::Io(path.display().to_string(), e))?;
+    }
+    Ok(format!(
+        "wrote the AsyncAPI document and {} schemas under {}\n",
+        files.len() - 1,
+        out.display()
+    ))
 }

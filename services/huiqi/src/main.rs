@@ -131,6 +131,12 @@ enum Command {
         command: KeysCommand,
     },
     /// Print the nats-server configuration (users and permissions) that deploy/ ships.
+    /// Write the machine-readable contract: AsyncAPI 3 and a JSON Schema per payload,
+    /// generated from the types the services use (docs/contract is this output).
+    Contract {
+        #[arg(long, default_value = "docs/contract")]
+        out: PathBuf,
+    },
     NatsConfig {
         /// A named portal (repeatable): its own NATS user `portal-<name>`, which may publish
         /// only on huiqi.applications.submitted.<name> and reads only its own answers through
@@ -377,6 +383,9 @@ async fn main() -> anyhow::Result<()> {
                 },
         } => {
             print!("{}", huiqi::commands::keys_generate(&out, force, &portals)?);
+        }
+        Command::Contract { out } => {
+            print!("{}", huiqi::commands::write_contract(&out)?);
         }
         Command::NatsConfig { portals } => {
             print!("{}", huiqi_bus::access::config_with_portals(&portals));

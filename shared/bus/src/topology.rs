@@ -34,18 +34,29 @@ pub fn service_consumer(service: &str) -> Option<ConsumerSpec> {
 pub fn all_consumers() -> Vec<ConsumerSpec> {
     SERVICE_CONSUMERS
         .iter()
-        .chain(BUREAU_CONSUMERS)
         .map(|(name, filter)| ConsumerSpec::new(name, filter))
+        .chain(
+            BUREAU_CONSUMERS
+                .iter()
+                .map(|(name, filter)| reader(ConsumerSpec::new(name, filter))),
+        )
         .collect()
+}
+
+/// An outside reader's consumer (bureau, portal): redelivered until acked, however often it
+/// was fetched before (a reader that crashed five times must not lose an event).
+fn reader(mut spec: ConsumerSpec) -> ConsumerSpec {
+    spec.max_deliver = -1;
+    spec
 }
 
 /// The durable consumer of a named portal's answers: `portal-<name>`, its acceptances and
 /// rejections only (`huiqi.intake.*.<name>`).
 pub fn portal_consumer(portal: &str) -> ConsumerSpec {
-    ConsumerSpec::new(
+    reader(ConsumerSpec::new(
         &crate::access::portal_user(portal),
         &s::portal_reply_filter(portal),
-    )
+    ))
 }
 
 /// Whether `subject` matches a NATS filter (`*` one token, `>` the rest).

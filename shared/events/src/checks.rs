@@ -16,7 +16,19 @@ use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
 /// A check a measure may need.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Check {
     Enterprise,
@@ -158,7 +170,7 @@ impl std::fmt::Display for Check {
 
 /// A typed check reply; on the wire `{"check": "<name>", "reply": {…}}` (inside a recorded
 /// check event).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "check", content = "reply", rename_all = "snake_case")]
 pub enum CheckReply {
     Enterprise(EnterpriseReply),

@@ -12,7 +12,19 @@ use serde::{Deserialize, Serialize};
 
 /// What a count is about. The measure gives each kind its meaning; the kinds are few and
 /// generic so that a new measure rarely needs a new one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
     /// An amount awarded to the applicant under the measure (a cap's use, a one-off award).
@@ -35,7 +47,9 @@ pub enum Kind {
 
 /// The key of a count: the measure and kind, and the applicant, item and person it is about
 /// (empty where the count is not per applicant, item or person).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub struct Key {
     pub measure: String,
     pub kind: Kind,
@@ -72,7 +86,9 @@ impl Key {
 }
 
 /// One thing a decision adds to the history.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub struct Count {
     #[serde(flatten)]
     pub key: Key,
@@ -81,7 +97,9 @@ pub struct Count {
 
 /// An earlier count a decision relied on: which claim counted it, how much, and what it did
 /// to this decision.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub struct Relied {
     #[serde(flatten)]
     pub key: Key,

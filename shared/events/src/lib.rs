@@ -13,6 +13,7 @@ pub mod envelope;
 pub mod history;
 pub mod money;
 pub mod payloads;
+pub mod schema;
 pub mod subjects;
 pub mod types;
 

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 /// `huiqi.applications.submitted` data. Unknown fields are refused so that a portal's typo is
 /// reported instead of silently ignored.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Application {
     pub application_id: String,
@@ -76,7 +76,9 @@ impl Application {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum ApplicantKind {
     Enterprise,
@@ -86,7 +88,7 @@ pub enum ApplicantKind {
     LaborDispatch,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Applicant {
     pub uscc: String,
@@ -98,7 +100,7 @@ pub struct Applicant {
     pub dispatch_agreement: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Employee {
     pub id_number: String,
@@ -107,7 +109,7 @@ pub struct Employee {
     pub phone: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Returnee {
     pub id_number: String,
@@ -117,14 +119,14 @@ pub struct Returnee {
     pub poverty_alleviated: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Traveller {
     pub id_number: String,
     pub name: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Exhibition {
     pub name: String,
@@ -133,14 +135,14 @@ pub struct Exhibition {
     pub travellers: Vec<Traveller>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TripTraveller {
     pub id_number: String,
     pub airfare: Money,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Trip {
     pub country: String,
@@ -149,7 +151,7 @@ pub struct Trip {
     pub travellers: Vec<TripTraveller>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Charter {
     pub contract_no: String,
@@ -159,7 +161,7 @@ pub struct Charter {
     pub passengers: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Placement {
     pub id_number: String,
@@ -171,14 +173,16 @@ pub struct Placement {
 // Intake replies
 // ---------------------------------------------------------------------------------------------
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct IntakeAccepted {
     pub application_id: String,
     pub claim_id: String,
 }
 
 /// One specific problem: which field, which rule, and words for a person.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub struct FieldError {
     pub field: String,
     pub code: String,
@@ -195,7 +199,7 @@ impl FieldError {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct IntakeRejected {
     pub application_id: String,
     pub errors: Vec<FieldError>,
@@ -206,7 +210,7 @@ pub struct IntakeRejected {
 // ---------------------------------------------------------------------------------------------
 
 /// Intake opened a claim for an accepted application.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ClaimOpened {
     pub claim_id: String,
     pub application: Application,
@@ -218,7 +222,7 @@ pub struct ClaimOpened {
 
 /// Verification received one answer from a check provider (one chunk of a batched check),
 /// typed: `{claim_id, check, chunk, chunks, attempts, reply}` on the wire.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CheckRecorded {
     pub claim_id: String,
     pub chunk: u32,
@@ -239,7 +243,7 @@ impl CheckRecorded {
 /// message per claim instead of one per reply); for a larger roster, whose facts would not fit
 /// one message, they travel as [`CheckRecorded`] events before it and `records` is empty.
 /// `checks` says how many chunks of each check to expect either way.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ClaimVerified {
     pub claim_id: String,
     pub application: Application,
@@ -250,7 +254,7 @@ pub struct ClaimVerified {
 
 /// A check record carried inside a verified claim, with the id of the event verification
 /// logged it under (what a decision's `check_records` names).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct EmbeddedRecord {
     pub event_id: String,
     pub record: CheckRecorded,
@@ -297,7 +301,7 @@ impl Facts {
 }
 
 /// Award → payout: pay this approved award.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PaymentOrdered {
     pub award_id: String,
     pub claim_id: String,
@@ -309,13 +313,13 @@ pub struct PaymentOrdered {
 }
 
 /// Payout is about to send (or re-send) an instruction to the treasury.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PaymentAttempted {
     pub award_id: String,
     pub attempt: u32,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PayoutSettled {
     pub award_id: String,
     pub claim_id: String,
@@ -324,7 +328,7 @@ pub struct PayoutSettled {
     pub settled_at: DateTime<FixedOffset>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PayoutFailed {
     pub award_id: String,
     pub claim_id: String,
@@ -333,7 +337,7 @@ pub struct PayoutFailed {
 }
 
 /// One 20 GB data package for one number (M4).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct DataPackageGrant {
     pub phone: String,
     pub carrier: String,
@@ -342,7 +346,7 @@ pub struct DataPackageGrant {
 
 /// `huiqi.entitlements.data_package` (v2): the data packages of one claim for one carrier, at
 /// most [`GRANTS_PER_EVENT`] an event (CONTRACT.md, decided 2026-11-27).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct DataPackageEntitlement {
     pub claim_id: String,
     pub award_id: String,
@@ -350,7 +354,7 @@ pub struct DataPackageEntitlement {
 }
 
 /// New-resident points for one person (M5).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PointsGrant {
     pub id_number: String,
     pub points: u32,
@@ -358,7 +362,7 @@ pub struct PointsGrant {
 
 /// `huiqi.entitlements.resident_points` (v2): the points of one claim, at most
 /// [`GRANTS_PER_EVENT`] an event.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ResidentPointsEntitlement {
     pub claim_id: String,
     pub award_id: String,
@@ -369,7 +373,7 @@ pub struct ResidentPointsEntitlement {
 pub const GRANTS_PER_EVENT: usize = 500;
 
 /// A message that can never be processed: kept, reported, and out of the way of the rest.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct MessageParked {
     pub service: String,
     pub subject: String,
@@ -386,7 +390,7 @@ pub struct MessageParked {
 
 /// A logged event the relay could not publish (bigger than the server's `max_payload`): the
 /// relay records this and moves on, so one oversized event never blocks the ones behind it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct EventUnpublishable {
     pub service: String,
     pub log_sequence: u64,
@@ -400,7 +404,7 @@ pub struct EventUnpublishable {
 }
 
 /// An operator told a service to skip a log record it could not read at start.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RecordSkipped {
     pub service: String,
     pub log_sequence: u64,
@@ -411,7 +415,7 @@ pub struct RecordSkipped {
 // Treasury
 // ---------------------------------------------------------------------------------------------
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TreasuryPay {
     pub award_id: String,
     pub payee_uscc: String,
@@ -419,14 +423,14 @@ pub struct TreasuryPay {
     pub amount: Money,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TreasuryStatus {
     Settled,
     Refused,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TreasuryReply {
     pub status: TreasuryStatus,
     #[serde(default)]
@@ -439,7 +443,7 @@ pub struct TreasuryReply {
 // Check replies (CONTRACT.md, "System → check providers")
 // ---------------------------------------------------------------------------------------------
 
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct EnterpriseReply {
     pub found: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -458,13 +462,13 @@ pub struct EnterpriseReply {
     pub kind: Option<ApplicantKind>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Enrolment {
     pub date: NaiveDate,
     pub employer_uscc: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct InsuredPerson {
     pub id_number: String,
     #[serde(default)]
@@ -473,12 +477,12 @@ pub struct InsuredPerson {
     pub first_lucheng_enrolment: Option<Enrolment>,
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SocialInsuranceReply {
     pub persons: Vec<InsuredPerson>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PresencePerson {
     pub id_number: String,
     pub stayed_whole_window: bool,
@@ -486,43 +490,43 @@ pub struct PresencePerson {
     pub arrived_on: Option<NaiveDate>,
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PresenceReply {
     pub persons: Vec<PresencePerson>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Permit {
     pub issuer_code: String,
     pub valid_from: NaiveDate,
     pub valid_to: NaiveDate,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PermitPerson {
     pub id_number: String,
     #[serde(default)]
     pub permit: Option<Permit>,
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ResidencePermitReply {
     pub persons: Vec<PermitPerson>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TelecomNumber {
     pub phone: String,
     pub carrier: String,
     pub city_code: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TelecomReply {
     pub numbers: Vec<TelecomNumber>,
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct StatisticsReply {
     pub above_scale_manufacturing: bool,
     #[serde(default)]
@@ -535,26 +539,26 @@ pub struct StatisticsReply {
     pub y2022_output: Option<Money>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Crossing {
     pub exit_date: NaiveDate,
     #[serde(default)]
     pub entry_date: Option<NaiveDate>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TravellerRecord {
     pub id_number: String,
     #[serde(default)]
     pub trips: Vec<Crossing>,
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ExitEntryReply {
     pub persons: Vec<TravellerRecord>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PriorPayment {
     pub item: String,
     #[serde(default)]
@@ -563,14 +567,14 @@ pub struct PriorPayment {
     pub policy: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PriorBenefitsReply {
     pub payments: Vec<PriorPayment>,
 }
 
 /// Every check reply a claim gathered, keyed by check name as in the `huiqi evaluate` facts file.
 /// A check that was not part of the measure's plan is absent.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Facts {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -595,7 +599,7 @@ pub struct Facts {
 // Award (award → bureau systems)
 // ---------------------------------------------------------------------------------------------
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AwardStatus {
     Approved,
@@ -603,7 +607,7 @@ pub enum AwardStatus {
 }
 
 /// One line of a decision: what, for whom, how much, whether paid, why, and by which rule.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AwardLine {
     pub item: String,
     pub person: Option<String>,
@@ -614,7 +618,7 @@ pub struct AwardLine {
 }
 
 /// `huiqi.awards.approved.<measure>` / `huiqi.awards.rejected.<measure>` data.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AwardDecision {
     pub claim_id: String,
     pub application_id: String,

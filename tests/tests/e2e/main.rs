@@ -2,6 +2,7 @@
 //! separate processes of the built binaries (`processes`), plus the shipped server
 //! configuration's permissions (`permissions`). One test binary for the crate.
 
+mod contract;
 mod permissions;
 mod pipeline;
 mod portals;

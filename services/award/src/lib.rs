@@ -486,6 +486,12 @@ impl Handler {
             policy = %dec.policy_version,
             "award decided"
         );
+        metrics::counter!(
+            "huiqi_awards_decided_total",
+            "measure" => dec.measure.clone(),
+            "status" => if dec.status == AwardStatus::Approved { "approved" } else { "rejected" }
+        )
+        .increment(1);
         events
     }
 

@@ -337,7 +337,7 @@ pub async fn status(options: &NatsOptions) -> Result<String, HuiqiError> {
         .connect("huiqi-status")
         .await
         .map_err(|e| nats(&e))?;
-    let js = async_nats::jetstream::new(client);
+    let js = async_nats::jetstream::new(client.clone());
     let mut stream = js
         .get_stream(huiqi_bus::setup::STREAM)
         .await
@@ -353,7 +353,7 @@ pub async fn status(options: &NatsOptions) -> Result<String, HuiqiError> {
     );
     out.push_str(&format!(
         "{:<14} {:<38} {:>9} {:>11} {:>11} {:>10}\n",
-        "consumer", "filter", "pending", "ack_pending", "redelivered", "delivered"
+        "consumer", "filter", "pending", "ack_pending", "redelivered", "acked to seq"
     ));
     for name in ["intake", "verification", "award", "payout"] {
         match stream.consumer_info(name).await {
@@ -364,11 +364,12 @@ pub async fn status(options: &NatsOptions) -> Result<String, HuiqiError> {
                 c.num_pending,
                 c.num_ack_pending,
                 c.num_redelivered,
-                c.delivered.stream_sequence
+                c.ack_floor.stream_sequence
             )),
             Err(e) => out.push_str(&format!("{name:<14} not found ({e})\n")),
         }
     }
+    out.push_str(&service_health(&client).await);
     // Parked messages and unpublishable events, per service: the things that need a person.
     let mut per_subject: std::collections::BTreeMap<String, usize> = Default::default();
     match stream
@@ -402,6 +403,66 @@ pub async fn status(options: &NatsOptions) -> Result<String, HuiqiError> {
         }
     }
     Ok(out)
+}
+
+/// Each service's own report (`huiqi.health.<service>`): received and parked messages, its
+/// relay, and every provider it is waiting for. A service that does not answer is named.
+pub async fn service_health(client: &async_nats::Client) -> String {
+    let mut out = String::from("services:\n");
+    for name in SERVICES {
+        let req = async_nats::Request::new()
+            .payload(bytes::Bytes::new())
+            .timeout(Some(Duration::from_secs(2)));
+        let reply = client
+            .send_request(huiqi_bus::health::health_subject(name), req)
+            .await;
+        let report = reply.map_err(|e| e.to_string()).and_then(|m| {
+            serde_json::from_slice::<huiqi_bus::health::Report>(&m.payload)
+                .map_err(|e| e.to_string())
+        });
+        match report {
+            Err(e) => out.push_str(&format!("  {name:<13} NOT ANSWERING ({e})\n")),
+            Ok(r) => {
+                out.push_str(&format!(
+                    "  {name:<13} {:<9} received {}, parked {}, relay backlog {}{}\n",
+                    r.status,
+                    r.received,
+                    r.parked,
+                    r.relay_backlog,
+                    match r.relay_failing_since {
+                        Some(t) =>
+                            format!(", RELAY FAILING for {} s", now_secs().saturating_sub(t)),
+                        None => String::new(),
+                    }
+                ));
+                for p in &r.providers {
+                    let failing = p["failing_for_attempts"].as_u64().unwrap_or(0);
+                    let subject = p["subject"].as_str().unwrap_or("");
+                    if failing > 0 {
+                        let since = p["failing_since"].as_u64().unwrap_or(0);
+                        out.push_str(&format!(
+                            "      {subject:<32} FAILING for {} s ({failing} attempts; last error: {})\n",
+                            now_secs().saturating_sub(since),
+                            p["last_error"].as_str().unwrap_or("")
+                        ));
+                    } else {
+                        out.push_str(&format!(
+                            "      {subject:<32} ok ({} requests, {} failed)\n",
+                            p["requests"], p["failures"]
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// `huiqi query`: asks the running pipeline for one claim's state and timeline.

@@ -34,6 +34,9 @@ enum Command {
         /// Port of the private nats-server (default: a free one).
         #[arg(long)]
         port: Option<u16>,
+        /// Serve Prometheus metrics of every service on this address (`GET /metrics`).
+        #[arg(long, env = "HUIQI_METRICS_ADDR")]
+        metrics_addr: Option<std::net::SocketAddr>,
         /// A named portal (repeatable): its own NATS user `portal-<name>`, which may publish
         /// only on huiqi.applications.submitted.<name> and reads only its own answers through
         /// the durable consumer `portal-<name>`.
@@ -256,6 +259,7 @@ async fn main() -> anyhow::Result<()> {
             external_nats,
             nats,
             port,
+            metrics_addr,
             portals,
             data_dir,
             keys_dir,
@@ -264,6 +268,10 @@ async fn main() -> anyhow::Result<()> {
             stream,
         } => {
             init_tracing("info");
+            if let Some(addr) = metrics_addr {
+                huiqi_bus::health::serve_metrics(addr).map_err(anyhow::Error::msg)?;
+                println!("metrics: http://{addr}/metrics");
+            }
             let mut s = huiqi::UpSettings::new(&data_dir, fixtures.as_deref());
             if external_nats {
                 s.nats = Some(nats.options());

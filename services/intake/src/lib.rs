@@ -322,6 +322,12 @@ pub fn portal_of(subject: &str) -> Option<&str> {
 }
 
 fn reply_to(base: &str, portal: Option<&str>) -> String {
+    let outcome = if base == subjects::INTAKE_ACCEPTED {
+        "accepted"
+    } else {
+        "rejected"
+    };
+    metrics::counter!("huiqi_applications_answered_total", "outcome" => outcome).increment(1);
     match portal {
         Some(p) => format!("{base}.{p}"),
         None => base.to_string(),

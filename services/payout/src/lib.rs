@@ -267,6 +267,7 @@ impl Worker {
         let (ty, subject, data) = match reply.status {
             TreasuryStatus::Settled => {
                 tracing::info!(award_id = %o.award_id, amount = %o.amount, account = %mask(&o.bank_account), "payout settled");
+                metrics::counter!("huiqi_payouts_total", "outcome" => "settled").increment(1);
                 (
                     types::PAYOUT_SETTLED,
                     subjects::PAYOUTS_SETTLED,
@@ -284,6 +285,7 @@ impl Worker {
                     .reason
                     .unwrap_or_else(|| "refused without a reason".into());
                 tracing::warn!(award_id = %o.award_id, %reason, account = %mask(&o.bank_account), "payout refused by the treasury");
+                metrics::counter!("huiqi_payouts_total", "outcome" => "failed").increment(1);
                 (
                     types::PAYOUT_FAILED,
                     subjects::PAYOUTS_FAILED,

@@ -20,7 +20,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    huiqi_bus::telemetry::init("info");
+    args.service.init_telemetry("info")?;
     let config = args.service.config(huiqi_verification::SERVICE)?;
     let app = huiqi_verification::build(huiqi_verification::Settings::new(config))
         .await

@@ -118,7 +118,20 @@ pub fn permissions(user: &str) -> Option<Permissions> {
             subscribe: vec![">".into()],
             allow_responses: false,
         }),
-        "intake" | "verification" | "award" | "payout" => p(service_publish(user), vec![], false),
+        // Each service also answers its health subject and the NATS micro-service
+        // endpoints ($SRV.PING/INFO/STATS, as `huiqi-<service>`).
+        "intake" | "verification" | "award" | "payout" => p(
+            service_publish(user),
+            vec![
+                crate::health::health_subject(user),
+                "$SRV.PING".into(),
+                "$SRV.INFO".into(),
+                "$SRV.STATS".into(),
+                format!("$SRV.*.huiqi-{user}"),
+                format!("$SRV.*.huiqi-{user}.*"),
+            ],
+            true,
+        ),
         "portal" => p(
             vec![
                 s::APPLICATIONS_SUBMITTED.to_string(),
@@ -146,6 +159,8 @@ pub fn permissions(user: &str) -> Option<Permissions> {
                 format!("$JS.API.CONSUMER.LIST.{STREAM}"),
                 format!("$JS.API.CONSUMER.NAMES.{STREAM}"),
                 s::QUERY_CLAIM.to_string(),
+                "huiqi.health.*".into(),
+                "$SRV.>".into(),
             ],
             vec![],
             false,

@@ -35,6 +35,12 @@ pub struct ServiceArgs {
     /// A directory of operator-loaded policy versions (`*.json`), besides the built-in ones.
     #[arg(long, env = "HUIQI_POLICY_DIR")]
     pub policy_dir: Option<PathBuf>,
+    /// Serve Prometheus metrics on this address (`GET /metrics`), e.g. 0.0.0.0:9464.
+    #[arg(long, env = "HUIQI_METRICS_ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Log format: `text` (default) or `json` (one object per line).
+    #[arg(long, env = "HUIQI_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
     /// How long to keep trying the first NATS connection, seconds.
     #[arg(long, env = "HUIQI_CONNECT_RETRY_SECS", default_value_t = 120)]
     pub connect_retry_secs: u64,
@@ -50,6 +56,17 @@ pub enum ConfigError {
 }
 
 impl ServiceArgs {
+    /// Installs logging (format and `RUST_LOG` filter, default `default_filter`) and, when
+    /// `--metrics-addr` is given, the Prometheus endpoint. Call inside the runtime.
+    pub fn init_telemetry(&self, default_filter: &str) -> Result<(), ConfigError> {
+        crate::telemetry::init_with(default_filter, self.log_format == "json");
+        if let Some(addr) = self.metrics_addr {
+            crate::health::serve_metrics(addr).map_err(ConfigError::Missing)?;
+            tracing::info!(%addr, "metrics at http://{addr}/metrics");
+        }
+        Ok(())
+    }
+
     /// The configuration of `service`: its NATS login (replies under `_INBOX_<service>` unless
     /// told otherwise), its sled directory, its signing key and the trust file.
     pub fn config(&self, service: &str) -> Result<ServiceConfig, ConfigError> {

@@ -245,6 +245,22 @@ pub async fn run<H: BatchHandler>(
         if msgs.is_empty() {
             continue;
         }
+        {
+            let c = crate::health::counters(&gate.service);
+            c.received
+                .fetch_add(msgs.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            let pending = msgs
+                .last()
+                .and_then(|m| m.info().ok())
+                .map(|i| i.pending)
+                .unwrap_or(0);
+            c.pending
+                .store(pending, std::sync::atomic::Ordering::Relaxed);
+            metrics::counter!("huiqi_messages_received_total", "service" => gate.service.clone())
+                .increment(msgs.len() as u64);
+            metrics::gauge!("huiqi_consumer_pending", "service" => gate.service.clone())
+                .set(pending as f64);
+        }
         let mut dispositions: Vec<Option<Disposition>> = vec![None; msgs.len()];
         let mut batch = Vec::with_capacity(msgs.len());
         let mut admitted = Vec::with_capacity(msgs.len());
@@ -300,6 +316,8 @@ pub async fn run<H: BatchHandler>(
             let n = batch.len();
             let started = std::time::Instant::now();
             let handled = handler.handle(batch).await?;
+            metrics::histogram!("huiqi_batch_seconds", "service" => gate.service.clone())
+                .record(started.elapsed().as_secs_f64());
             if started.elapsed() > SLOW_BATCH {
                 tracing::warn!(
                     durable = %spec.durable,

@@ -21,6 +21,7 @@ pub mod access;
 pub mod cli;
 pub mod connect;
 pub mod consumer;
+pub mod health;
 pub mod relay;
 pub mod request;
 pub mod restore;

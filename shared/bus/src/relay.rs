@@ -66,6 +66,7 @@ impl Relay {
         loop {
             match self.publish_pending().await {
                 Ok(0) => {
+                    crate::health::relay(&self.service, true);
                     backoff = Duration::from_millis(100);
                     if shutdown.is_cancelled() {
                         return Ok(());
@@ -76,9 +77,15 @@ impl Relay {
                         _ = shutdown.cancelled() => {}
                     }
                 }
-                Ok(_) => backoff = Duration::from_millis(100),
+                Ok(n) => {
+                    crate::health::relay(&self.service, true);
+                    metrics::counter!("huiqi_events_published_total", "service" => self.service.clone())
+                        .increment(n as u64);
+                    backoff = Duration::from_millis(100)
+                }
                 Err(BusError::Log(e)) => return Err(BusError::Log(e)),
                 Err(e) => {
+                    crate::health::relay(&self.service, false);
                     tracing::warn!(service = %self.service, error = %e, "relay publish failed; retrying");
                     if shutdown.is_cancelled() {
                         return Ok(());

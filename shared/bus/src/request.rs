@@ -116,6 +116,7 @@ pub async fn request<T>(
             }
         }
         attempt += 1;
+        let sent = Instant::now();
         let request = async_nats::Request::new()
             .payload(payload.clone())
             .timeout(Some(policy.timeout));
@@ -127,6 +128,7 @@ pub async fn request<T>(
             Ok(msg) => match accept(&msg.payload) {
                 Ok(v) => {
                     circuit.success();
+                    crate::health::provider_ok(subject, sent.elapsed());
                     return Ok((v, attempt));
                 }
                 Err(why) => why,
@@ -134,6 +136,11 @@ pub async fn request<T>(
             Err(e) => e.to_string(),
         };
         circuit.failure();
+        crate::health::provider_failed(subject, &last);
+        if attempt > 1 {
+            metrics::counter!("huiqi_provider_retries_total", "subject" => subject.to_string())
+                .increment(1);
+        }
         if policy.max_attempts.is_some_and(|max| attempt >= max) {
             return Err(RequestError::GaveUp {
                 subject: subject.into(),

@@ -119,6 +119,12 @@ impl Core {
     {
         let relay_stop = CancellationToken::new();
         let relay = tokio::spawn(self.relay.run(relay_stop.clone()));
+        let health = tokio::spawn(crate::health::serve(
+            self.client.clone(),
+            self.name.clone(),
+            self.writer.log().clone(),
+            relay_stop.clone(),
+        ));
         let gate = Gate {
             service: self.name.clone(),
             trust: self.trust.clone(),
@@ -128,6 +134,7 @@ impl Core {
         let consume = consumer::run(consumer, spec, handler, gate, shutdown.clone());
         let (c, w) = tokio::join!(consume, work);
         relay_stop.cancel();
+        let _ = health.await;
         let r = relay
             .await
             .map_err(|e| BusError::Handler(format!("relay task: {e}")))?;
@@ -203,6 +210,10 @@ pub fn data<T: serde::de::DeserializeOwned>(env: &Envelope) -> Result<T, String>
 /// `huiqi.parked.<service>` for operators (the original bytes and signature included, so it can
 /// be republished once its cause is fixed). Its id derives from the stream message.
 pub fn parked(service: &str, d: &Delivery, reason: &str) -> Pending {
+    crate::health::counters(service)
+        .parked
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    metrics::counter!("huiqi_messages_parked_total", "service" => service.to_string()).increment(1);
     let data = MessageParked {
         service: service.to_string(),
         subject: d.subject.clone(),

@@ -86,6 +86,13 @@ pub fn evaluate(
 
 /// `huiqi audit`: recomputes the hash chain of every service log under `data_dir`.
 pub fn audit(data_dir: &Path) -> Result<(String, bool), HuiqiError> {
+    existing_dir(data_dir)?;
+    if !SERVICES.iter().any(|s| data_dir.join(s).is_dir()) {
+        return Err(HuiqiError::NotFound(format!(
+            "{} holds no service log (intake/, verification/, award/ or payout/)",
+            data_dir.display()
+        )));
+    }
     let mut out = String::new();
     let mut clean = true;
     for service in ["intake", "verification", "award", "payout"] {
@@ -115,8 +122,21 @@ pub fn audit(data_dir: &Path) -> Result<(String, bool), HuiqiError> {
     Ok((out, clean))
 }
 
+/// A directory the command reads must exist (opening a sled log would create it).
+fn existing_dir(dir: &Path) -> Result<(), HuiqiError> {
+    if dir.is_dir() {
+        Ok(())
+    } else {
+        Err(HuiqiError::NotFound(format!(
+            "no directory {}",
+            dir.display()
+        )))
+    }
+}
+
 /// `huiqi replay`: re-derives every award decision from the award log.
 pub fn replay(data_dir: &Path, policy_dir: Option<&Path>) -> Result<(String, bool), HuiqiError> {
+    existing_dir(&data_dir.join("award"))?;
     let log = EventLog::open(&data_dir.join("award"))?;
     let policies = PolicySet::load(policy_dir).map_err(|e| HuiqiError::Input(e.to_string()))?;
     let report =
@@ -498,6 +518,12 @@ pub async fn query(
     )
     .await
     .map_err(|e| HuiqiError::Nats(e.to_string()))?;
+    if reply["state"] == "not_found" {
+        return Err(HuiqiError::NotFound(format!(
+            "no claim {}",
+            claim_id.or(application_id).unwrap_or_default()
+        )));
+    }
     Ok(serde_json::to_string_pretty(&reply).expect("serializes"))
 }
 
@@ -505,6 +531,7 @@ pub async fn query(
 /// `republish` sends one parked message's original bytes back to its original subject (after
 /// the cause was fixed), under a new message id so the service's inbox takes it again.
 pub async fn parked(options: &NatsOptions, republish: Option<u64>) -> Result<String, HuiqiError> {
+    let mut republished = false;
     use futures_util::StreamExt;
     let nats = |e: &dyn std::fmt::Display| HuiqiError::Nats(e.to_string());
     let client = options
@@ -582,7 +609,13 @@ pub async fn parked(options: &NatsOptions, republish: Option<u64>) -> Result<Str
                 .await
                 .map_err(|e| nats(&e))?;
             out.push_str(&format!("    republished to {}\n", p.subject));
+            republished = true;
         }
+    }
+    if let (Some(seq), false) = (republish, republished) {
+        return Err(HuiqiError::NotFound(format!(
+            "no parked message with original stream sequence {seq}"
+        )));
     }
     Ok(out)
 }

@@ -27,6 +27,10 @@ pub enum HuiqiError {
     Io(String, std::io::Error),
     #[error("{0}")]
     Input(String),
+    /// What was asked for does not exist (a claim, a parked message, a data directory): the
+    /// CLI exits with code 3.
+    #[error("not found: {0}")]
+    NotFound(String),
     #[error("event log: {0}")]
     Log(#[from] huiqi_eventlog::LogError),
 }

@@ -251,8 +251,42 @@ fn temp_or(dir: Option<PathBuf>) -> anyhow::Result<(PathBuf, Option<tempfile::Te
     })
 }
 
+/// Exit codes: 0 done, 1 failed, 2 bad usage (clap), 3 not found (a claim, a parked message, a
+/// data directory), 4 a check found a problem (audit, replay, a load that did not settle).
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            let code = if e
+                .chain()
+                .any(|c| matches!(c.downcast_ref(), Some(huiqi::HuiqiError::NotFound(_))))
+            {
+                3
+            } else if e.downcast_ref::<Problem>().is_some() {
+                4
+            } else {
+                1
+            };
+            std::process::ExitCode::from(code)
+        }
+    }
+}
+
+/// A check that ran and found a problem (exit code 4).
+#[derive(Debug)]
+struct Problem(String);
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Problem {}
+
+async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Up {
@@ -276,7 +310,12 @@ async fn main() -> anyhow::Result<()> {
             if external_nats {
                 s.nats = Some(nats.options());
             }
-            s.port = port;
+            // The port the other commands default to (NATS_URL unset), when it is free.
+            s.port = port.or_else(|| {
+                std::net::TcpListener::bind(("127.0.0.1", 4222))
+                    .ok()
+                    .map(|_| 4222)
+            });
             s.portals = portals;
             s.keys_dir = keys_dir;
             s.policy_dir = policy_dir;
@@ -308,15 +347,33 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Submit { nats, files } => {
             init_tracing("warn");
+            // Every file is read first; if any is unreadable nothing is published and each
+            // bad file is named.
+            let mut events = Vec::new();
+            let mut bad = Vec::new();
+            for f in &files {
+                match huiqi::commands::read_application(f) {
+                    Ok((app, env)) => events.push((f, app.application_id, env)),
+                    Err(e) => bad.push(format!("{}: {e}", f.display())),
+                }
+            }
+            if !bad.is_empty() {
+                for b in &bad {
+                    eprintln!("{b}");
+                }
+                anyhow::bail!(
+                    "{} of {} files unreadable: nothing was published",
+                    bad.len(),
+                    files.len()
+                );
+            }
             let client = nats.options().connect("huiqi-submit").await?;
             let js = async_nats::jetstream::new(client);
-            let mut events = Vec::new();
-            for f in &files {
-                let (app, env) = huiqi::commands::read_application(f)?;
-                println!("{}  {}  event {}", f.display(), app.application_id, env.id);
-                events.push(env);
+            let envs: Vec<_> = events.iter().map(|(_, _, e)| e.clone()).collect();
+            huiqi::watch::publish_all(&js, &envs, 256).await?;
+            for (f, id, env) in &events {
+                println!("{}  {}  event {}  published", f.display(), id, env.id);
             }
-            huiqi::watch::publish_all(&js, &events, 256).await?;
             println!(
                 "published {} applications (acked by JetStream)",
                 events.len()
@@ -421,14 +478,14 @@ async fn main() -> anyhow::Result<()> {
             let (out, same) = huiqi::commands::replay(&data_dir, policy_dir.as_deref())?;
             print!("{out}");
             if !same {
-                anyhow::bail!("replay differs from the recorded decisions");
+                return Err(Problem("replay differs from the recorded decisions".into()).into());
             }
         }
         Command::Audit { data_dir } => {
             let (out, clean) = huiqi::commands::audit(&data_dir)?;
             print!("{out}");
             if !clean {
-                anyhow::bail!("audit found problems");
+                return Err(Problem("audit found problems".into()).into());
             }
         }
         Command::Sample { out } => {
@@ -465,11 +522,11 @@ async fn main() -> anyhow::Result<()> {
                     .with_context(|| format!("writing {}", path.display()))?;
             }
             if report.settled < report.applications {
-                anyhow::bail!(
+                return Err(Problem(format!(
                     "only {} of {} claims settled within the limit",
-                    report.settled,
-                    report.applications
-                );
+                    report.settled, report.applications
+                ))
+                .into());
             }
         }
     }

@@ -231,3 +231,52 @@ fn audit_reports_a_tampered_log() {
         String::from_utf8_lossy(&bad.stdout).contains("record 2: content does not match its hash")
     );
 }
+
+#[test]
+fn missing_directories_and_unreadable_files_exit_non_zero_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-dir");
+    for cmd in ["replay", "audit"] {
+        let out = huiqi()
+            .arg(cmd)
+            .arg("--data-dir")
+            .arg(&missing)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(3), "{cmd}: not found");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("no directory"));
+        assert!(
+            !missing.exists(),
+            "{cmd} created the directory it was asked to read"
+        );
+    }
+    // An empty directory is not a data dir either.
+    let out = huiqi()
+        .arg("audit")
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    // submit reads every file before publishing: one bad file, nothing sent (the NATS URL
+    // points nowhere, so reaching it would be a different error).
+    let good = dir.path().join("good.json");
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&good, APP).unwrap();
+    std::fs::write(&bad, "{ not json").unwrap();
+    let out = huiqi()
+        .args(["submit", "--nats-url", "nats://127.0.0.1:1"])
+        .arg(&good)
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.json"), "{err}");
+    assert!(err.contains("nothing was published"), "{err}");
+    assert!(
+        !err.contains("good.json"),
+        "only the bad file is named: {err}"
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).is_empty());
+}

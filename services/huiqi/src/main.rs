@@ -134,6 +134,17 @@ enum Command {
         command: KeysCommand,
     },
     /// Print the nats-server configuration (users and permissions) that deploy/ ships.
+    /// Ask one running service for its health (`huiqi.health.<service>`); exit 0 when it
+    /// answers (status ok or degraded, printed), 1 when it does not. For container healthchecks.
+    Health {
+        #[command(flatten)]
+        nats: huiqi_bus::NatsArgs,
+        #[arg(long)]
+        service: String,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Write the machine-readable contract: AsyncAPI 3 and a JSON Schema per payload,
     /// generated from the types the services use (docs/contract is this output).
     Contract {
@@ -448,6 +459,35 @@ async fn run() -> anyhow::Result<()> {
                 },
         } => {
             print!("{}", huiqi::commands::keys_generate(&out, force, &portals)?);
+        }
+        Command::Health {
+            nats,
+            service,
+            json,
+        } => {
+            init_tracing("warn");
+            let client = nats.options().connect("huiqi-health").await?;
+            let req = async_nats::Request::new()
+                .payload(bytes::Bytes::new())
+                .timeout(Some(Duration::from_secs(3)));
+            let reply = client
+                .send_request(huiqi_bus::health::health_subject(&service), req)
+                .await
+                .with_context(|| format!("{service} does not answer"))?;
+            let report: huiqi_bus::health::Report = serde_json::from_slice(&reply.payload)
+                .with_context(|| format!("{service} answered something else"))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!(
+                    "{} {}: received {}, parked {}, relay backlog {}",
+                    report.service,
+                    report.status,
+                    report.received,
+                    report.parked,
+                    report.relay_backlog
+                );
+            }
         }
         Command::Contract { out } => {
             print!("{}", huiqi::commands::write_contract(&out)?);

@@ -3,6 +3,7 @@
 //! configuration's permissions (`permissions`). One test binary for the crate.
 
 mod contract;
+mod deploy;
 mod observability;
 mod permissions;
 mod pipeline;

@@ -478,6 +478,8 @@ impl Handler {
         let dec = &evaluation.decision;
         tracing::info!(
             claim_id = %dec.claim_id,
+            correlation_id = %cause.correlationid.as_deref().unwrap_or(&cause.id),
+            causation_id = %cause.id,
             measure = %dec.measure,
             status = ?dec.status,
             total = %dec.total,
@@ -559,6 +561,15 @@ const REPLAY_CHUNK: usize = 1024;
 /// that is most of the gain there is. Each event is decoded once: a verified claim waits in
 /// the state (as it does live) until its decision comes.
 pub fn replay(log: &EventLog, policies: &PolicySet) -> Result<ReplayReport, AwardError> {
+    replay_with_progress(log, policies, &|_| {})
+}
+
+/// [`replay`], telling `progress` how many events it has folded (once per chunk).
+pub fn replay_with_progress(
+    log: &EventLog,
+    policies: &PolicySet,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<ReplayReport, AwardError> {
     let started = std::time::Instant::now();
     let mut state = State::default();
     let mut report = ReplayReport::default();
@@ -582,6 +593,7 @@ pub fn replay(log: &EventLog, policies: &PolicySet) -> Result<ReplayReport, Awar
                 let rec = rec?;
                 replay_one(&mut state, policies, &mut report, rec.seq, rec.envelope)?;
             }
+            progress(report.events);
         }
         Ok::<(), AwardError>(())
     })?;

@@ -84,8 +84,21 @@ pub fn evaluate(
     Ok(serde_json::to_string_pretty(&e.decision).expect("serializes"))
 }
 
-/// `huiqi audit`: recomputes the hash chain of every service log under `data_dir`.
-pub fn audit(data_dir: &Path) -> Result<(String, bool), HuiqiError> {
+/// One service log's audit.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LogAudit {
+    pub service: String,
+    pub path: String,
+    /// False when the data dir holds no log for this service.
+    pub present: bool,
+    pub records: u64,
+    pub bytes: u64,
+    pub head_hash: String,
+    pub problems: Vec<String>,
+}
+
+/// Recomputes the hash chain of every service log under `data_dir` (a spinner on a terminal).
+pub fn audit_logs(data_dir: &Path) -> Result<Vec<LogAudit>, HuiqiError> {
     existing_dir(data_dir)?;
     if !SERVICES.iter().any(|s| data_dir.join(s).is_dir()) {
         return Err(HuiqiError::NotFound(format!(
@@ -93,33 +106,59 @@ pub fn audit(data_dir: &Path) -> Result<(String, bool), HuiqiError> {
             data_dir.display()
         )));
     }
-    let mut out = String::new();
-    let mut clean = true;
-    for service in ["intake", "verification", "award", "payout"] {
+    let mut out = Vec::new();
+    for service in SERVICES {
         let dir = data_dir.join(service);
-        if !dir.exists() {
-            out.push_str(&format!("{service:<13} no log at {}\n", dir.display()));
+        let mut a = LogAudit {
+            service: service.to_string(),
+            path: dir.display().to_string(),
+            present: dir.exists(),
+            records: 0,
+            bytes: 0,
+            head_hash: String::new(),
+            problems: Vec::new(),
+        };
+        if a.present {
+            let spinner = crate::progress::spinner(&format!("auditing {service}"));
+            let log = EventLog::open(&dir)?;
+            let r = log.audit()?;
+            spinner.finish_and_clear();
+            a.records = r.records;
+            a.bytes = r.bytes;
+            a.head_hash = r.head_hash;
+            a.problems = r.problems;
+        }
+        out.push(a);
+    }
+    Ok(out)
+}
+
+/// `huiqi audit`: [`audit_logs`] as text, and whether every chain is intact.
+pub fn audit(data_dir: &Path) -> Result<(String, bool), HuiqiError> {
+    let logs = audit_logs(data_dir)?;
+    let mut out = String::new();
+    for a in &logs {
+        if !a.present {
+            out.push_str(&format!("{:<13} no log at {}\n", a.service, a.path));
             continue;
         }
-        let log = EventLog::open(&dir)?;
-        let r = log.audit()?;
-        clean &= r.is_clean();
         out.push_str(&format!(
-            "{service:<13} {:>8} records {:>12} bytes  head {}  {}\n",
-            r.records,
-            r.bytes,
-            &r.head_hash[..16.min(r.head_hash.len())],
-            if r.is_clean() {
+            "{:<13} {:>8} records {:>12} bytes  head {}  {}\n",
+            a.service,
+            a.records,
+            a.bytes,
+            &a.head_hash[..16.min(a.head_hash.len())],
+            if a.problems.is_empty() {
                 "chain intact".to_string()
             } else {
-                format!("{} PROBLEMS", r.problems.len())
+                format!("{} PROBLEMS", a.problems.len())
             }
         ));
-        for p in r.problems.iter().take(20) {
+        for p in a.problems.iter().take(20) {
             out.push_str(&format!("    {p}\n"));
         }
     }
-    Ok((out, clean))
+    Ok((out, logs.iter().all(|a| a.problems.is_empty())))
 }
 
 /// A directory the command reads must exist (opening a sled log would create it).
@@ -134,13 +173,25 @@ fn existing_dir(dir: &Path) -> Result<(), HuiqiError> {
     }
 }
 
-/// `huiqi replay`: re-derives every award decision from the award log.
-pub fn replay(data_dir: &Path, policy_dir: Option<&Path>) -> Result<(String, bool), HuiqiError> {
+/// Re-derives every award decision from the award log (a progress bar on a terminal).
+pub fn replay_report(
+    data_dir: &Path,
+    policy_dir: Option<&Path>,
+) -> Result<huiqi_award::ReplayReport, HuiqiError> {
     existing_dir(&data_dir.join("award"))?;
     let log = EventLog::open(&data_dir.join("award"))?;
     let policies = PolicySet::load(policy_dir).map_err(|e| HuiqiError::Input(e.to_string()))?;
-    let report =
-        huiqi_award::replay(&log, &policies).map_err(|e| HuiqiError::Input(e.to_string()))?;
+    let total = log.head().map(|h| h.0).unwrap_or(0);
+    let bar = crate::progress::bar(total, "replaying the award log");
+    let report = huiqi_award::replay_with_progress(&log, &policies, &|n| bar.set_position(n))
+        .map_err(|e| HuiqiError::Input(e.to_string()))?;
+    bar.finish_and_clear();
+    Ok(report)
+}
+
+/// `huiqi replay`: [`replay_report`] as text, and whether every decision was identical.
+pub fn replay(data_dir: &Path, policy_dir: Option<&Path>) -> Result<(String, bool), HuiqiError> {
+    let report = replay_report(data_dir, policy_dir)?;
     let mut out = format!(
         "award log: {} events, {} decisions, {} identical on replay, {} different\n\
          replayed in {:.2} s: {:.0} events/s, {:.0} decisions/s, {:.1} MB/s of event data\n",
@@ -243,15 +294,21 @@ pub async fn demo(sample: &Path, data_dir: &Path, timeout: Duration) -> Result<S
     let SampleRun { watcher, ids, done } = run_sample(&pipeline, sample, timeout).await?;
     pipeline.stop().await?;
     let ledger = huiqi_providers::read_ledger(&settings.ledger_path());
-    let mut t = String::new();
-    t.push_str(&format!(
-        "{:<14} {:<5} {:<12} {:<9} {:>12}  {:<30}  {}\n",
-        "application", "meas", "claim", "decision", "total", "payout", "first reason / error"
-    ));
-    t.push_str(&format!("{}\n", "-".repeat(120)));
+    let mut table = comfy_table::Table::new();
+    table
+        .load_preset(comfy_table::presets::UTF8_BORDERS_ONLY)
+        .set_header(vec![
+            "application",
+            "measure",
+            "claim",
+            "decision",
+            "total",
+            "payout",
+            "first reason / error",
+        ]);
     for id in &ids {
         let Some(o) = watcher.by_application.get(id) else {
-            t.push_str(&format!("{id:<14} (no answer within {timeout:?})\n"));
+            table.add_row(vec![id.clone(), format!("(no answer within {timeout:?})")]);
             continue;
         };
         let claim = o
@@ -293,38 +350,46 @@ pub async fn demo(sample: &Path, data_dir: &Path, timeout: Duration) -> Result<S
             _ if status == "approved" => "pending".into(),
             _ => "-".into(),
         };
-        let reason: String = reason.chars().take(60).collect();
-        t.push_str(&format!(
-            "{:<14} {:<5} {:<12} {:<9} {:>12}  {:<30}  {}\n",
-            id, measure, claim, status, total, payout, reason
-        ));
+        let mut reason: String = reason.chars().take(60).collect();
         if o.entitlements > 0 {
-            t.push_str(&format!(
-                "{:<14} {:<5} {:<12} +{} entitlements granted (M4 data packages, M5 points)\n",
-                "", "", "", o.entitlements
+            reason.push_str(&format!(
+                "\n+{} entitlements granted (M4 data packages, M5 points)",
+                o.entitlements
             ));
         }
+        table.add_row(vec![
+            id.clone(),
+            measure,
+            claim,
+            status,
+            total,
+            payout,
+            reason,
+        ]);
     }
     for orphan in &watcher.orphans {
         if let Some(err) = orphan.data.value()["errors"].get(0) {
-            t.push_str(&format!(
-                "{:<14} {:<5} {:<12} {:<9} {:>12}  {:<30}  {}: {}\n",
-                "(malformed)",
-                "-",
-                "-",
-                "INTAKE-REJ",
-                "-",
-                "-",
-                err["code"].as_str().unwrap_or(""),
-                err["message"]
-                    .as_str()
-                    .unwrap_or("")
-                    .chars()
-                    .take(60)
-                    .collect::<String>()
-            ));
+            table.add_row(vec![
+                "(malformed)".to_string(),
+                "-".into(),
+                "-".into(),
+                "INTAKE-REJ".into(),
+                "-".into(),
+                "-".into(),
+                format!(
+                    "{}: {}",
+                    err["code"].as_str().unwrap_or(""),
+                    err["message"]
+                        .as_str()
+                        .unwrap_or("")
+                        .chars()
+                        .take(60)
+                        .collect::<String>()
+                ),
+            ]);
         }
     }
+    let mut t = format!("{table}\n");
     let paid: huiqi_events::Money = ledger
         .iter()
         .filter(|e| e.reply.bank_reference.is_some())
@@ -346,143 +411,6 @@ pub async fn demo(sample: &Path, data_dir: &Path, timeout: Duration) -> Result<S
         )));
     }
     Ok(t)
-}
-
-/// `huiqi status`: the stream and every durable consumer, as an operator checks for backlog
-/// (pending), work in flight (ack pending) and trouble (redeliveries).
-pub async fn status(options: &NatsOptions) -> Result<String, HuiqiError> {
-    use futures_util::StreamExt;
-    let nats = |e: &dyn std::fmt::Display| HuiqiError::Nats(e.to_string());
-    let client = options
-        .connect("huiqi-status")
-        .await
-        .map_err(|e| nats(&e))?;
-    let js = async_nats::jetstream::new(client.clone());
-    let mut stream = js
-        .get_stream(huiqi_bus::setup::STREAM)
-        .await
-        .map_err(|e| nats(&e))?;
-    let info = stream.info().await.map_err(|e| nats(&e))?;
-    let mut out = format!(
-        "stream {}: {} messages, {} bytes, sequences {}..{}\n",
-        huiqi_bus::setup::STREAM,
-        info.state.messages,
-        info.state.bytes,
-        info.state.first_sequence,
-        info.state.last_sequence
-    );
-    out.push_str(&format!(
-        "{:<14} {:<38} {:>9} {:>11} {:>11} {:>10}\n",
-        "consumer", "filter", "pending", "ack_pending", "redelivered", "acked to seq"
-    ));
-    for name in ["intake", "verification", "award", "payout"] {
-        match stream.consumer_info(name).await {
-            Ok(c) => out.push_str(&format!(
-                "{:<14} {:<38} {:>9} {:>11} {:>11} {:>10}\n",
-                name,
-                c.config.filter_subject,
-                c.num_pending,
-                c.num_ack_pending,
-                c.num_redelivered,
-                c.ack_floor.stream_sequence
-            )),
-            Err(e) => out.push_str(&format!("{name:<14} not found ({e})\n")),
-        }
-    }
-    out.push_str(&service_health(&client).await);
-    // Parked messages and unpublishable events, per service: the things that need a person.
-    let mut per_subject: std::collections::BTreeMap<String, usize> = Default::default();
-    match stream
-        .info_with_subjects(format!("{}.>", huiqi_events::subjects::PARKED_PREFIX))
-        .await
-    {
-        Ok(mut subjects) => {
-            while let Some(item) = subjects.next().await {
-                match item {
-                    Ok((subject, n)) => {
-                        per_subject.insert(subject, n);
-                    }
-                    Err(e) => {
-                        out.push_str(&format!("parked counts unavailable: {e}\n"));
-                        break;
-                    }
-                }
-            }
-        }
-        Err(e) => out.push_str(&format!("parked counts unavailable: {e}\n")),
-    }
-    let total: usize = per_subject.values().sum();
-    if total == 0 {
-        out.push_str("parked: none\n");
-    } else {
-        out.push_str(&format!(
-            "PARKED: {total} message(s) need an operator (`huiqi parked` lists them, with the reason):\n"
-        ));
-        for (subject, n) in per_subject {
-            out.push_str(&format!("  {subject:<28} {n}\n"));
-        }
-    }
-    Ok(out)
-}
-
-/// Each service's own report (`huiqi.health.<service>`): received and parked messages, its
-/// relay, and every provider it is waiting for. A service that does not answer is named.
-pub async fn service_health(client: &async_nats::Client) -> String {
-    let mut out = String::from("services:\n");
-    for name in SERVICES {
-        let req = async_nats::Request::new()
-            .payload(bytes::Bytes::new())
-            .timeout(Some(Duration::from_secs(2)));
-        let reply = client
-            .send_request(huiqi_bus::health::health_subject(name), req)
-            .await;
-        let report = reply.map_err(|e| e.to_string()).and_then(|m| {
-            serde_json::from_slice::<huiqi_bus::health::Report>(&m.payload)
-                .map_err(|e| e.to_string())
-        });
-        match report {
-            Err(e) => out.push_str(&format!("  {name:<13} NOT ANSWERING ({e})\n")),
-            Ok(r) => {
-                out.push_str(&format!(
-                    "  {name:<13} {:<9} received {}, parked {}, relay backlog {}{}\n",
-                    r.status,
-                    r.received,
-                    r.parked,
-                    r.relay_backlog,
-                    match r.relay_failing_since {
-                        Some(t) =>
-                            format!(", RELAY FAILING for {} s", now_secs().saturating_sub(t)),
-                        None => String::new(),
-                    }
-                ));
-                for p in &r.providers {
-                    let failing = p["failing_for_attempts"].as_u64().unwrap_or(0);
-                    let subject = p["subject"].as_str().unwrap_or("");
-                    if failing > 0 {
-                        let since = p["failing_since"].as_u64().unwrap_or(0);
-                        out.push_str(&format!(
-                            "      {subject:<32} FAILING for {} s ({failing} attempts; last error: {})\n",
-                            now_secs().saturating_sub(since),
-                            p["last_error"].as_str().unwrap_or("")
-                        ));
-                    } else {
-                        out.push_str(&format!(
-                            "      {subject:<32} ok ({} requests, {} failed)\n",
-                            p["requests"], p["failures"]
-                        ));
-                    }
-                }
-            }
-        }
-    }
-    out
-}
-
-fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 /// `huiqi query`: asks the running pipeline for one claim's state and timeline.
@@ -530,8 +458,15 @@ pub async fn query(
 /// `huiqi parked`: lists the poison messages every service parked, oldest first, and with
 /// `republish` sends one parked message's original bytes back to its original subject (after
 /// the cause was fixed), under a new message id so the service's inbox takes it again.
-pub async fn parked(options: &NatsOptions, republish: Option<u64>) -> Result<String, HuiqiError> {
+pub async fn parked(
+    options: &NatsOptions,
+    republish: Option<u64>,
+    json: bool,
+) -> Result<String, HuiqiError> {
     let mut republished = false;
+    // For --json: one object per entry (the original bytes are left out: they may hold
+    // personal numbers; `--republish` sends them back without showing them).
+    let mut entries: Vec<serde_json::Value> = Vec::new();
     use futures_util::StreamExt;
     let nats = |e: &dyn std::fmt::Display| HuiqiError::Nats(e.to_string());
     let client = options
@@ -553,7 +488,12 @@ pub async fn parked(options: &NatsOptions, republish: Option<u64>) -> Result<Str
         .num_pending as usize;
     let mut out = format!("{pending} parked message(s)\n");
     if pending == 0 {
-        return Ok(out);
+        if let Some(seq) = republish {
+            return Err(HuiqiError::NotFound(format!(
+                "no parked message with original stream sequence {seq} (none are parked)"
+            )));
+        }
+        return Ok(if json { "[]\n".into() } else { out });
     }
     let mut messages = consumer.messages().await.map_err(|e| nats(&e))?;
     let mut seen = 0;
@@ -571,6 +511,10 @@ pub async fn parked(options: &NatsOptions, republish: Option<u64>) -> Result<Str
         };
         if env.ty == types::EVENT_UNPUBLISHABLE {
             if let Ok(u) = env.data_as::<huiqi_events::payloads::EventUnpublishable>() {
+                entries.push(serde_json::json!({
+                    "kind": "unpublishable", "service": u.service, "log_sequence": u.log_sequence,
+                    "event_type": u.event_type, "subject": u.subject, "bytes": u.bytes, "limit": u.limit,
+                }));
                 out.push_str(&format!(
                     "UNPUBLISHABLE  {:<13} log seq {:>8}  {} of {} ({} bytes > {})\n",
                     u.service,
@@ -586,6 +530,12 @@ pub async fn parked(options: &NatsOptions, republish: Option<u64>) -> Result<Str
         let Ok(p) = env.data_as::<huiqi_events::payloads::MessageParked>() else {
             continue;
         };
+        entries.push(serde_json::json!({
+            "kind": "parked", "service": p.service, "stream_sequence": p.stream_sequence,
+            "subject": p.subject, "delivered": p.delivered,
+            "reason": huiqi_events::mask_digit_runs(&p.reason),
+            "republished": republish == Some(p.stream_sequence),
+        }));
         out.push_str(&format!(
             "original stream seq {:>8}  {:<13} {:<36} delivered {}  {}\n",
             p.stream_sequence,
@@ -616,6 +566,9 @@ pub async fn parked(options: &NatsOptions, republish: Option<u64>) -> Result<Str
         return Err(HuiqiError::NotFound(format!(
             "no parked message with original stream sequence {seq}"
         )));
+    }
+    if json {
+        return Ok(serde_json::to_string_pretty(&entries).expect("JSON") + "\n");
     }
     Ok(out)
 }
@@ -660,12 +613,16 @@ pub async fn restore(
         let dir = data_dir.join(service);
         let log = EventLog::open(&dir)?;
         let started = Instant::now();
+        let bar = crate::progress::bar(0, &format!("restoring {service}"));
         let report =
             huiqi_bus::restore::restore(&js, service, &log, trust, rules, &mut |read, total| {
-                tracing::info!(service = %service, read, total, "restoring");
+                bar.set_length(total);
+                bar.set_position(read);
+                tracing::debug!(service = %service, read, total, "restoring");
             })
             .await
             .map_err(|e| HuiqiError::Input(e.to_string()))?;
+        bar.finish_and_clear();
         let audit = log.audit()?;
         if let Some(from) = report.first_unanswered {
             huiqi_bus::restore::rewind_consumer(&js, service, from)

@@ -10,7 +10,9 @@ pub mod commands;
 pub mod gen;
 pub mod loadgen;
 pub mod pipeline;
+pub mod progress;
 pub mod query;
+pub mod status;
 pub mod watch;
 
 pub use pipeline::{Pipeline, UpSettings};

@@ -377,12 +377,21 @@ pub async fn run(settings: &LoadSettings, data_dir: &Path) -> Result<LoadReport,
     let mut last_settle = UNIX_EPOCH;
     let (mut rejected, mut failed) = (0usize, 0usize);
     let mut last_report = Instant::now();
+    let mut last_progress = Instant::now();
+    let bar = crate::progress::bar(n as u64, "claims ended");
     while latencies.len() < n {
         let msg = tokio::select! {
             m = settled_stream.next() => m,
             _ = tokio::time::sleep_until(deadline) => None,
         };
         let Some(msg) = msg else { break };
+        if last_progress.elapsed() > Duration::from_secs(30) {
+            tracing::warn!(
+                settled = latencies.len(),
+                of = n,
+                "nothing ended for 30 s: see `huiqi status` (a provider or the treasury may be down)"
+            );
+        }
         let msg = msg.map_err(|e| nats(&e))?;
         let stored = msg
             .info()
@@ -415,12 +424,15 @@ pub async fn run(settings: &LoadSettings, data_dir: &Path) -> Result<LoadReport,
         b.0 += 1;
         b.1 = b.1.max(latency);
         latencies.push(latency);
+        last_progress = Instant::now();
+        bar.set_position(latencies.len() as u64);
         last_settle = last_settle.max(stored);
         if last_report.elapsed() > Duration::from_secs(5) {
             tracing::warn!(settled = latencies.len(), of = n, "loadgen progress");
             last_report = Instant::now();
         }
     }
+    bar.finish_and_clear();
     drop(settled_stream);
     let total_seconds = last_settle
         .duration_since(wall_start)

@@ -79,6 +79,9 @@ enum Command {
     Status {
         #[command(flatten)]
         nats: huiqi_bus::NatsArgs,
+        /// Print the status as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Ask the running pipeline for one claim's state and timeline (huiqi.query.claim).
     Query {
@@ -97,6 +100,9 @@ enum Command {
         /// The original stream sequence of the parked message to republish.
         #[arg(long)]
         republish: Option<u64>,
+        /// Print the list as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Provision the stream (explicit retention and limits) and every durable consumer: the
     /// admin's step before services start on a least-privilege bus.
@@ -133,7 +139,6 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
-    /// Print the nats-server configuration (users and permissions) that deploy/ ships.
     /// Ask one running service for its health (`huiqi.health.<service>`); exit 0 when it
     /// answers (status ok or degraded, printed), 1 when it does not. For container healthchecks.
     Health {
@@ -151,6 +156,7 @@ enum Command {
         #[arg(long, default_value = "docs/contract")]
         out: PathBuf,
     },
+    /// Print the nats-server configuration (users and permissions) that deploy/ ships.
     NatsConfig {
         /// A named portal (repeatable): its own NATS user `portal-<name>`, which may publish
         /// only on huiqi.applications.submitted.<name> and reads only its own answers through
@@ -181,11 +187,17 @@ enum Command {
         /// Operator-loaded policy versions the decisions were made under.
         #[arg(long, env = "HUIQI_POLICY_DIR")]
         policy_dir: Option<PathBuf>,
+        /// Print the report as JSON (every difference in full).
+        #[arg(long)]
+        json: bool,
     },
     /// Verify the hash chain of every service log (services must be stopped).
     Audit {
         #[arg(long, default_value = "huiqi-data")]
         data_dir: PathBuf,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// (Re)write the sample fixtures and applications from the generators.
     #[command(hide = true)]
@@ -390,9 +402,14 @@ async fn run() -> anyhow::Result<()> {
                 events.len()
             );
         }
-        Command::Status { nats } => {
+        Command::Status { nats, json } => {
             init_tracing("warn");
-            print!("{}", huiqi::commands::status(&nats.options()).await?);
+            let report = huiqi::status::status(&nats.options()).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.render());
+            }
         }
         Command::Query {
             nats,
@@ -410,11 +427,15 @@ async fn run() -> anyhow::Result<()> {
                 .await?
             );
         }
-        Command::Parked { nats, republish } => {
+        Command::Parked {
+            nats,
+            republish,
+            json,
+        } => {
             init_tracing("warn");
             print!(
                 "{}",
-                huiqi::commands::parked(&nats.options(), republish).await?
+                huiqi::commands::parked(&nats.options(), republish, json).await?
             );
         }
         Command::Setup {
@@ -467,15 +488,7 @@ async fn run() -> anyhow::Result<()> {
         } => {
             init_tracing("warn");
             let client = nats.options().connect("huiqi-health").await?;
-            let req = async_nats::Request::new()
-                .payload(bytes::Bytes::new())
-                .timeout(Some(Duration::from_secs(3)));
-            let reply = client
-                .send_request(huiqi_bus::health::health_subject(&service), req)
-                .await
-                .with_context(|| format!("{service} does not answer"))?;
-            let report: huiqi_bus::health::Report = serde_json::from_slice(&reply.payload)
-                .with_context(|| format!("{service} answered something else"))?;
+            let report = huiqi::status::health(&client, &service).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
@@ -514,15 +527,28 @@ async fn run() -> anyhow::Result<()> {
         Command::Replay {
             data_dir,
             policy_dir,
+            json,
         } => {
-            let (out, same) = huiqi::commands::replay(&data_dir, policy_dir.as_deref())?;
+            let (out, same) = if json {
+                let r = huiqi::commands::replay_report(&data_dir, policy_dir.as_deref())?;
+                let same = r.differences.is_empty();
+                (serde_json::to_string_pretty(&r)? + "\n", same)
+            } else {
+                huiqi::commands::replay(&data_dir, policy_dir.as_deref())?
+            };
             print!("{out}");
             if !same {
                 return Err(Problem("replay differs from the recorded decisions".into()).into());
             }
         }
-        Command::Audit { data_dir } => {
-            let (out, clean) = huiqi::commands::audit(&data_dir)?;
+        Command::Audit { data_dir, json } => {
+            let (out, clean) = if json {
+                let logs = huiqi::commands::audit_logs(&data_dir)?;
+                let clean = logs.iter().all(|l| l.problems.is_empty());
+                (serde_json::to_string_pretty(&logs)? + "\n", clean)
+            } else {
+                huiqi::commands::audit(&data_dir)?
+            };
             print!("{out}");
             if !clean {
                 return Err(Problem("audit found problems".into()).into());

@@ -466,7 +466,7 @@ impl Handler {
                         if errors.is_empty() {
                             let claim_id = claim_id_for(&id);
                             events.push(accept(&key, &id, &claim_id, &env, portal_of(&d.subject)));
-                            tracing::info!(application_id = %escape_control(&id), %claim_id, measure = %escape_control(&app.measure), persons = app.person_ids().len(), "claim opened");
+                            tracing::info!(application_id = %escape_control(&id), %claim_id, correlation_id = %escape_control(env.correlationid.as_deref().unwrap_or(&env.id)), causation_id = %escape_control(&env.id), measure = %escape_control(&app.measure), persons = app.person_ids().len(), "claim opened");
                             let opened = ClaimOpened {
                                 claim_id: claim_id.clone(),
                                 application: *app,

@@ -66,7 +66,7 @@ async fn metrics_move_when_a_claim_goes_through_and_status_shows_a_provider_outa
         .connect("obs-op")
         .await
         .unwrap();
-    let healthy = huiqi::commands::service_health(&operator).await;
+    let healthy = huiqi::status::health_reports(&operator).await;
     pipeline.stop().await.unwrap();
     let after = scrape(addr).await;
     let moved =
@@ -103,11 +103,11 @@ async fn metrics_move_when_a_claim_goes_through_and_status_shows_a_provider_outa
         "provider latency"
     );
     assert!(after.contains("huiqi_consumer_pending"), "consumer lag");
-    for svc in ["intake", "verification", "award", "payout"] {
-        assert!(
-            healthy.contains(&format!("  {svc:<13} ok")),
-            "{svc} healthy:\n{healthy}"
-        );
+    assert_eq!(healthy.len(), 4);
+    for s in &healthy {
+        let r = s.report.as_ref().expect("every service answers");
+        assert_eq!(r.status, "ok", "{}: {r:?}", s.service);
+        assert!(r.received >= 1, "{} received the claim", s.service);
     }
 
     // No provider at all: verification keeps retrying, and status says so.
@@ -124,17 +124,120 @@ async fn metrics_move_when_a_claim_goes_through_and_status_shows_a_provider_outa
         .connect("obs-op")
         .await
         .unwrap();
-    let mut report = String::new();
+    let mut reports = Vec::new();
     for _ in 0..40 {
-        report = huiqi::commands::service_health(&operator).await;
-        if report.contains("FAILING") {
+        reports = huiqi::status::health_reports(&operator).await;
+        if reports
+            .iter()
+            .any(|s| s.report.as_ref().is_some_and(|r| r.status == "degraded"))
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     pipeline.stop().await.unwrap();
-    assert!(report.contains("verification  degraded"), "{report}");
-    assert!(report.contains("huiqi.checks."), "{report}");
-    assert!(report.contains("FAILING for"), "{report}");
-    assert!(report.contains("award         ok"), "{report}");
+    let by = |name: &str| {
+        reports
+            .iter()
+            .find(|s| s.service == name)
+            .and_then(|s| s.report.clone())
+            .expect("answered")
+    };
+    let v = by("verification");
+    assert_eq!(v.status, "degraded", "{v:?}");
+    assert!(v.providers.iter().any(|p| p["subject"]
+        .as_str()
+        .unwrap()
+        .starts_with("huiqi.checks.")
+        && p["failing_for_attempts"].as_u64().unwrap() > 0));
+    assert_eq!(by("award").status, "ok");
+    let text = huiqi::status::render_services(&reports);
+    assert!(text.contains("FAILING for"), "{text}");
+    assert!(text.contains("degraded"), "{text}");
+}
+
+/// `huiqi` as an operator's scripts use it: JSON where the output is data, exit code 3 for what
+/// does not exist, against a running pipeline and then its stopped logs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_prints_json_and_exits_3_for_what_does_not_exist() {
+    let mut fx = Fixtures::default();
+    let app = gen::m1_application(&mut fx, "CLI-1", &gen::uscc(41), 0, 30, 2);
+    let rig = Rig::new(None, &fx);
+    let pipeline = rig.start().await;
+    let (_c, js, mut w) = observe_with(&pipeline.admin()).await;
+    let env = Envelope::new("cli", types::APPLICATION_SUBMITTED, "CLI-1", &app).unwrap();
+    huiqi::watch::publish_all(&js, &[env], 1).await.unwrap();
+    assert!(
+        w.until(Duration::from_secs(60), |w| w
+            .by_application
+            .get("CLI-1")
+            .is_some_and(|o| !o.settled.is_empty()))
+            .await
+    );
+    let keys = rig.settings.keys_dir();
+    let url = pipeline.url().to_string();
+    let huiqi = |user: &str, args: &[&str]| {
+        let out = std::process::Command::new(huiqi_e2e::procs::binary("huiqi"))
+            .args(args)
+            .env("NATS_URL", &url)
+            .env(
+                "NATS_NKEY",
+                huiqi_bus::access::NatsUsers::seed_path(&keys, user),
+            )
+            .env("NATS_INBOX_PREFIX", huiqi_bus::access::inbox_prefix(user))
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = huiqi("operator", &["status", "--json"]);
+    assert_eq!(code, Some(0), "{err}");
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(status["services"].as_array().unwrap().len(), 4);
+    assert_eq!(status["consumers"][2]["name"], "award");
+    assert!(status["stream"]["messages"].as_u64().unwrap() >= 5);
+    let (code, out, err) = huiqi("operator", &["health", "--service", "award", "--json"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()["status"],
+        "ok"
+    );
+    let (code, _, err) = huiqi("operator", &["query", "--claim-id", "C-no-such-claim"]);
+    assert_eq!(code, Some(3), "unknown claim: {err}");
+    let (code, out, _) = huiqi("operator", &["query", "--application-id", "CLI-1"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()["state"],
+        "settled"
+    );
+    let (code, out, err) = huiqi("admin", &["parked", "--json"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&out).unwrap(),
+        serde_json::json!([])
+    );
+    let (code, _, err) = huiqi("admin", &["parked", "--republish", "999"]);
+    assert_eq!(code, Some(3), "unknown parked sequence: {err}");
+    pipeline.stop().await.unwrap();
+
+    let data = rig.data_dir().to_str().unwrap().to_string();
+    let (code, out, err) = huiqi("operator", &["audit", "--json", "--data-dir", &data]);
+    assert_eq!(code, Some(0), "{err}");
+    let audit: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(audit.as_array().unwrap().len(), 4);
+    assert!(audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|a| a["problems"] == serde_json::json!([])));
+    let (code, out, err) = huiqi("operator", &["replay", "--json", "--data-dir", &data]);
+    assert_eq!(code, Some(0), "{err}");
+    let replay: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (replay["decisions"].as_u64(), replay["identical"].as_u64()),
+        (Some(1), Some(1))
+    );
 }

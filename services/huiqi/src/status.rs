@@ -1,0 +1,287 @@
+//! `huiqi status` and `huiqi health`: what an operator looks at first — the stream, each
+//! durable consumer's backlog, each service's own health report (providers it waits for, its
+//! relay) and the parked messages that need a person. As a table for people, JSON for tools.
+
+use crate::HuiqiError;
+use comfy_table::{presets::UTF8_BORDERS_ONLY, Table};
+use huiqi_bus::health::Report;
+use huiqi_bus::NatsOptions;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StreamStatus {
+    pub name: String,
+    pub messages: u64,
+    pub bytes: u64,
+    pub first_sequence: u64,
+    pub last_sequence: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ConsumerStatus {
+    pub name: String,
+    pub filter: Option<String>,
+    /// Messages not yet delivered (the backlog).
+    pub pending: Option<u64>,
+    /// Delivered, not yet acked (in flight).
+    pub ack_pending: Option<u64>,
+    pub redelivered: Option<u64>,
+    /// Every message up to this stream sequence is acked.
+    pub ack_floor: Option<u64>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ServiceStatus {
+    pub service: String,
+    pub report: Option<Report>,
+    /// Why there is no report (the service did not answer).
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusReport {
+    pub stream: StreamStatus,
+    pub consumers: Vec<ConsumerStatus>,
+    pub services: Vec<ServiceStatus>,
+    /// Parked messages and unpublishable events, by `huiqi.parked.<service>` subject.
+    pub parked: BTreeMap<String, u64>,
+    pub parked_error: Option<String>,
+}
+
+fn nats(e: impl std::fmt::Display) -> HuiqiError {
+    HuiqiError::Nats(e.to_string())
+}
+
+/// Gathers the status (the operator's login is enough).
+pub async fn status(options: &NatsOptions) -> Result<StatusReport, HuiqiError> {
+    use futures_util::StreamExt;
+    let client = options.connect("huiqi-status").await.map_err(nats)?;
+    let js = async_nats::jetstream::new(client.clone());
+    let mut stream = js
+        .get_stream(huiqi_bus::setup::STREAM)
+        .await
+        .map_err(nats)?;
+    let info = stream.info().await.map_err(nats)?;
+    let stream_status = StreamStatus {
+        name: huiqi_bus::setup::STREAM.to_string(),
+        messages: info.state.messages,
+        bytes: info.state.bytes,
+        first_sequence: info.state.first_sequence,
+        last_sequence: info.state.last_sequence,
+    };
+    let mut consumers = Vec::new();
+    for name in crate::commands::SERVICES {
+        consumers.push(match stream.consumer_info(*name).await {
+            Ok(c) => ConsumerStatus {
+                name: name.to_string(),
+                filter: Some(c.config.filter_subject.clone()),
+                pending: Some(c.num_pending),
+                ack_pending: Some(c.num_ack_pending as u64),
+                redelivered: Some(c.num_redelivered as u64),
+                ack_floor: Some(c.ack_floor.stream_sequence),
+                error: None,
+            },
+            Err(e) => ConsumerStatus {
+                name: name.to_string(),
+                filter: None,
+                pending: None,
+                ack_pending: None,
+                redelivered: None,
+                ack_floor: None,
+                error: Some(e.to_string()),
+            },
+        });
+    }
+    let services = health_reports(&client).await;
+    let mut parked = BTreeMap::new();
+    let mut parked_error = None;
+    match stream
+        .info_with_subjects(format!("{}.>", huiqi_events::subjects::PARKED_PREFIX))
+        .await
+    {
+        Ok(mut subjects) => {
+            while let Some(item) = subjects.next().await {
+                match item {
+                    Ok((subject, n)) => {
+                        parked.insert(subject, n as u64);
+                    }
+                    Err(e) => {
+                        parked_error = Some(e.to_string());
+                        break;
+                    }
+                }
+            }
+        }
+        Err(e) => parked_error = Some(e.to_string()),
+    }
+    Ok(StatusReport {
+        stream: stream_status,
+        consumers,
+        services,
+        parked,
+        parked_error,
+    })
+}
+
+/// Asks every service for its report (`huiqi.health.<service>`), 2 s each.
+pub async fn health_reports(client: &async_nats::Client) -> Vec<ServiceStatus> {
+    let mut out = Vec::new();
+    for name in crate::commands::SERVICES {
+        let r = health(client, name).await;
+        out.push(match r {
+            Ok(report) => ServiceStatus {
+                service: name.to_string(),
+                report: Some(report),
+                error: None,
+            },
+            Err(e) => ServiceStatus {
+                service: name.to_string(),
+                report: None,
+                error: Some(e.to_string()),
+            },
+        });
+    }
+    out
+}
+
+/// One service's report.
+pub async fn health(client: &async_nats::Client, service: &str) -> Result<Report, HuiqiError> {
+    let req = async_nats::Request::new()
+        .payload(bytes::Bytes::new())
+        .timeout(Some(Duration::from_secs(2)));
+    let reply = client
+        .send_request(huiqi_bus::health::health_subject(service), req)
+        .await
+        .map_err(|e| HuiqiError::Nats(format!("{service} does not answer: {e}")))?;
+    serde_json::from_slice(&reply.payload)
+        .map_err(|e| HuiqiError::Input(format!("{service} answered something else: {e}")))
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn table(header: &[&str]) -> Table {
+    let mut t = Table::new();
+    t.load_preset(UTF8_BORDERS_ONLY).set_header(header.to_vec());
+    t
+}
+
+fn opt(v: Option<u64>) -> String {
+    v.map(|v| v.to_string()).unwrap_or_else(|| "-".into())
+}
+
+/// The services' reports as a table, with a line per provider that is failing or answered.
+pub fn render_services(services: &[ServiceStatus]) -> String {
+    let mut t = table(&[
+        "service",
+        "status",
+        "received",
+        "parked",
+        "relay backlog",
+        "waiting for",
+    ]);
+    for s in services {
+        match &s.report {
+            None => {
+                t.add_row(vec![
+                    s.service.clone(),
+                    "NOT ANSWERING".into(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                    s.error.clone().unwrap_or_default(),
+                ]);
+            }
+            Some(r) => {
+                let mut notes = Vec::new();
+                if let Some(t) = r.relay_failing_since {
+                    notes.push(format!(
+                        "RELAY FAILING for {} s",
+                        now_secs().saturating_sub(t)
+                    ));
+                }
+                for p in &r.providers {
+                    let failing = p["failing_for_attempts"].as_u64().unwrap_or(0);
+                    let subject = p["subject"].as_str().unwrap_or("");
+                    if failing > 0 {
+                        notes.push(format!(
+                            "{subject} FAILING for {} s ({failing} attempts; last error: {})",
+                            now_secs().saturating_sub(p["failing_since"].as_u64().unwrap_or(0)),
+                            p["last_error"].as_str().unwrap_or("")
+                        ));
+                    } else {
+                        notes.push(format!(
+                            "{subject} ok ({} requests, {} failed)",
+                            p["requests"], p["failures"]
+                        ));
+                    }
+                }
+                t.add_row(vec![
+                    s.service.clone(),
+                    r.status.clone(),
+                    r.received.to_string(),
+                    r.parked.to_string(),
+                    r.relay_backlog.to_string(),
+                    notes.join("\n"),
+                ]);
+            }
+        }
+    }
+    format!("{t}\n")
+}
+
+impl StatusReport {
+    /// The tables an operator reads.
+    pub fn render(&self) -> String {
+        let s = &self.stream;
+        let mut out = format!(
+            "stream {}: {} messages, {} bytes, sequences {}..{}\n",
+            s.name, s.messages, s.bytes, s.first_sequence, s.last_sequence
+        );
+        let mut t = table(&[
+            "consumer",
+            "filter",
+            "pending",
+            "ack pending",
+            "redelivered",
+            "acked to seq",
+        ]);
+        for c in &self.consumers {
+            match &c.error {
+                Some(e) => t.add_row(vec![c.name.clone(), format!("not found ({e})")]),
+                None => t.add_row(vec![
+                    c.name.clone(),
+                    c.filter.clone().unwrap_or_default(),
+                    opt(c.pending),
+                    opt(c.ack_pending),
+                    opt(c.redelivered),
+                    opt(c.ack_floor),
+                ]),
+            };
+        }
+        out.push_str(&format!("{t}\n"));
+        out.push_str(&render_services(&self.services));
+        if let Some(e) = &self.parked_error {
+            out.push_str(&format!("parked counts unavailable: {e}\n"));
+        }
+        let total: u64 = self.parked.values().sum();
+        if total == 0 {
+            out.push_str("parked: none\n");
+        } else {
+            out.push_str(&format!(
+                "PARKED: {total} message(s) need an operator (`huiqi parked` lists them, with the reason):\n"
+            ));
+            for (subject, n) in &self.parked {
+                out.push_str(&format!("  {subject:<28} {n}\n"));
+            }
+        }
+        out
+    }
+}

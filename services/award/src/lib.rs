@@ -51,6 +51,9 @@ pub enum AwardError {
     Unreadable { seq: u64, reason: String },
 }
 
+pub mod whatif;
+pub use whatif::{whatif, WhatIfReport};
+
 /// The award id of a claim's one award.
 pub fn award_id_for(claim_id: &str) -> String {
     format!("A-{}", claim_id.trim_start_matches("C-"))

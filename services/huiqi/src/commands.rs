@@ -752,3 +752,62 @@ pub fn write_contract(out: &Path) -> Result<String, HuiqiError> {
         out.display()
     ))
 }
+
+/// `huiqi whatif`: every recorded claim of the award log decided again under `version`.
+pub fn whatif(
+    data_dir: &Path,
+    policy_dir: Option<&Path>,
+    version: &str,
+) -> Result<huiqi_award::WhatIfReport, HuiqiError> {
+    existing_dir(&data_dir.join("award"))?;
+    let log = EventLog::open(&data_dir.join("award"))?;
+    let policies = PolicySet::load(policy_dir).map_err(|e| HuiqiError::Input(e.to_string()))?;
+    huiqi_award::whatif(&log, &policies, version).map_err(|e| HuiqiError::Input(e.to_string()))
+}
+
+/// The what-if report for people: per measure, then each claim that changes.
+pub fn render_whatif(r: &huiqi_award::WhatIfReport) -> String {
+    let mut t = comfy_table::Table::new();
+    t.load_preset(comfy_table::presets::UTF8_BORDERS_ONLY)
+        .set_header(vec![
+            "measure",
+            "decisions",
+            "would change",
+            "recorded",
+            "under what-if",
+            "difference",
+        ]);
+    for (m, d) in &r.by_measure {
+        t.add_row(vec![
+            m.clone(),
+            d.decisions.to_string(),
+            d.changed.to_string(),
+            d.recorded_total.to_string(),
+            d.whatif_total.to_string(),
+            d.delta.to_string(),
+        ]);
+    }
+    let mut out = format!(
+        "what-if under {}: {} decisions, {} would change\n{t}\n",
+        r.version,
+        r.decisions,
+        r.changed.len()
+    );
+    for c in &r.changed {
+        out.push_str(&format!(
+            "{} ({} {}): {:?} {} → {:?} {} (difference {})\n",
+            c.claim_id,
+            c.measure,
+            c.application_id,
+            c.recorded_status,
+            c.recorded_total,
+            c.whatif_status,
+            c.whatif_total,
+            c.delta
+        ));
+        for l in &c.lines {
+            out.push_str(&format!("    {l}\n"));
+        }
+    }
+    out
+}

@@ -5,6 +5,7 @@
 //! ([`watch`]), so the tests exercise the real start-up and wiring. The commands:
 //! `up`, `demo`, `submit`, `evaluate`, `replay`, `audit`, `loadgen` (see `main.rs`).
 
+pub mod audit;
 pub mod clients;
 pub mod commands;
 pub mod gen;

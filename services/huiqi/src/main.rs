@@ -192,10 +192,27 @@ enum Command {
         json: bool,
     },
     /// Verify the hash chain of every service log (services must be stopped).
+    #[command(args_conflicts_with_subcommands = true)]
     Audit {
+        #[command(subcommand)]
+        what: Option<AuditWhat>,
         #[arg(long, default_value = "huiqi-data")]
         data_dir: PathBuf,
         /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-decide every recorded claim under another policy version (nothing is written):
+    /// per measure, how many decisions and how much money would change, and which claims.
+    Whatif {
+        #[arg(long, default_value = "huiqi-data")]
+        data_dir: PathBuf,
+        /// The version to apply (built in, or loaded from --policy-dir).
+        #[arg(long)]
+        policy_version: String,
+        /// Operator-loaded policy versions (the recorded decisions' and the one to apply).
+        #[arg(long, env = "HUIQI_POLICY_DIR")]
+        policy_dir: Option<PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -231,6 +248,39 @@ enum Command {
         data_dir: Option<PathBuf>,
         #[arg(long, default_value_t = 1800)]
         timeout_secs: u64,
+    },
+}
+
+/// `huiqi audit` without a subcommand verifies the hash chains.
+#[derive(Subcommand)]
+enum AuditWhat {
+    /// Reconcile: committed and paid totals per measure; every approved award ordered once and
+    /// paid once or failed with a reason; sums agree with the treasury ledger. Exit 4 on any
+    /// disagreement.
+    Report {
+        #[arg(long, default_value = "huiqi-data")]
+        data_dir: PathBuf,
+        /// The treasury ledger (default: DATA_DIR/treasury-ledger.jsonl when present).
+        #[arg(long)]
+        ledger: Option<PathBuf>,
+        #[arg(long, conflicts_with = "csv")]
+        json: bool,
+        /// Per-measure totals as CSV.
+        #[arg(long)]
+        csv: bool,
+    },
+    /// One claim's whole story across the four logs: events in order, facts used, lines and
+    /// the rules they quote. Identity numbers are masked unless --reveal (which is logged).
+    Claim {
+        /// A claim id (C-…) or an application id.
+        id: String,
+        #[arg(long, default_value = "huiqi-data")]
+        data_dir: PathBuf,
+        /// JSON Lines, one event per line.
+        #[arg(long)]
+        json: bool,
+        #[arg(long)]
+        reveal: bool,
     },
 }
 
@@ -541,7 +591,73 @@ async fn run() -> anyhow::Result<()> {
                 return Err(Problem("replay differs from the recorded decisions".into()).into());
             }
         }
-        Command::Audit { data_dir, json } => {
+        Command::Audit {
+            what:
+                Some(AuditWhat::Report {
+                    data_dir,
+                    ledger,
+                    json,
+                    csv,
+                }),
+            ..
+        } => {
+            let r = huiqi::audit::report(&data_dir, ledger.as_deref())?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else if csv {
+                print!("{}", r.csv());
+            } else {
+                print!("{}", r.render());
+            }
+            if !r.problems.is_empty() {
+                return Err(
+                    Problem(format!("{} reconciliation problems", r.problems.len())).into(),
+                );
+            }
+        }
+        Command::Audit {
+            what:
+                Some(AuditWhat::Claim {
+                    id,
+                    data_dir,
+                    json,
+                    reveal,
+                }),
+            ..
+        } => {
+            init_tracing("warn");
+            let story = huiqi::audit::claim_story(&data_dir, &id, reveal)?;
+            if json {
+                use std::io::Write;
+                let mut out = std::io::stdout().lock();
+                for e in &story {
+                    // A reader that stops early (`| head`) ends the output, not the program.
+                    if writeln!(out, "{}", serde_json::to_string(e)?).is_err() {
+                        break;
+                    }
+                }
+            } else {
+                print!("{}", huiqi::audit::render_story(&story));
+            }
+        }
+        Command::Whatif {
+            data_dir,
+            policy_version,
+            policy_dir,
+            json,
+        } => {
+            let r = huiqi::commands::whatif(&data_dir, policy_dir.as_deref(), &policy_version)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                print!("{}", huiqi::commands::render_whatif(&r));
+            }
+        }
+        Command::Audit {
+            what: None,
+            data_dir,
+            json,
+        } => {
             let (out, clean) = if json {
                 let logs = huiqi::commands::audit_logs(&data_dir)?;
                 let clean = logs.iter().all(|l| l.problems.is_empty());

@@ -255,6 +255,12 @@ fn decode_record(seq: u64, bytes: &[u8]) -> Result<Record, LogError> {
         seq,
         reason: format!("event JSON: {e}"),
     })?;
+    // Readers see today's types: an older schema version is brought up by its upcaster (the
+    // stored bytes, which the hash chain and the relay use, are left as written).
+    let envelope = huiqi_events::types::upcast(envelope).map_err(|e| LogError::Corrupt {
+        seq,
+        reason: format!("event type: {e}"),
+    })?;
     Ok(Record {
         seq,
         prev_hash: raw.prev,

@@ -2,6 +2,7 @@
 //! separate processes of the built binaries (`processes`), plus the shipped server
 //! configuration's permissions (`permissions`). One test binary for the crate.
 
+mod audit;
 mod contract;
 mod deploy;
 mod observability;

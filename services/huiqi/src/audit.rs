@@ -634,3 +634,188 @@ pub fn render_story(events: &[StoryEvent]) -> String {
     }
     out
 }
+
+/// One service's log checked against the heads it anchored on the stream.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct HeadCheck {
+    pub service: String,
+    /// Anchored heads found on the stream (signed by this service's key).
+    pub anchors: u64,
+    pub latest_anchored: u64,
+    /// The local log's head sequence (0: no log here).
+    pub local_head: u64,
+    /// Anchors the local log disagrees with: a different hash at that sequence, or a log that
+    /// ends before it.
+    pub mismatches: Vec<String>,
+    /// Head events on the stream whose signature was refused (not counted as anchors).
+    pub refused: Vec<String>,
+}
+
+/// `huiqi audit heads`: every `huiqi.log.head.v1` on the stream (signatures checked against
+/// `trust`) compared with the service logs under `data_dir` (services stopped).
+pub async fn check_heads(
+    options: &huiqi_bus::NatsOptions,
+    data_dir: &Path,
+    trust: &huiqi_bus::trust::TrustStore,
+) -> Result<Vec<HeadCheck>, HuiqiError> {
+    use futures_util::StreamExt;
+    use huiqi_bus::trust::{Mode, SIGNATURE_HEADER};
+    if !data_dir.is_dir() {
+        return Err(HuiqiError::NotFound(format!(
+            "no directory {}",
+            data_dir.display()
+        )));
+    }
+    let nats = |e: &dyn std::fmt::Display| HuiqiError::Nats(e.to_string());
+    let client = options
+        .connect("huiqi-audit-heads")
+        .await
+        .map_err(|e| nats(&e))?;
+    let js = async_nats::jetstream::new(client);
+    let filter = format!("{}.>", huiqi_events::subjects::HEADS_PREFIX);
+    let consumer = huiqi_bus::setup::ordered_reader(&js, &filter)
+        .await
+        .map_err(|e| nats(&e))?;
+    let pending = consumer
+        .clone()
+        .info()
+        .await
+        .map_err(|e| nats(&e))?
+        .num_pending;
+    let mut checks: BTreeMap<String, HeadCheck> = SERVICES
+        .iter()
+        .map(|s| {
+            (
+                s.to_string(),
+                HeadCheck {
+                    service: s.to_string(),
+                    ..Default::default()
+                },
+            )
+        })
+        .collect();
+    let mut logs: BTreeMap<String, Option<EventLog>> = BTreeMap::new();
+    for s in SERVICES {
+        let log = open(data_dir, s)?;
+        if let Some(l) = &log {
+            checks.get_mut(*s).expect("listed").local_head = l.head()?.0;
+        }
+        logs.insert(s.to_string(), log);
+    }
+    if pending > 0 {
+        let mut messages = consumer.messages().await.map_err(|e| nats(&e))?;
+        for _ in 0..pending {
+            let Some(Ok(msg)) =
+                tokio::time::timeout(std::time::Duration::from_secs(10), messages.next())
+                    .await
+                    .ok()
+                    .flatten()
+            else {
+                break;
+            };
+            let service = msg.subject.rsplit('.').next().unwrap_or("").to_string();
+            let Some(check) = checks.get_mut(&service) else {
+                continue;
+            };
+            let header = msg
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(SIGNATURE_HEADER))
+                .map(|v| v.as_str().to_string());
+            let seq_on_stream = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
+            match trust.verify(header.as_deref(), &msg.payload, Mode::History) {
+                Ok(signer) if signer.service == service => {}
+                Ok(signer) => {
+                    check.refused.push(format!(
+                        "stream seq {seq_on_stream}: signed by {}, not {service}",
+                        signer.service
+                    ));
+                    continue;
+                }
+                Err(e) => {
+                    check
+                        .refused
+                        .push(format!("stream seq {seq_on_stream}: {e}"));
+                    continue;
+                }
+            }
+            let head: huiqi_events::payloads::LogHead = Envelope::decode(&msg.payload)
+                .map_err(|e| HuiqiError::Input(e.to_string()))?
+                .data_as()
+                .map_err(|e| HuiqiError::Input(e.to_string()))?;
+            check.anchors += 1;
+            check.latest_anchored = check.latest_anchored.max(head.log_sequence);
+            let Some(Some(log)) = logs.get(&service) else {
+                check.mismatches.push(format!(
+                    "head {} anchored, but there is no {service} log here",
+                    head.log_sequence
+                ));
+                continue;
+            };
+            match log.records_from(head.log_sequence).next() {
+                Some(Ok(r)) if r.seq == head.log_sequence => {
+                    let local = huiqi_bus::anchor::hex(&r.hash);
+                    if local != head.head_hash {
+                        check.mismatches.push(format!(
+                            "record {}: the log's chain hash {} is not the anchored {} (the log was rewritten)",
+                            head.log_sequence,
+                            &local[..16],
+                            &head.head_hash[..16.min(head.head_hash.len())]
+                        ));
+                    }
+                }
+                Some(Err(e)) => check
+                    .mismatches
+                    .push(format!("record {}: {e}", head.log_sequence)),
+                _ => check.mismatches.push(format!(
+                    "record {} was anchored but the log ends at {} (truncated or lost)",
+                    head.log_sequence, check.local_head
+                )),
+            }
+        }
+    }
+    Ok(checks.into_values().collect())
+}
+
+/// The head checks as text.
+pub fn render_heads(checks: &[HeadCheck]) -> String {
+    let mut t = comfy_table::Table::new();
+    t.load_preset(comfy_table::presets::UTF8_BORDERS_ONLY)
+        .set_header(vec![
+            "service",
+            "anchors",
+            "latest anchored",
+            "local head",
+            "verdict",
+        ]);
+    for c in checks {
+        let verdict = if !c.mismatches.is_empty() {
+            format!(
+                "{} MISMATCHES\n{}",
+                c.mismatches.len(),
+                c.mismatches.join("\n")
+            )
+        } else if c.anchors == 0 {
+            "no anchors yet".to_string()
+        } else {
+            "matches every anchored head".to_string()
+        };
+        let verdict = if c.refused.is_empty() {
+            verdict
+        } else {
+            format!(
+                "{verdict}\n{} refused: {}",
+                c.refused.len(),
+                c.refused.join("; ")
+            )
+        };
+        t.add_row(vec![
+            c.service.clone(),
+            c.anchors.to_string(),
+            c.latest_anchored.to_string(),
+            c.local_head.to_string(),
+            verdict,
+        ]);
+    }
+    format!("{t}\n")
+}

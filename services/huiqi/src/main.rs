@@ -196,6 +196,12 @@ enum Command {
     Audit {
         #[command(subcommand)]
         what: Option<AuditWhat>,
+        /// Audit the running services' logs through them (over NATS, operator's login)
+        /// instead of opening the logs under --data-dir.
+        #[arg(long)]
+        live: bool,
+        #[command(flatten)]
+        nats: huiqi_bus::NatsArgs,
         #[arg(long, default_value = "huiqi-data")]
         data_dir: PathBuf,
         /// Print the report as JSON.
@@ -252,6 +258,8 @@ enum Command {
 }
 
 /// `huiqi audit` without a subcommand verifies the hash chains.
+// Parsed once per run: the size of a variant does not matter here.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum AuditWhat {
     /// Reconcile: committed and paid totals per measure; every approved award ordered once and
@@ -268,6 +276,20 @@ enum AuditWhat {
         /// Per-measure totals as CSV.
         #[arg(long)]
         csv: bool,
+    },
+    /// Check every service log against the heads it anchored on the stream (signed
+    /// `huiqi.log.head.v1` events): a log rewritten on its disk, even with its hash chain
+    /// recomputed, no longer matches. Needs the admin's login (it reads the stream) and the
+    /// services stopped. Exit 4 on any mismatch.
+    Heads {
+        #[command(flatten)]
+        nats: huiqi_bus::NatsArgs,
+        #[arg(long, default_value = "huiqi-data")]
+        data_dir: PathBuf,
+        #[arg(long, env = "HUIQI_TRUST_FILE")]
+        trust_file: PathBuf,
+        #[arg(long)]
+        json: bool,
     },
     /// One claim's whole story across the four logs: events in order, facts used, lines and
     /// the rules they quote. Identity numbers are masked unless --reveal (which is logged).
@@ -640,6 +662,34 @@ async fn run() -> anyhow::Result<()> {
                 print!("{}", huiqi::audit::render_story(&story));
             }
         }
+        Command::Audit {
+            what:
+                Some(AuditWhat::Heads {
+                    nats,
+                    data_dir,
+                    trust_file,
+                    json,
+                }),
+            ..
+        } => {
+            init_tracing("warn");
+            let trust = huiqi_bus::trust::TrustStore::from_file(&trust_file)?;
+            let checks = huiqi::audit::check_heads(&nats.options(), &data_dir, &trust).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&checks)?);
+            } else {
+                print!("{}", huiqi::audit::render_heads(&checks));
+            }
+            let bad: usize = checks
+                .iter()
+                .map(|c| c.mismatches.len() + c.refused.len())
+                .sum();
+            if bad > 0 {
+                return Err(
+                    Problem(format!("{bad} anchored heads disagree or were refused")).into(),
+                );
+            }
+        }
         Command::Whatif {
             data_dir,
             policy_version,
@@ -655,8 +705,50 @@ async fn run() -> anyhow::Result<()> {
         }
         Command::Audit {
             what: None,
+            live: true,
+            nats,
+            json,
+            ..
+        } => {
+            init_tracing("warn");
+            let client = nats.options().connect("huiqi-audit-live").await?;
+            let mut reports = Vec::new();
+            for s in huiqi::commands::SERVICES {
+                reports.push(huiqi::status::live_audit(&client, s).await?);
+            }
+            let problems: usize = reports
+                .iter()
+                .filter_map(|r| r.audit.as_ref())
+                .map(|a| a.problems.len())
+                .sum();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&reports)?);
+            } else {
+                for r in &reports {
+                    let a = r.audit.as_ref().expect("asked for");
+                    println!(
+                        "{:<13} {:>8} records {:>12} bytes  head {}  {} (live)",
+                        r.service,
+                        a.records,
+                        a.bytes,
+                        &a.head_hash[..16.min(a.head_hash.len())],
+                        if a.problems.is_empty() {
+                            "chain intact".to_string()
+                        } else {
+                            format!("{} PROBLEMS: {}", a.problems.len(), a.problems.join("; "))
+                        }
+                    );
+                }
+            }
+            if problems > 0 {
+                return Err(Problem("audit found problems".into()).into());
+            }
+        }
+        Command::Audit {
+            what: None,
             data_dir,
             json,
+            ..
         } => {
             let (out, clean) = if json {
                 let logs = huiqi::commands::audit_logs(&data_dir)?;

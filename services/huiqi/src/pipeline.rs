@@ -43,6 +43,8 @@ pub struct UpSettings {
     /// Named portals: each gets its own NATS user `portal-<name>` (on the private server) and
     /// its durable reply consumer `portal-<name>`.
     pub portals: Vec<String>,
+    /// How often each service anchors its log head on the stream (and once at stop).
+    pub anchor_every: Duration,
 }
 
 impl UpSettings {
@@ -60,6 +62,7 @@ impl UpSettings {
             stream: StreamSettings::default(),
             policy_dir: None,
             portals: Vec::new(),
+            anchor_every: Duration::from_secs(60),
         }
     }
 
@@ -165,6 +168,7 @@ impl Pipeline {
             }
             let mut config = ServiceConfig::new(nats, s.data_dir.join(name), key, trust.clone());
             config.policy_dir = s.policy_dir.clone();
+            config.anchor_every = s.anchor_every;
             Ok(config)
         };
 

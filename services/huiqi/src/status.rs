@@ -149,9 +149,28 @@ pub async fn health_reports(client: &async_nats::Client) -> Vec<ServiceStatus> {
 
 /// One service's report.
 pub async fn health(client: &async_nats::Client, service: &str) -> Result<Report, HuiqiError> {
+    ask(client, service, false).await
+}
+
+/// One service's report with a live audit of its log (the service recomputes its hash chain
+/// while it runs; allow for the log's size).
+pub async fn live_audit(client: &async_nats::Client, service: &str) -> Result<Report, HuiqiError> {
+    ask(client, service, true).await
+}
+
+async fn ask(
+    client: &async_nats::Client,
+    service: &str,
+    audit: bool,
+) -> Result<Report, HuiqiError> {
+    let body = if audit {
+        &b"{\"audit\": true}"[..]
+    } else {
+        &b""[..]
+    };
     let req = async_nats::Request::new()
-        .payload(bytes::Bytes::new())
-        .timeout(Some(Duration::from_secs(2)));
+        .payload(bytes::Bytes::from_static(body))
+        .timeout(Some(Duration::from_secs(if audit { 600 } else { 2 })));
     let reply = client
         .send_request(huiqi_bus::health::health_subject(service), req)
         .await

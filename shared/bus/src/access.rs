@@ -95,6 +95,7 @@ fn service_publish(service: &str) -> Vec<String> {
     };
     let mut out: Vec<String> = own.iter().map(|x| x.to_string()).collect();
     out.push(s::parked_subject(service));
+    out.push(s::heads_subject(service));
     out.push(format!("$JS.API.STREAM.INFO.{STREAM}"));
     out.extend(consumer_api(service));
     out

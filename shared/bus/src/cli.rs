@@ -41,6 +41,9 @@ pub struct ServiceArgs {
     /// Log format: `text` (default) or `json` (one object per line).
     #[arg(long, env = "HUIQI_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
+    /// How often to anchor the log head on the stream while it moves, seconds.
+    #[arg(long, env = "HUIQI_ANCHOR_EVERY_SECS", default_value_t = 60)]
+    pub anchor_every_secs: u64,
     /// How long to keep trying the first NATS connection, seconds.
     #[arg(long, env = "HUIQI_CONNECT_RETRY_SECS", default_value_t = 120)]
     pub connect_retry_secs: u64,
@@ -102,6 +105,7 @@ impl ServiceArgs {
         );
         config.skip_records = self.skip_records.clone();
         config.policy_dir = self.policy_dir.clone();
+        config.anchor_every = Duration::from_secs(self.anchor_every_secs.max(1));
         Ok(config)
     }
 }

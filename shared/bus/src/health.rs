@@ -126,6 +126,20 @@ pub struct Report {
     pub relay_backlog: u64,
     pub log_records: u64,
     pub providers: Vec<serde_json::Value>,
+    /// The live audit of the service's log (its hash chain recomputed while it runs), when the
+    /// request asked for it with `{"audit": true}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit: Option<LiveAudit>,
+}
+
+/// A log's chain, audited by the running service itself (sled lets one process open a log;
+/// this is how an auditor reads a live one).
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct LiveAudit {
+    pub records: u64,
+    pub bytes: u64,
+    pub head_hash: String,
+    pub problems: Vec<String>,
 }
 
 /// The report of `service`, whose log is `log`.
@@ -155,6 +169,7 @@ pub fn report(service: &str, log: &huiqi_eventlog::EventLog) -> Report {
             .iter()
             .map(|p| serde_json::to_value(p).expect("serializes"))
             .collect(),
+        audit: None,
     }
 }
 
@@ -200,7 +215,34 @@ pub async fn serve(
             r = endpoint.next() => r,
         };
         let Some(req) = req else { break };
-        let body = serde_json::to_vec(&report(&service, &log)).expect("serializes");
+        let mut r = report(&service, &log);
+        let wants_audit = serde_json::from_slice::<serde_json::Value>(&req.message.payload)
+            .is_ok_and(|v| v["audit"] == true);
+        if wants_audit {
+            let log = log.clone();
+            let audited = tokio::task::spawn_blocking(move || log.audit()).await;
+            r.audit = Some(match audited {
+                Ok(Ok(a)) => LiveAudit {
+                    records: a.records,
+                    bytes: a.bytes,
+                    head_hash: a.head_hash,
+                    problems: a.problems,
+                },
+                Ok(Err(e)) => LiveAudit {
+                    records: 0,
+                    bytes: 0,
+                    head_hash: String::new(),
+                    problems: vec![format!("the log could not be read: {e}")],
+                },
+                Err(e) => LiveAudit {
+                    records: 0,
+                    bytes: 0,
+                    head_hash: String::new(),
+                    problems: vec![format!("audit task failed: {e}")],
+                },
+            });
+        }
+        let body = serde_json::to_vec(&r).expect("serializes");
         if let Err(e) = req.respond(Ok(body.into())).await {
             tracing::debug!(error = %e, "health reply not sent");
         }

@@ -18,6 +18,7 @@
 //! - [`service`], [`cli`], [`telemetry`]: what every service binary starts with.
 
 pub mod access;
+pub mod anchor;
 pub mod cli;
 pub mod connect;
 pub mod consumer;

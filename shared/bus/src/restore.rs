@@ -162,6 +162,10 @@ pub async fn restore(
             progress(seq, last);
         }
         let subject = msg.subject.to_string();
+        // Anchored heads describe a log; they are not records of it.
+        if subject.starts_with(huiqi_events::subjects::HEADS_PREFIX) {
+            continue;
+        }
         let consumed = topology::subject_matches(filter, &subject);
         let signature = msg
             .headers

@@ -32,6 +32,8 @@ pub struct ServiceConfig {
     pub skip_records: Vec<u64>,
     /// Operator-loaded policy versions (`--policy-dir`), besides the built-in ones.
     pub policy_dir: Option<PathBuf>,
+    /// How often the log head is anchored on the stream while it moves (and once at stop).
+    pub anchor_every: std::time::Duration,
 }
 
 impl ServiceConfig {
@@ -48,6 +50,7 @@ impl ServiceConfig {
             trust,
             skip_records: Vec::new(),
             policy_dir: None,
+            anchor_every: std::time::Duration::from_secs(60),
         }
     }
 }
@@ -60,6 +63,8 @@ pub struct Core {
     relay: Relay,
     trust: Arc<TrustStore>,
     skip_records: Vec<u64>,
+    key: Arc<SigningKey>,
+    anchor_every: std::time::Duration,
 }
 
 impl Core {
@@ -84,6 +89,8 @@ impl Core {
             relay,
             trust: config.trust.clone(),
             skip_records: config.skip_records.clone(),
+            key: config.signing_key.clone(),
+            anchor_every: config.anchor_every,
         })
     }
 
@@ -119,6 +126,14 @@ impl Core {
     {
         let relay_stop = CancellationToken::new();
         let relay = tokio::spawn(self.relay.run(relay_stop.clone()));
+        let anchors = tokio::spawn(crate::anchor::run(
+            self.js.clone(),
+            self.name.clone(),
+            self.writer.log().clone(),
+            self.key.clone(),
+            self.anchor_every,
+            relay_stop.clone(),
+        ));
         let health = tokio::spawn(crate::health::serve(
             self.client.clone(),
             self.name.clone(),
@@ -135,6 +150,7 @@ impl Core {
         let (c, w) = tokio::join!(consume, work);
         relay_stop.cancel();
         let _ = health.await;
+        let _ = anchors.await;
         let r = relay
             .await
             .map_err(|e| BusError::Handler(format!("relay task: {e}")))?;

@@ -411,6 +411,15 @@ pub struct RecordSkipped {
     pub reason: String,
 }
 
+/// `huiqi.log.head.v1` data: a service's log head when it was anchored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct LogHead {
+    pub service: String,
+    pub log_sequence: u64,
+    /// The chain hash of record `log_sequence` (hex).
+    pub head_hash: String,
+}
+
 // ---------------------------------------------------------------------------------------------
 // Treasury
 // ---------------------------------------------------------------------------------------------

@@ -39,6 +39,7 @@ pub fn event_data_schemas() -> Vec<(&'static str, Schema)> {
         (t::MESSAGE_PARKED, schema_for!(p::MessageParked)),
         (t::EVENT_UNPUBLISHABLE, schema_for!(p::EventUnpublishable)),
         (t::RECORD_SKIPPED, schema_for!(p::RecordSkipped)),
+        (t::LOG_HEAD, schema_for!(p::LogHead)),
     ]
 }
 
@@ -207,6 +208,13 @@ fn channels() -> Vec<Channel> {
             address: format!("{}.{{service}}", s::PARKED_PREFIX),
             description: "Messages a service refused (unsigned, untrusted, unreadable), with the reason; and events too large to publish.",
             messages: vec![t::MESSAGE_PARKED, t::EVENT_UNPUBLISHABLE],
+            action: "send",
+        },
+        Channel {
+            id: "logHeads",
+            address: format!("{}.{{service}}", s::HEADS_PREFIX),
+            description: "Each service's log head (sequence and chain hash), signed, published now and then: auditors check the service logs against them.",
+            messages: vec![t::LOG_HEAD],
             action: "send",
         },
     ];

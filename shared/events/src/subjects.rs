@@ -31,6 +31,8 @@ pub const VERIFICATION_ALL: &str = "huiqi.internal.verification.>";
 pub const PAYMENT_ORDERED: &str = "huiqi.internal.payments.ordered";
 /// Poison messages, one subject per consuming service: `huiqi.parked.<service>`.
 pub const PARKED_PREFIX: &str = "huiqi.parked";
+/// Anchored log heads, one subject per service: `huiqi.heads.<service>`.
+pub const HEADS_PREFIX: &str = "huiqi.heads";
 
 /// Subjects captured by the single `HUIQI` JetStream stream. Request/reply subjects (checks,
 /// treasury, query) are deliberately not captured: JetStream would answer them with a PubAck.
@@ -43,6 +45,7 @@ pub const STREAM_SUBJECTS: &[&str] = &[
     "huiqi.entitlements.>",
     "huiqi.internal.>",
     "huiqi.parked.>",
+    "huiqi.heads.>",
 ];
 
 pub fn award_subject(approved: bool, measure: &str) -> String {
@@ -56,6 +59,10 @@ pub fn award_subject(approved: bool, measure: &str) -> String {
 
 pub fn check_subject(check: &str) -> String {
     format!("{CHECKS_PREFIX}.{check}")
+}
+
+pub fn heads_subject(service: &str) -> String {
+    format!("{HEADS_PREFIX}.{service}")
 }
 
 pub fn parked_subject(service: &str) -> String {

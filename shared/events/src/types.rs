@@ -24,6 +24,9 @@ pub const MESSAGE_PARKED: &str = "huiqi.message.parked.v1";
 pub const EVENT_UNPUBLISHABLE: &str = "huiqi.event.unpublishable.v1";
 /// An operator skipped a log record the service could not read at start (`--skip-record`).
 pub const RECORD_SKIPPED: &str = "huiqi.record.skipped.v1";
+/// A service's log head (sequence and chain hash), published now and then so a rewrite of the
+/// log on one disk is detected against the stream's copy (`huiqi audit heads`).
+pub const LOG_HEAD: &str = "huiqi.log.head.v1";
 
 /// Every type this build understands, at its current version.
 pub const CURRENT: &[&str] = &[
@@ -43,6 +46,7 @@ pub const CURRENT: &[&str] = &[
     MESSAGE_PARKED,
     EVENT_UNPUBLISHABLE,
     RECORD_SKIPPED,
+    LOG_HEAD,
 ];
 
 /// Which service may produce which event types (CONTRACT.md, "Signed events"): the default
@@ -57,6 +61,7 @@ pub const PRODUCERS: &[(&str, &[&str])] = &[
             CLAIM_OPENED,
             MESSAGE_PARKED,
             EVENT_UNPUBLISHABLE,
+            LOG_HEAD,
         ],
     ),
     (
@@ -66,6 +71,7 @@ pub const PRODUCERS: &[(&str, &[&str])] = &[
             CLAIM_VERIFIED,
             MESSAGE_PARKED,
             EVENT_UNPUBLISHABLE,
+            LOG_HEAD,
         ],
     ),
     (
@@ -77,6 +83,7 @@ pub const PRODUCERS: &[(&str, &[&str])] = &[
             ENTITLEMENT_RESIDENT_POINTS,
             MESSAGE_PARKED,
             EVENT_UNPUBLISHABLE,
+            LOG_HEAD,
         ],
     ),
     (
@@ -86,6 +93,7 @@ pub const PRODUCERS: &[(&str, &[&str])] = &[
             PAYOUT_FAILED,
             MESSAGE_PARKED,
             EVENT_UNPUBLISHABLE,
+            LOG_HEAD,
         ],
     ),
 ];

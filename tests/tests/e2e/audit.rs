@@ -203,3 +203,87 @@ fn regex_free_find_id(text: &str) -> Option<String> {
         ok.then(|| String::from_utf8_lossy(w).into_owned())
     })
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_rewritten_with_its_chain_recomputed_no_longer_matches_its_anchored_heads() {
+    use huiqi::gen::{self, Fixtures};
+    let nats = huiqi_testkit::nats();
+    let mut fx = Fixtures::default();
+    let apps = [
+        gen::m1_application(&mut fx, "HEAD-1", &gen::uscc(51), 0, 30, 2),
+        gen::m1_application(&mut fx, "HEAD-2", &gen::uscc(52), 100, 29, 2),
+    ];
+    let mut rig = huiqi_e2e::Rig::new(Some(nats.url()), &fx);
+    rig.settings.anchor_every = Duration::from_millis(100);
+    let pipeline = rig.start().await;
+    let (_c, js, mut w) = huiqi_e2e::observe(nats.url()).await;
+    let events: Vec<Envelope> = apps
+        .iter()
+        .map(|a| {
+            Envelope::new("heads", types::APPLICATION_SUBMITTED, &a.application_id, a).unwrap()
+        })
+        .collect();
+    huiqi::watch::publish_all(&js, &events, 10).await.unwrap();
+    assert!(
+        w.until(Duration::from_secs(60), |w| ["HEAD-1", "HEAD-2"]
+            .iter()
+            .all(|id| w
+                .by_application
+                .get(*id)
+                .is_some_and(|o| o.is_final())))
+            .await
+    );
+    pipeline.stop().await.unwrap();
+    let trust = huiqi_bus::trust::TrustStore::from_file(&huiqi_bus::trust::KeySet::trust_path(
+        &rig.settings.keys_dir(),
+    ))
+    .unwrap();
+    let options = huiqi_bus::NatsOptions::new(nats.url());
+    let data = rig.data_dir().to_path_buf();
+    let checks = huiqi::audit::check_heads(&options, &data, &trust)
+        .await
+        .unwrap();
+    for c in &checks {
+        assert!(c.anchors >= 1, "{c:?}");
+        assert!(c.mismatches.is_empty() && c.refused.is_empty(), "{c:?}");
+        assert_eq!(
+            c.latest_anchored, c.local_head,
+            "the stop anchored the final head: {c:?}"
+        );
+    }
+
+    // Rewrite the award log on "its disk": the approved decision's total raised, every record
+    // re-committed so the hash chain is intact again.
+    let copy = tempfile::tempdir().unwrap();
+    let original = EventLog::open(&data.join("award")).unwrap();
+    let forged = EventLog::open(&copy.path().join("award")).unwrap();
+    for rec in original.records_from(1) {
+        let mut env = rec.unwrap().envelope;
+        if env.ty == types::AWARD_DECIDED {
+            let mut d = env.data.value();
+            if d["status"] == "approved" {
+                d["total"] = "99999.00".into();
+                env.data = huiqi_events::Data::from_value(&d).unwrap();
+            }
+        }
+        forged
+            .commit(&[Commit {
+                inbox_id: None,
+                events: vec![Pending::local(env)],
+            }])
+            .unwrap();
+    }
+    assert!(
+        forged.audit().unwrap().is_clean(),
+        "the chain alone cannot tell"
+    );
+    drop((original, forged));
+    let checks = huiqi::audit::check_heads(&options, copy.path(), &trust)
+        .await
+        .unwrap();
+    let award = checks.iter().find(|c| c.service == "award").unwrap();
+    assert!(
+        award.mismatches.iter().any(|m| m.contains("rewritten")),
+        "{award:?}"
+    );
+}

@@ -221,6 +221,15 @@ async fn the_cli_prints_json_and_exits_3_for_what_does_not_exist() {
     );
     let (code, _, err) = huiqi("admin", &["parked", "--republish", "999"]);
     assert_eq!(code, Some(3), "unknown parked sequence: {err}");
+    // Audit while running: each service recomputes its own chain.
+    let (code, out, err) = huiqi("operator", &["audit", "--live", "--json"]);
+    assert_eq!(code, Some(0), "{err}");
+    let live: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(live.as_array().unwrap().len(), 4);
+    for r in live.as_array().unwrap() {
+        assert!(r["audit"]["records"].as_u64().unwrap() >= 1, "{r}");
+        assert_eq!(r["audit"]["problems"], serde_json::json!([]), "{r}");
+    }
     pipeline.stop().await.unwrap();
 
     let data = rig.data_dir().to_str().unwrap().to_string();

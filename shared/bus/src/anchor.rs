@@ -1,0 +1,99 @@
+//! Anchored log heads: now and then (and once more at stop) a service publishes its log's head
+//! — sequence and chain hash — as a signed `huiqi.log.head.v1` event on `huiqi.heads.<service>`.
+//!
+//! Why: the hash chain proves a log was not altered *unless* someone rewrote it and recomputed
+//! the chain on that one disk. The stream's copy of the heads, signed with the service's key
+//! and held by the NATS servers, is out of that person's reach: `huiqi audit heads` checks
+//! every anchored head against the log, so such a rewrite shows.
+
+use crate::trust::{SigningKey, SIGNATURE_HEADER};
+use crate::BusError;
+use async_nats::jetstream;
+use huiqi_eventlog::EventLog;
+use huiqi_events::payloads::LogHead;
+use huiqi_events::{subjects, types, Envelope};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Hex of a chain hash.
+pub fn hex(hash: &[u8]) -> String {
+    hash.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The signed head event of `service` at `seq` (its id derives from the sequence, so
+/// publishing the same head twice is dropped by the stream's duplicate window).
+pub fn head_event(service: &str, seq: u64, hash: &[u8]) -> Envelope {
+    let data = LogHead {
+        service: service.to_string(),
+        log_sequence: seq,
+        head_hash: hex(hash),
+    };
+    Envelope::derived(
+        service,
+        types::LOG_HEAD,
+        service,
+        &data,
+        &format!("head-{seq}"),
+        "0",
+    )
+    .expect("a head serializes")
+}
+
+/// Publishes the head of `log` once, waiting for the stream's ack.
+pub async fn publish_head(
+    js: &jetstream::Context,
+    service: &str,
+    log: &EventLog,
+    key: &SigningKey,
+) -> Result<u64, BusError> {
+    let (seq, hash) = log.head()?;
+    if seq == 0 {
+        return Ok(0);
+    }
+    let env = head_event(service, seq, &hash);
+    let bytes = env.encode();
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Msg-Id", env.id.as_str());
+    headers.insert(SIGNATURE_HEADER, key.sign(&bytes).as_str());
+    let fail = |e: &dyn std::fmt::Display| BusError::Publish {
+        subject: subjects::heads_subject(service),
+        message: e.to_string(),
+    };
+    js.publish_with_headers(subjects::heads_subject(service), headers, bytes.into())
+        .await
+        .map_err(|e| fail(&e))?
+        .await
+        .map_err(|e| fail(&e))?;
+    Ok(seq)
+}
+
+/// Publishes the head every `every` while it moves, and once more when `stop` fires.
+pub async fn run(
+    js: jetstream::Context,
+    service: String,
+    log: Arc<EventLog>,
+    key: Arc<SigningKey>,
+    every: Duration,
+    stop: CancellationToken,
+) {
+    let mut anchored = 0u64;
+    loop {
+        let stopping = tokio::select! {
+            _ = stop.cancelled() => true,
+            _ = tokio::time::sleep(every) => false,
+        };
+        let moved = log.head().map(|(seq, _)| seq > anchored).unwrap_or(false);
+        if moved {
+            match publish_head(&js, &service, &log, &key).await {
+                Ok(seq) => anchored = seq,
+                Err(e) => {
+                    tracing::warn!(service = %service, error = %e, "log head not anchored; trying again later")
+                }
+            }
+        }
+        if stopping {
+            return;
+        }
+    }
+}

@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 fn open(data_dir: &Path, service: &str) -> Result<Option<EventLog>, HuiqiError> {
-    let dir = data_dir.join(service);
+    let dir = crate::commands::service_dir(data_dir, service);
     if !dir.is_dir() {
         return Ok(None);
     }

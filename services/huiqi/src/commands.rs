@@ -100,7 +100,7 @@ pub struct LogAudit {
 /// Recomputes the hash chain of every service log under `data_dir` (a spinner on a terminal).
 pub fn audit_logs(data_dir: &Path) -> Result<Vec<LogAudit>, HuiqiError> {
     existing_dir(data_dir)?;
-    if !SERVICES.iter().any(|s| data_dir.join(s).is_dir()) {
+    if !SERVICES.iter().any(|s| service_dir(data_dir, s).is_dir()) {
         return Err(HuiqiError::NotFound(format!(
             "{} holds no service log (intake/, verification/, award/ or payout/)",
             data_dir.display()
@@ -108,7 +108,7 @@ pub fn audit_logs(data_dir: &Path) -> Result<Vec<LogAudit>, HuiqiError> {
     }
     let mut out = Vec::new();
     for service in SERVICES {
-        let dir = data_dir.join(service);
+        let dir = service_dir(data_dir, service);
         let mut a = LogAudit {
             service: service.to_string(),
             path: dir.display().to_string(),
@@ -161,6 +161,33 @@ pub fn audit(data_dir: &Path) -> Result<(String, bool), HuiqiError> {
     Ok((out, logs.iter().all(|a| a.problems.is_empty())))
 }
 
+/// Where the offline tools find `service`'s log: `DATA_DIR/<service>`, unless the operator
+/// named another directory for it with `--log-dir SERVICE=DIR` (deployments with one data
+/// directory per service, as in docker-compose.yml and the systemd units).
+pub fn service_dir(data_dir: &Path, service: &str) -> PathBuf {
+    LOG_DIRS
+        .get()
+        .and_then(|m| m.get(service).cloned())
+        .unwrap_or_else(|| data_dir.join(service))
+}
+
+static LOG_DIRS: std::sync::OnceLock<std::collections::BTreeMap<String, PathBuf>> =
+    std::sync::OnceLock::new();
+
+/// Sets the `--log-dir` overrides for this process (once; the command line's).
+pub fn set_log_dirs(dirs: &[(String, PathBuf)]) -> Result<(), HuiqiError> {
+    for (s, _) in dirs {
+        if !SERVICES.contains(&s.as_str()) {
+            return Err(HuiqiError::Input(format!(
+                "--log-dir {s}=…: not a service (one of {})",
+                SERVICES.join(", ")
+            )));
+        }
+    }
+    let _ = LOG_DIRS.set(dirs.iter().cloned().collect());
+    Ok(())
+}
+
 /// A directory the command reads must exist (opening a sled log would create it).
 fn existing_dir(dir: &Path) -> Result<(), HuiqiError> {
     if dir.is_dir() {
@@ -178,8 +205,8 @@ pub fn replay_report(
     data_dir: &Path,
     policy_dir: Option<&Path>,
 ) -> Result<huiqi_award::ReplayReport, HuiqiError> {
-    existing_dir(&data_dir.join("award"))?;
-    let log = EventLog::open(&data_dir.join("award"))?;
+    existing_dir(&service_dir(data_dir, "award"))?;
+    let log = EventLog::open(&service_dir(data_dir, "award"))?;
     let policies = PolicySet::load(policy_dir).map_err(|e| HuiqiError::Input(e.to_string()))?;
     let total = log.head().map(|h| h.0).unwrap_or(0);
     let bar = crate::progress::bar(total, "replaying the award log");
@@ -759,8 +786,8 @@ pub fn whatif(
     policy_dir: Option<&Path>,
     version: &str,
 ) -> Result<huiqi_award::WhatIfReport, HuiqiError> {
-    existing_dir(&data_dir.join("award"))?;
-    let log = EventLog::open(&data_dir.join("award"))?;
+    existing_dir(&service_dir(data_dir, "award"))?;
+    let log = EventLog::open(&service_dir(data_dir, "award"))?;
     let policies = PolicySet::load(policy_dir).map_err(|e| HuiqiError::Input(e.to_string()))?;
     huiqi_award::whatif(&log, &policies, version).map_err(|e| HuiqiError::Input(e.to_string()))
 }

@@ -18,6 +18,18 @@ use std::time::Duration;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Where one service's log is, for the offline tools (audit, replay, whatif), when the
+    /// services keep separate data directories: SERVICE=DIR, repeatable (default
+    /// DATA_DIR/<service>).
+    #[arg(long = "log-dir", global = true, value_parser = parse_log_dir)]
+    log_dirs: Vec<(String, PathBuf)>,
+}
+
+fn parse_log_dir(s: &str) -> Result<(String, PathBuf), String> {
+    let (service, dir) = s
+        .split_once('=')
+        .ok_or_else(|| "expected SERVICE=DIR, e.g. award=/var/lib/huiqi-award/award".to_string())?;
+    Ok((service.to_string(), PathBuf::from(dir)))
 }
 
 #[derive(Subcommand)]
@@ -383,6 +395,7 @@ impl std::error::Error for Problem {}
 
 async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    huiqi::commands::set_log_dirs(&cli.log_dirs)?;
     match cli.command {
         Command::Up {
             external_nats,

@@ -189,6 +189,60 @@ async fn report_claim_whatif_and_v1_replay_on_the_sample_data() {
         "entitlements are in the history"
     );
     assert_eq!(h1, h2, "v1 entitlements fold to the same history as v2");
+    drop((v1, v2));
+
+    // One data directory per service (as in docker-compose.yml): the award log elsewhere,
+    // named with --log-dir, for the CLI's replay, report and what-if.
+    let elsewhere = dir.path().join("award-volume");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    std::fs::rename(data.join("award"), elsewhere.join("award")).unwrap();
+    let moved = format!("award={}", elsewhere.join("award").display());
+    let cli = |args: &[&str]| {
+        std::process::Command::new(huiqi_e2e::procs::binary("huiqi"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let data_s = data.to_str().unwrap();
+    let out = cli(&[
+        "replay",
+        "--data-dir",
+        data_s,
+        "--log-dir",
+        &moved,
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let replay: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(replay["identical"], 9);
+    let out = cli(&["audit", "report", "--data-dir", data_s, "--log-dir", &moved]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let out = cli(&["replay", "--data-dir", data_s]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "without --log-dir the award log is not there"
+    );
+    let out = cli(&[
+        "audit",
+        "claim",
+        "P-2023-000111",
+        "--data-dir",
+        data_s,
+        "--log-dir",
+        &moved,
+        "--json",
+    ]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("huiqi.award.decided.v1"));
 }
 
 /// An 18-character mainland ID number (17 digits and a digit or X) anywhere in `text`.

@@ -2,7 +2,6 @@
 //! starts) against a real nats-server, observed the way bureaus observe it.
 
 use async_nats::jetstream;
-use futures_util::StreamExt;
 use huiqi::gen::Fixtures;
 use huiqi::watch::Watcher;
 use huiqi::{Pipeline, UpSettings};
@@ -13,24 +12,9 @@ use std::time::Duration;
 /// Every message on the `HUIQI` stream whose subject matches `filter`, read from the start
 /// (so it also sees what was published before a restart).
 pub async fn read_stream(js: &jetstream::Context, filter: &str) -> Vec<jetstream::Message> {
-    let consumer = huiqi_bus::setup::ordered_reader(js, filter)
+    huiqi_bus::setup::read_all(js, filter, Duration::from_secs(20))
         .await
-        .expect("ordered consumer");
-    let pending = consumer.clone().info().await.expect("info").num_pending as usize;
-    let mut out = Vec::with_capacity(pending);
-    if pending == 0 {
-        return out;
-    }
-    let mut msgs = consumer.messages().await.expect("messages");
-    while out.len() < pending {
-        let m = tokio::time::timeout(Duration::from_secs(20), msgs.next())
-            .await
-            .expect("stream read timed out")
-            .expect("stream ended")
-            .expect("message");
-        out.push(m);
-    }
-    out
+        .expect("stream read")
 }
 
 /// The events of [`read_stream`], with their subjects.

@@ -658,7 +658,6 @@ pub async fn check_heads(
     data_dir: &Path,
     trust: &huiqi_bus::trust::TrustStore,
 ) -> Result<Vec<HeadCheck>, HuiqiError> {
-    use futures_util::StreamExt;
     use huiqi_bus::trust::{Mode, SIGNATURE_HEADER};
     if !data_dir.is_dir() {
         return Err(HuiqiError::NotFound(format!(
@@ -673,15 +672,9 @@ pub async fn check_heads(
         .map_err(|e| nats(&e))?;
     let js = async_nats::jetstream::new(client);
     let filter = format!("{}.>", huiqi_events::subjects::HEADS_PREFIX);
-    let consumer = huiqi_bus::setup::ordered_reader(&js, &filter)
+    let messages = huiqi_bus::setup::read_all(&js, &filter, std::time::Duration::from_secs(10))
         .await
         .map_err(|e| nats(&e))?;
-    let pending = consumer
-        .clone()
-        .info()
-        .await
-        .map_err(|e| nats(&e))?
-        .num_pending;
     let mut checks: BTreeMap<String, HeadCheck> = SERVICES
         .iter()
         .map(|s| {
@@ -702,76 +695,65 @@ pub async fn check_heads(
         }
         logs.insert(s.to_string(), log);
     }
-    if pending > 0 {
-        let mut messages = consumer.messages().await.map_err(|e| nats(&e))?;
-        for _ in 0..pending {
-            let Some(Ok(msg)) =
-                tokio::time::timeout(std::time::Duration::from_secs(10), messages.next())
-                    .await
-                    .ok()
-                    .flatten()
-            else {
-                break;
-            };
-            let service = msg.subject.rsplit('.').next().unwrap_or("").to_string();
-            let Some(check) = checks.get_mut(&service) else {
-                continue;
-            };
-            let header = msg
-                .headers
-                .as_ref()
-                .and_then(|h| h.get(SIGNATURE_HEADER))
-                .map(|v| v.as_str().to_string());
-            let seq_on_stream = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
-            match trust.verify(header.as_deref(), &msg.payload, Mode::History) {
-                Ok(signer) if signer.service == service => {}
-                Ok(signer) => {
-                    check.refused.push(format!(
-                        "stream seq {seq_on_stream}: signed by {}, not {service}",
-                        signer.service
-                    ));
-                    continue;
-                }
-                Err(e) => {
-                    check
-                        .refused
-                        .push(format!("stream seq {seq_on_stream}: {e}"));
-                    continue;
-                }
-            }
-            let head: huiqi_events::payloads::LogHead = Envelope::decode(&msg.payload)
-                .map_err(|e| HuiqiError::Input(e.to_string()))?
-                .data_as()
-                .map_err(|e| HuiqiError::Input(e.to_string()))?;
-            check.anchors += 1;
-            check.latest_anchored = check.latest_anchored.max(head.log_sequence);
-            let Some(Some(log)) = logs.get(&service) else {
-                check.mismatches.push(format!(
-                    "head {} anchored, but there is no {service} log here",
-                    head.log_sequence
+    for msg in messages {
+        let service = msg.subject.rsplit('.').next().unwrap_or("").to_string();
+        let Some(check) = checks.get_mut(&service) else {
+            continue;
+        };
+        let header = msg
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(SIGNATURE_HEADER))
+            .map(|v| v.as_str().to_string());
+        let seq_on_stream = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
+        match trust.verify(header.as_deref(), &msg.payload, Mode::History) {
+            Ok(signer) if signer.service == service => {}
+            Ok(signer) => {
+                check.refused.push(format!(
+                    "stream seq {seq_on_stream}: signed by {}, not {service}",
+                    signer.service
                 ));
                 continue;
-            };
-            match log.records_from(head.log_sequence).next() {
-                Some(Ok(r)) if r.seq == head.log_sequence => {
-                    let local = huiqi_bus::anchor::hex(&r.hash);
-                    if local != head.head_hash {
-                        check.mismatches.push(format!(
+            }
+            Err(e) => {
+                check
+                    .refused
+                    .push(format!("stream seq {seq_on_stream}: {e}"));
+                continue;
+            }
+        }
+        let head: huiqi_events::payloads::LogHead = Envelope::decode(&msg.payload)
+            .map_err(|e| HuiqiError::Input(e.to_string()))?
+            .data_as()
+            .map_err(|e| HuiqiError::Input(e.to_string()))?;
+        check.anchors += 1;
+        check.latest_anchored = check.latest_anchored.max(head.log_sequence);
+        let Some(Some(log)) = logs.get(&service) else {
+            check.mismatches.push(format!(
+                "head {} anchored, but there is no {service} log here",
+                head.log_sequence
+            ));
+            continue;
+        };
+        match log.records_from(head.log_sequence).next() {
+            Some(Ok(r)) if r.seq == head.log_sequence => {
+                let local = huiqi_bus::anchor::hex(&r.hash);
+                if local != head.head_hash {
+                    check.mismatches.push(format!(
                             "record {}: the log's chain hash {} is not the anchored {} (the log was rewritten)",
                             head.log_sequence,
                             &local[..16],
                             &head.head_hash[..16.min(head.head_hash.len())]
                         ));
-                    }
                 }
-                Some(Err(e)) => check
-                    .mismatches
-                    .push(format!("record {}: {e}", head.log_sequence)),
-                _ => check.mismatches.push(format!(
-                    "record {} was anchored but the log ends at {} (truncated or lost)",
-                    head.log_sequence, check.local_head
-                )),
             }
+            Some(Err(e)) => check
+                .mismatches
+                .push(format!("record {}: {e}", head.log_sequence)),
+            _ => check.mismatches.push(format!(
+                "record {} was anchored but the log ends at {} (truncated or lost)",
+                head.log_sequence, check.local_head
+            )),
         }
     }
     Ok(checks.into_values().collect())

@@ -494,25 +494,20 @@ pub async fn parked(
     // For --json: one object per entry (the original bytes are left out: they may hold
     // personal numbers; `--republish` sends them back without showing them).
     let mut entries: Vec<serde_json::Value> = Vec::new();
-    use futures_util::StreamExt;
     let nats = |e: &dyn std::fmt::Display| HuiqiError::Nats(e.to_string());
     let client = options
         .connect("huiqi-parked")
         .await
         .map_err(|e| nats(&e))?;
     let js = async_nats::jetstream::new(client);
-    let consumer = huiqi_bus::setup::ordered_reader(
+    let messages = huiqi_bus::setup::read_all(
         &js,
         &format!("{}.>", huiqi_events::subjects::PARKED_PREFIX),
+        Duration::from_secs(10),
     )
     .await
     .map_err(|e| nats(&e))?;
-    let pending = consumer
-        .clone()
-        .info()
-        .await
-        .map_err(|e| nats(&e))?
-        .num_pending as usize;
+    let pending = messages.len();
     let mut out = format!("{pending} parked message(s)\n");
     if pending == 0 {
         if let Some(seq) = republish {
@@ -522,17 +517,7 @@ pub async fn parked(
         }
         return Ok(if json { "[]\n".into() } else { out });
     }
-    let mut messages = consumer.messages().await.map_err(|e| nats(&e))?;
-    let mut seen = 0;
-    while seen < pending {
-        let Some(Ok(msg)) = tokio::time::timeout(Duration::from_secs(10), messages.next())
-            .await
-            .ok()
-            .flatten()
-        else {
-            break;
-        };
-        seen += 1;
+    for msg in messages {
         let Ok(env) = Envelope::decode(&msg.payload) else {
             continue;
         };

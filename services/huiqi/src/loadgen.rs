@@ -310,17 +310,7 @@ pub async fn run(settings: &LoadSettings, data_dir: &Path) -> Result<LoadReport,
             let mut acks = futures_util::stream::FuturesUnordered::new();
             for (id, claim, bytes) in &events {
                 intended.insert(claim.clone(), SystemTime::now());
-                let mut h = async_nats::HeaderMap::new();
-                h.insert("Nats-Msg-Id", id.as_str());
-                let ack = js
-                    .publish_with_headers(
-                        huiqi_events::subjects::APPLICATIONS_SUBMITTED,
-                        h,
-                        bytes.clone().into(),
-                    )
-                    .await
-                    .map_err(|err| nats(&err))?;
-                acks.push(std::future::IntoFuture::into_future(ack));
+                acks.push(submit(&js, id, bytes).await?);
                 while acks.len() >= 1000 {
                     if let Some(r) = acks.next().await {
                         r.map_err(|err| nats(&err))?;
@@ -345,17 +335,7 @@ pub async fn run(settings: &LoadSettings, data_dir: &Path) -> Result<LoadReport,
                     let (id, claim, bytes) = &events[next];
                     let at = wall_start + interval * next as u32;
                     intended.insert(claim.clone(), at);
-                    let mut h = async_nats::HeaderMap::new();
-                    h.insert("Nats-Msg-Id", id.as_str());
-                    let ack = js
-                        .publish_with_headers(
-                            huiqi_events::subjects::APPLICATIONS_SUBMITTED,
-                            h,
-                            bytes.clone().into(),
-                        )
-                        .await
-                        .map_err(|err| nats(&err))?;
-                    acks.push(std::future::IntoFuture::into_future(ack));
+                    acks.push(submit(&js, id, bytes).await?);
                     next += 1;
                 }
                 while let Some(Some(r)) = futures_util::FutureExt::now_or_never(acks.next()) {
@@ -670,4 +650,26 @@ async fn probe(
         pipeline_share_of_publish: 0.0,
         pipeline_share_of_sled: 0.0,
     })
+}
+
+/// Publishes one application as a portal does and returns its (pending) publish ack.
+async fn submit(
+    js: &async_nats::jetstream::Context,
+    id: &str,
+    bytes: &[u8],
+) -> Result<
+    <async_nats::jetstream::context::PublishAckFuture as std::future::IntoFuture>::IntoFuture,
+    HuiqiError,
+> {
+    let mut h = async_nats::HeaderMap::new();
+    h.insert("Nats-Msg-Id", id);
+    let ack = js
+        .publish_with_headers(
+            huiqi_events::subjects::APPLICATIONS_SUBMITTED,
+            h,
+            bytes.to_vec().into(),
+        )
+        .await
+        .map_err(|err| nats(&err))?;
+    Ok(std::future::IntoFuture::into_future(ack))
 }

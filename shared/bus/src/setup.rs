@@ -233,6 +233,47 @@ pub async fn bind_consumer(
     }
 }
 
+/// Every message on the stream matching `filter` now, from the first (an ordered reader that
+/// stops at the count the stream held when it started). Each message must arrive within
+/// `wait`, or the read fails naming how far it got.
+pub async fn read_all(
+    js: &jetstream::Context,
+    filter: &str,
+    wait: std::time::Duration,
+) -> Result<Vec<jetstream::Message>, BusError> {
+    use futures_util::StreamExt;
+    let err = |e: &dyn std::fmt::Display| BusError::Consume {
+        durable: format!("ordered reader of {filter}"),
+        message: e.to_string(),
+    };
+    let consumer = ordered_reader(js, filter).await?;
+    let pending = consumer
+        .clone()
+        .info()
+        .await
+        .map_err(|e| err(&e))?
+        .num_pending as usize;
+    let mut out = Vec::with_capacity(pending);
+    if pending == 0 {
+        return Ok(out);
+    }
+    let mut messages = consumer.messages().await.map_err(|e| err(&e))?;
+    while out.len() < pending {
+        match tokio::time::timeout(wait, messages.next()).await {
+            Ok(Some(Ok(m))) => out.push(m),
+            Ok(Some(Err(e))) => return Err(err(&e)),
+            Ok(None) => return Err(err(&"the stream ended")),
+            Err(_) => {
+                return Err(err(&format!(
+                    "no message for {wait:?} after {} of {pending}",
+                    out.len()
+                )))
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// An ordered consumer reading `filter` on the `HUIQI` stream from its first message: for
 /// operators and measurements that must see every event (flow-controlled, unlike a core
 /// subscription), including those published before they started.

@@ -49,10 +49,12 @@ pub enum AwardError {
     Policy(#[from] huiqi_policy::PolicyError),
     #[error("award log record {seq} cannot be read: {reason}")]
     Unreadable { seq: u64, reason: String },
+    #[error("{0}")]
+    Refused(String),
 }
 
 pub mod whatif;
-pub use whatif::{whatif, WhatIfReport};
+pub use whatif::{supplement, whatif, SupplementOutcome, WhatIfReport};
 
 /// The award id of a claim's one award.
 pub fn award_id_for(claim_id: &str) -> String {
@@ -70,6 +72,8 @@ pub struct State {
     verified: HashMap<String, (Envelope, ClaimVerified)>,
     decided: HashSet<String>,
     applicants: HashMap<String, String>,
+    /// Claims with a supplementary award, and the version it was decided under.
+    supplemented: HashMap<String, String>,
 }
 
 impl State {
@@ -91,6 +95,14 @@ impl State {
                 let d: AwardDecision = service::data(env)?;
                 self.verified.remove(&d.claim_id);
                 self.on_decision(&d);
+            }
+            types::AWARD_SUPPLEMENTED => {
+                // The claim counts as its new decision does: the old counts are withdrawn.
+                let s: huiqi_events::payloads::AwardSupplement = service::data(env)?;
+                self.history.withdraw(&s.claim_id, &s.replaces_counts);
+                self.history.add(&s.claim_id, &s.applicant_uscc, &s.counts);
+                self.supplemented
+                    .insert(s.claim_id.clone(), s.policy_version.clone());
             }
             types::ENTITLEMENT_DATA_PACKAGE => {
                 let e: DataPackageEntitlement = service::data(env)?;

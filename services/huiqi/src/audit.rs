@@ -35,7 +35,9 @@ pub struct MeasureTotals {
     pub decisions: u64,
     pub approved: u64,
     pub rejected: u64,
-    /// Sum of approved decisions' totals.
+    /// Supplementary awards (`huiqi supplement`).
+    pub supplements: u64,
+    /// Sum of approved decisions' totals and of supplements.
     pub committed: Money,
     /// Sum of payment orders.
     pub ordered: Money,
@@ -78,9 +80,24 @@ pub fn report(data_dir: &Path, ledger: Option<&Path>) -> Result<Reconciliation, 
     let mut r = Reconciliation::default();
     let mut decisions: BTreeMap<String, AwardDecision> = BTreeMap::new();
     let mut orders: BTreeMap<String, Vec<PaymentOrdered>> = BTreeMap::new();
+    let mut supplements: BTreeMap<String, huiqi_events::payloads::AwardSupplement> =
+        BTreeMap::new();
     for rec in award.records_from(1) {
         let rec = rec?;
         match rec.envelope.ty.as_str() {
+            types::AWARD_SUPPLEMENTED => {
+                let s: huiqi_events::payloads::AwardSupplement = rec
+                    .envelope
+                    .data_as()
+                    .map_err(|e| unreadable("award", rec.seq, e))?;
+                let m = r.by_measure.entry(s.measure.clone()).or_default();
+                m.supplements += 1;
+                m.committed = m.committed + s.amount;
+                if supplements.insert(s.award_id.clone(), s).is_some() {
+                    r.problems
+                        .push(format!("award log: a second supplement (seq {})", rec.seq));
+                }
+            }
             types::AWARD_DECIDED => {
                 let d: AwardDecision = rec
                     .envelope
@@ -137,9 +154,23 @@ pub fn report(data_dir: &Path, ledger: Option<&Path>) -> Result<Reconciliation, 
             )),
         }
     }
+    // Every supplement has exactly one order for its amount.
+    for (award_id, s) in &supplements {
+        match orders.get(award_id).map(Vec::as_slice).unwrap_or(&[]) {
+            [o] if o.amount == s.amount => {}
+            [o] => r.problems.push(format!(
+                "{award_id}: ordered {} but the supplement is {}",
+                o.amount, s.amount
+            )),
+            os => r.problems.push(format!(
+                "{award_id}: {} payment orders for one supplement",
+                os.len()
+            )),
+        }
+    }
     for award_id in orders.keys() {
         let claim = format!("C-{}", award_id.trim_start_matches("A-"));
-        if !decisions.contains_key(&claim) {
+        if !decisions.contains_key(&claim) && !supplements.contains_key(award_id) {
             r.problems
                 .push(format!("{award_id}: a payment order without a decision"));
         }
@@ -304,6 +335,7 @@ impl Reconciliation {
                 "decisions",
                 "approved",
                 "rejected",
+                "supplements",
                 "committed",
                 "ordered",
                 "settled",
@@ -316,6 +348,7 @@ impl Reconciliation {
             all.decisions += x.decisions;
             all.approved += x.approved;
             all.rejected += x.rejected;
+            all.supplements += x.supplements;
             all.committed = all.committed + x.committed;
             all.ordered = all.ordered + x.ordered;
             all.settled = all.settled + x.settled;
@@ -347,7 +380,7 @@ impl Reconciliation {
     /// One CSV row per measure (and `all`), for spreadsheets.
     pub fn csv(&self) -> String {
         let mut out = String::from(
-            "measure,decisions,approved,rejected,committed,ordered,settled,failed,pending\n",
+            "measure,decisions,approved,rejected,supplements,committed,ordered,settled,failed,pending\n",
         );
         for (m, x) in &self.by_measure {
             out.push_str(&row(m, x).join(","));
@@ -363,6 +396,7 @@ fn row(m: &str, x: &MeasureTotals) -> Vec<String> {
         x.decisions.to_string(),
         x.approved.to_string(),
         x.rejected.to_string(),
+        x.supplements.to_string(),
         x.committed.to_string(),
         x.ordered.to_string(),
         x.settled.to_string(),
@@ -464,6 +498,14 @@ fn summary(env: &Envelope, d: &serde_json::Value) -> String {
         types::CLAIM_VERIFIED => format!(
             "verified: every check answered ({} embedded records)",
             d["records"].as_array().map(Vec::len).unwrap_or(0)
+        ),
+        types::AWARD_SUPPLEMENTED => format!(
+            "supplementary award {} under {}: total {} → {}, pays {}",
+            s("award_id"),
+            s("policy_version"),
+            s("replaces_total"),
+            s("total"),
+            s("amount")
         ),
         types::AWARD_DECIDED => format!(
             "{} {} under {}: total {} ({} lines, facts {})",

@@ -823,3 +823,77 @@ pub fn render_whatif(r: &huiqi_award::WhatIfReport) -> String {
     }
     out
 }
+
+/// `huiqi supplement`: plans (and with `confirm`, writes) supplementary awards for what
+/// `version` would pay more than was decided (see `huiqi_award::supplement`).
+pub fn supplement(
+    data_dir: &Path,
+    policy_dir: Option<&Path>,
+    version: &str,
+    confirm: Option<&str>,
+) -> Result<huiqi_award::SupplementOutcome, HuiqiError> {
+    existing_dir(&service_dir(data_dir, "award"))?;
+    let log = EventLog::open(&service_dir(data_dir, "award"))?;
+    let policies = PolicySet::load(policy_dir).map_err(|e| HuiqiError::Input(e.to_string()))?;
+    let out = huiqi_award::supplement(&log, &policies, version, confirm)
+        .map_err(|e| HuiqiError::Input(e.to_string()))?;
+    if out.written > 0 {
+        tracing::warn!(
+            version,
+            written = out.written,
+            digest = %out.digest,
+            "supplementary awards written to the award log; they are published and paid when award starts"
+        );
+    }
+    Ok(out)
+}
+
+/// The supplement plan for people.
+pub fn render_supplement(r: &huiqi_award::SupplementOutcome) -> String {
+    let mut t = comfy_table::Table::new();
+    t.load_preset(comfy_table::presets::UTF8_BORDERS_ONLY)
+        .set_header(vec![
+            "claim",
+            "measure",
+            "application",
+            "award id",
+            "decided",
+            "under the version",
+            "supplement",
+        ]);
+    for p in &r.plan {
+        t.add_row(vec![
+            p.claim_id.clone(),
+            p.measure.clone(),
+            p.application_id.clone(),
+            p.award_id.clone(),
+            p.recorded_total.to_string(),
+            p.total.to_string(),
+            p.amount.to_string(),
+        ]);
+    }
+    let total: huiqi_events::Money = r.plan.iter().map(|p| p.amount).sum();
+    let mut out = format!(
+        "supplements under {}: {} claims, ¥{} in all\n{t}\n",
+        r.version,
+        r.plan.len(),
+        total
+    );
+    for (claim, why) in &r.not_supplemented {
+        out.push_str(&format!("  not supplemented {claim}: {why}\n"));
+    }
+    if r.written > 0 {
+        out.push_str(&format!(
+            "written: {} supplementary awards in the award log; start award to publish and pay them\n",
+            r.written
+        ));
+    } else if r.plan.is_empty() {
+        out.push_str("nothing to supplement\n");
+    } else {
+        out.push_str(&format!(
+            "nothing written. Stop the award service, then confirm with: --confirm {}\n",
+            r.digest
+        ));
+    }
+    out
+}

@@ -220,6 +220,23 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Turn what a later policy version would pay more into supplementary awards, paid once
+    /// through the normal pipeline. Without --confirm it only shows the plan and its digest;
+    /// with --confirm DIGEST (the digest shown) it writes them to the award log, which must be
+    /// stopped; award publishes them (signed) when it starts, and payout pays each once.
+    Supplement {
+        #[arg(long, default_value = "huiqi-data")]
+        data_dir: PathBuf,
+        #[arg(long)]
+        policy_version: String,
+        #[arg(long, env = "HUIQI_POLICY_DIR")]
+        policy_dir: Option<PathBuf>,
+        /// The plan's digest, as shown by a run without it.
+        #[arg(long)]
+        confirm: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Re-decide every recorded claim under another policy version (nothing is written):
     /// per measure, how many decisions and how much money would change, and which claims.
     Whatif {
@@ -701,6 +718,26 @@ async fn run() -> anyhow::Result<()> {
                 return Err(
                     Problem(format!("{bad} anchored heads disagree or were refused")).into(),
                 );
+            }
+        }
+        Command::Supplement {
+            data_dir,
+            policy_version,
+            policy_dir,
+            confirm,
+            json,
+        } => {
+            init_tracing("warn");
+            let r = huiqi::commands::supplement(
+                &data_dir,
+                policy_dir.as_deref(),
+                &policy_version,
+                confirm.as_deref(),
+            )?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                print!("{}", huiqi::commands::render_supplement(&r));
             }
         }
         Command::Whatif {

@@ -70,8 +70,14 @@ pub struct App {
 /// (award's key, checked before this) proves who ordered it; this proves what.
 pub fn check_order(o: &PaymentOrdered) -> Result<(), String> {
     let expected = format!("A-{}", o.claim_id.trim_start_matches("C-"));
-    if !o.claim_id.starts_with("C-") || o.award_id != expected {
-        return Err("award_id is not the award of claim_id".into());
+    // The claim's award, or one of its supplements (`<award>-S-<8 hex>`).
+    let supplement = o
+        .award_id
+        .strip_prefix(&expected)
+        .and_then(|rest| rest.strip_prefix("-S-"))
+        .is_some_and(|h| h.len() == 8 && h.bytes().all(|b| b.is_ascii_hexdigit()));
+    if !o.claim_id.starts_with("C-") || (o.award_id != expected && !supplement) {
+        return Err("award_id is not the award of claim_id (nor one of its supplements)".into());
     }
     if o.amount <= huiqi_events::Money::ZERO {
         return Err(format!("amount {} is not positive", o.amount));
@@ -315,5 +321,38 @@ impl Worker {
             }])
             .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod order_tests {
+    use super::*;
+
+    fn order(award_id: &str) -> PaymentOrdered {
+        PaymentOrdered {
+            award_id: award_id.into(),
+            claim_id: "C-1234".into(),
+            application_id: "P-1".into(),
+            measure: "M19".into(),
+            payee_uscc: "91330302000001086C".into(),
+            bank_account: "6228000000001080".into(),
+            amount: huiqi_events::Money::yuan(100),
+        }
+    }
+
+    #[test]
+    fn only_the_claims_award_or_one_of_its_supplements_is_paid() {
+        assert!(check_order(&order("A-1234")).is_ok());
+        assert!(check_order(&order("A-1234-S-0a1b2c3d")).is_ok());
+        for bad in [
+            "A-9999",
+            "A-1234-S-0a1b2c3",
+            "A-1234-S-0a1b2c3g",
+            "A-1234-S-0a1b2c3d-S-0a1b2c3d",
+            "A-1234-X-0a1b2c3d",
+            "A-12345",
+        ] {
+            assert!(check_order(&order(bad)).is_err(), "{bad}");
+        }
     }
 }

@@ -86,6 +86,7 @@ fn service_publish(service: &str) -> Vec<String> {
         "award" => &[
             "huiqi.awards.approved.*",
             "huiqi.awards.rejected.*",
+            "huiqi.awards.supplemented.*",
             s::ENTITLEMENT_DATA_PACKAGE,
             s::ENTITLEMENT_RESIDENT_POINTS,
             s::PAYMENT_ORDERED,

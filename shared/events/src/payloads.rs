@@ -411,6 +411,42 @@ pub struct RecordSkipped {
     pub reason: String,
 }
 
+/// `huiqi.awards.supplemented.<measure>` data: claim `claim_id`, decided under
+/// `replaces_version` for `replaces_total`, decided again under `policy_version` for `total`;
+/// `amount` (the difference, positive) is paid once under `award_id` (`A-<claim uuid>-S-<8 hex
+/// of the version>`). The lines and rules are the new decision's; `counts` replace
+/// `replaces_counts` in the history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct AwardSupplement {
+    pub claim_id: String,
+    pub application_id: String,
+    pub measure: String,
+    pub applicant_uscc: String,
+    pub award_id: String,
+    pub policy_version: String,
+    pub policy_hash: String,
+    pub replaces_version: String,
+    pub replaces_total: Money,
+    pub total: Money,
+    pub amount: Money,
+    pub lines: Vec<AwardLine>,
+    pub rules: std::collections::BTreeMap<String, String>,
+    pub facts_digest: String,
+    pub counts: Vec<crate::history::Count>,
+    pub replaces_counts: Vec<crate::history::Count>,
+}
+
+/// The award id of claim `claim_id`'s supplement under policy version `version`.
+pub fn supplement_award_id(claim_id: &str, version: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let h: String = Sha256::digest(version.as_bytes())
+        .iter()
+        .take(4)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("A-{}-S-{h}", claim_id.trim_start_matches("C-"))
+}
+
 /// `huiqi.log.head.v1` data: a service's log head when it was anchored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct LogHead {

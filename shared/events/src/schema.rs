@@ -24,6 +24,7 @@ pub fn event_data_schemas() -> Vec<(&'static str, Schema)> {
         (t::CHECK_RECORDED, schema_for!(p::CheckRecorded)),
         (t::CLAIM_VERIFIED, schema_for!(p::ClaimVerified)),
         (t::AWARD_DECIDED, schema_for!(p::AwardDecision)),
+        (t::AWARD_SUPPLEMENTED, schema_for!(p::AwardSupplement)),
         (t::PAYMENT_ORDERED, schema_for!(p::PaymentOrdered)),
         (t::PAYMENT_ATTEMPTED, schema_for!(p::PaymentAttempted)),
         (t::PAYOUT_SETTLED, schema_for!(p::PayoutSettled)),
@@ -166,6 +167,13 @@ fn channels() -> Vec<Channel> {
             address: format!("{}.{{measure}}", s::AWARDS_REJECTED_PREFIX),
             description: "Exactly one per claim when its decision is final (rejected).",
             messages: vec![t::AWARD_DECIDED],
+            action: "send",
+        },
+        Channel {
+            id: "awardsSupplemented",
+            address: format!("{}.{{measure}}", s::AWARDS_SUPPLEMENTED_PREFIX),
+            description: "A supplementary award: a decided claim re-decided under a later policy version by an operator's `huiqi supplement`; the difference is paid once under its own award id.",
+            messages: vec![t::AWARD_SUPPLEMENTED],
             action: "send",
         },
         Channel {

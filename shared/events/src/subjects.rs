@@ -11,6 +11,9 @@ pub const INTAKE_REJECTED: &str = "huiqi.intake.rejected";
 pub const PORTAL_APPLICATIONS: &str = "huiqi.applications.submitted.*";
 pub const AWARDS_APPROVED_PREFIX: &str = "huiqi.awards.approved";
 pub const AWARDS_REJECTED_PREFIX: &str = "huiqi.awards.rejected";
+/// Supplementary awards: `huiqi.awards.supplemented.<measure>` (bureaus get them with
+/// `huiqi.awards.>`).
+pub const AWARDS_SUPPLEMENTED_PREFIX: &str = "huiqi.awards.supplemented";
 pub const PAYOUTS_SETTLED: &str = "huiqi.payouts.settled";
 pub const PAYOUTS_FAILED: &str = "huiqi.payouts.failed";
 pub const ENTITLEMENT_DATA_PACKAGE: &str = "huiqi.entitlements.data_package";

@@ -10,6 +10,9 @@ pub const CLAIM_OPENED: &str = "huiqi.claim.opened.v1";
 pub const CHECK_RECORDED: &str = "huiqi.check.recorded.v1";
 pub const CLAIM_VERIFIED: &str = "huiqi.claim.verified.v1";
 pub const AWARD_DECIDED: &str = "huiqi.award.decided.v1";
+/// A supplementary award: a decided claim re-decided under a later policy version (an operator's
+/// `huiqi supplement`), paying the difference once under its own award id.
+pub const AWARD_SUPPLEMENTED: &str = "huiqi.award.supplemented.v1";
 pub const PAYMENT_ORDERED: &str = "huiqi.payment.ordered.v1";
 pub const PAYMENT_ATTEMPTED: &str = "huiqi.payment.attempted.v1";
 pub const PAYOUT_SETTLED: &str = "huiqi.payout.settled.v1";
@@ -37,6 +40,7 @@ pub const CURRENT: &[&str] = &[
     CHECK_RECORDED,
     CLAIM_VERIFIED,
     AWARD_DECIDED,
+    AWARD_SUPPLEMENTED,
     PAYMENT_ORDERED,
     PAYMENT_ATTEMPTED,
     PAYOUT_SETTLED,
@@ -78,6 +82,7 @@ pub const PRODUCERS: &[(&str, &[&str])] = &[
         "award",
         &[
             AWARD_DECIDED,
+            AWARD_SUPPLEMENTED,
             PAYMENT_ORDERED,
             ENTITLEMENT_DATA_PACKAGE,
             ENTITLEMENT_RESIDENT_POINTS,

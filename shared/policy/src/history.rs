@@ -134,6 +134,30 @@ impl History {
         }
     }
 
+    /// Withdraws what claim `claim_id` counted under the keys of `counts` (a supplementary
+    /// award replaces the claim's counts with those of its new decision). A key left with no
+    /// entry is gone, as if never counted.
+    pub fn withdraw(&mut self, claim_id: &str, counts: &[Count]) {
+        for c in counts {
+            let shard = &mut self.entries[shard(&c.key)];
+            let Some(es) = shard.get_mut(&c.key) else {
+                continue;
+            };
+            es.retain(|e| e.claim_id != claim_id);
+            if es.is_empty() {
+                shard.remove(&c.key);
+                self.len -= 1;
+                let scan = (c.key.measure.clone(), c.key.kind, c.key.uscc.clone());
+                if let Some(keys) = self.scans.get_mut(&scan) {
+                    keys.remove(&c.key);
+                    if keys.is_empty() {
+                        self.scans.remove(&scan);
+                    }
+                }
+            }
+        }
+    }
+
     fn insert(&mut self, key: Key, entry: Entry) {
         let shard = &mut self.entries[shard(&key)];
         match shard.get_mut(&key) {

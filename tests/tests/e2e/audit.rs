@@ -341,3 +341,68 @@ async fn a_log_rewritten_with_its_chain_recomputed_no_longer_matches_its_anchore
         "{award:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_supplement_under_a_new_version_is_confirmed_published_and_paid_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = sample_run(dir.path()).await;
+    let versions = m19a_version(dir.path());
+    let version = "operator-m19a-300";
+    // The plan: one M19 claim, +100.00; nothing written without the digest.
+    let plan = huiqi::commands::supplement(&data, Some(&versions), version, None).unwrap();
+    assert_eq!(plan.plan.len(), 1, "{plan:?}");
+    assert_eq!(plan.plan[0].amount.to_string(), "100.00");
+    assert_eq!(plan.written, 0);
+    assert!(huiqi::commands::supplement(&data, Some(&versions), version, Some("0000")).is_err());
+    let done =
+        huiqi::commands::supplement(&data, Some(&versions), version, Some(&plan.digest)).unwrap();
+    assert_eq!(done.written, 1);
+    let again = huiqi::commands::supplement(&data, Some(&versions), version, None).unwrap();
+    assert!(
+        again.plan.is_empty(),
+        "a claim gets one supplement: {again:?}"
+    );
+    assert!(again.not_supplemented[0].1.contains("already"));
+
+    // Award publishes it when it starts; payout pays it once, even across another restart.
+    let sample = repo().join("deploy/sample");
+    let settings = UpSettings::new(&data, Some(&sample.join("fixtures")));
+    let supplement_id = plan.plan[0].award_id.clone();
+    let ledger = settings.ledger_path();
+    let paid = |ledger: &Path| {
+        huiqi_providers::read_ledger(ledger)
+            .into_iter()
+            .filter(|e| e.award_id == supplement_id)
+            .collect::<Vec<_>>()
+    };
+    for _ in 0..2 {
+        let pipeline = huiqi::Pipeline::start(&settings).await.unwrap();
+        for _ in 0..150 {
+            if !paid(&ledger).is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        pipeline.stop().await.unwrap();
+    }
+    let entries = paid(&ledger);
+    assert_eq!(entries.len(), 1, "paid exactly once");
+    assert_eq!(entries[0].amount.to_string(), "100.00");
+    let r = huiqi::audit::report(&data, None).unwrap();
+    assert!(r.problems.is_empty(), "{:?}", r.problems);
+    assert_eq!(r.by_measure["M19"].supplements, 1);
+    assert_eq!(r.by_measure["M19"].settled.to_string(), "700.00");
+    let (replay, same) = huiqi::commands::replay(&data, None).unwrap();
+    assert!(same, "{replay}");
+    let story = huiqi::audit::claim_story(&data, "P-2023-000111", false).unwrap();
+    assert!(story.iter().any(|e| e.ty == types::AWARD_SUPPLEMENTED));
+    assert_eq!(
+        story
+            .iter()
+            .filter(|e| e.ty == types::PAYOUT_SETTLED)
+            .count(),
+        2,
+        "the award and its supplement"
+    );
+}

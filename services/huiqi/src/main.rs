@@ -225,31 +225,17 @@ enum Command {
     /// with --confirm DIGEST (the digest shown) it writes them to the award log, which must be
     /// stopped; award publishes them (signed) when it starts, and payout pays each once.
     Supplement {
-        #[arg(long, default_value = "huiqi-data")]
-        data_dir: PathBuf,
-        #[arg(long)]
-        policy_version: String,
-        #[arg(long, env = "HUIQI_POLICY_DIR")]
-        policy_dir: Option<PathBuf>,
+        #[command(flatten)]
+        under: UnderVersion,
         /// The plan's digest, as shown by a run without it.
         #[arg(long)]
         confirm: Option<String>,
-        #[arg(long)]
-        json: bool,
     },
     /// Re-decide every recorded claim under another policy version (nothing is written):
     /// per measure, how many decisions and how much money would change, and which claims.
     Whatif {
-        #[arg(long, default_value = "huiqi-data")]
-        data_dir: PathBuf,
-        /// The version to apply (built in, or loaded from --policy-dir).
-        #[arg(long)]
-        policy_version: String,
-        /// Operator-loaded policy versions (the recorded decisions' and the one to apply).
-        #[arg(long, env = "HUIQI_POLICY_DIR")]
-        policy_dir: Option<PathBuf>,
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        under: UnderVersion,
     },
     /// (Re)write the sample fixtures and applications from the generators.
     #[command(hide = true)]
@@ -284,6 +270,21 @@ enum Command {
         #[arg(long, default_value_t = 1800)]
         timeout_secs: u64,
     },
+}
+
+/// The recorded claims of an award log, to be decided again under another policy version.
+#[derive(clap::Args)]
+struct UnderVersion {
+    #[arg(long, default_value = "huiqi-data")]
+    data_dir: PathBuf,
+    /// The version to apply (built in, or loaded from --policy-dir).
+    #[arg(long)]
+    policy_version: String,
+    /// Operator-loaded policy versions (the recorded decisions' and the one to apply).
+    #[arg(long, env = "HUIQI_POLICY_DIR")]
+    policy_dir: Option<PathBuf>,
+    #[arg(long)]
+    json: bool,
 }
 
 /// `huiqi audit` without a subcommand verifies the hash chains.
@@ -720,34 +721,27 @@ async fn run() -> anyhow::Result<()> {
                 );
             }
         }
-        Command::Supplement {
-            data_dir,
-            policy_version,
-            policy_dir,
-            confirm,
-            json,
-        } => {
+        Command::Supplement { under, confirm } => {
             init_tracing("warn");
             let r = huiqi::commands::supplement(
-                &data_dir,
-                policy_dir.as_deref(),
-                &policy_version,
+                &under.data_dir,
+                under.policy_dir.as_deref(),
+                &under.policy_version,
                 confirm.as_deref(),
             )?;
-            if json {
+            if under.json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {
                 print!("{}", huiqi::commands::render_supplement(&r));
             }
         }
-        Command::Whatif {
-            data_dir,
-            policy_version,
-            policy_dir,
-            json,
-        } => {
-            let r = huiqi::commands::whatif(&data_dir, policy_dir.as_deref(), &policy_version)?;
-            if json {
+        Command::Whatif { under } => {
+            let r = huiqi::commands::whatif(
+                &under.data_dir,
+                under.policy_dir.as_deref(),
+                &under.policy_version,
+            )?;
+            if under.json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {
                 print!("{}", huiqi::commands::render_whatif(&r));

@@ -27,24 +27,55 @@ pub async fn publish_all_to(
     events: &[Envelope],
     in_flight: usize,
 ) -> Result<(), HuiqiError> {
-    let subject = subject.to_string();
-    let mut pending = futures_util::stream::FuturesUnordered::new();
-    for e in events {
+    let publish = |i: usize| {
+        let e = &events[i];
         let mut h = async_nats::HeaderMap::new();
         h.insert("Nats-Msg-Id", e.id.as_str());
-        let ack = js
-            .publish_with_headers(subject.clone(), h, e.encode().into())
-            .await
-            .map_err(|err| HuiqiError::Nats(err.to_string()))?;
-        pending.push(std::future::IntoFuture::into_future(ack));
+        let subject = subject.to_string();
+        let payload = e.encode();
+        async move {
+            let ack = js
+                .publish_with_headers(subject, h, payload.into())
+                .await
+                .map_err(|err| err.to_string())?;
+            ack.await.map(|_| ()).map_err(|err| err.to_string())
+        }
+    };
+    // Many acks in flight; a message whose publish fails (a cluster electing a new stream
+    // leader answers "no responders" for a moment) is sent again under the same
+    // Nats-Msg-Id, so the stream keeps it once, for up to RETRY_FOR.
+    const RETRY_FOR: Duration = Duration::from_secs(60);
+    let started = Instant::now();
+    let mut pending = futures_util::stream::FuturesUnordered::new();
+    let mut failed: Vec<(usize, String)> = Vec::new();
+    for i in 0..events.len() {
+        let p = publish(i);
+        pending.push(async move { (i, p.await) });
         while pending.len() >= in_flight {
-            if let Some(r) = pending.next().await {
-                r.map_err(|err| HuiqiError::Nats(err.to_string()))?;
+            if let Some((i, Err(e))) = pending.next().await {
+                failed.push((i, e));
             }
         }
     }
-    while let Some(r) = pending.next().await {
-        r.map_err(|err| HuiqiError::Nats(err.to_string()))?;
+    while let Some((i, r)) = pending.next().await {
+        if let Err(e) = r {
+            failed.push((i, e));
+        }
+    }
+    let mut backoff = Duration::from_millis(200);
+    while let Some((i, why)) = failed.pop() {
+        if started.elapsed() > RETRY_FOR {
+            return Err(HuiqiError::Nats(format!(
+                "event {} not acked by JetStream: {why}",
+                events[i].id
+            )));
+        }
+        tracing::warn!(event = %events[i].id, error = %why, "publish not acked; sending again");
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+        if let Err(e) = publish(i).await {
+            failed.push((i, e));
+        }
     }
     Ok(())
 }

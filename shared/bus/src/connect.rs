@@ -193,8 +193,11 @@ impl NatsOptions {
         let mut backoff = Duration::from_millis(200);
         loop {
             let options = self.options(name).await.map_err(&err)?;
+            // A cluster is a comma-separated list of URLs; the client fails over between them
+            // (and to the servers the cluster announces).
             let target = split_userinfo(&self.url).2;
-            match options.connect(target.as_str()).await {
+            let servers: Vec<&str> = target.split(',').map(str::trim).collect();
+            match options.connect(servers).await {
                 Ok(c) => return Ok(c),
                 Err(e) => {
                     // async-nats errors can repeat the address; it carries no credentials

@@ -81,55 +81,36 @@ impl Portal {
     /// for them; each answer is acked once read (so a reconnecting portal resumes after it).
     pub async fn answers(&self, max: usize, wait: Duration) -> Result<Vec<Answer>, HuiqiError> {
         let durable = huiqi_bus::access::portal_user(&self.name);
-        let consumer: jetstream::consumer::Consumer<pull::Config> = self
-            .js
-            .get_consumer_from_stream(&durable, huiqi_bus::setup::STREAM)
-            .await
-            .map_err(nats)?;
         let mut out = Vec::new();
-        let deadline = tokio::time::Instant::now() + wait;
-        while out.len() < max {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            let mut batch = consumer
-                .fetch()
-                .max_messages(max - out.len())
-                .expires(left.max(Duration::from_millis(100)))
-                .messages()
-                .await
-                .map_err(nats)?;
-            while let Some(m) = batch.next().await {
-                let m = m.map_err(nats)?;
-                let env = Envelope::decode(&m.payload)
-                    .map_err(|e| HuiqiError::Input(format!("an answer is not an event: {e}")))?;
-                let d = env.data.value();
-                out.push(Answer {
-                    outcome: if m.subject.starts_with(subjects::INTAKE_ACCEPTED) {
-                        "accepted".into()
-                    } else {
-                        "rejected".into()
-                    },
-                    application_id: d["application_id"].as_str().unwrap_or("").to_string(),
-                    claim_id: d["claim_id"].as_str().map(str::to_string),
-                    answers_event: env.causationid.clone(),
-                    errors: d["errors"]
-                        .as_array()
-                        .map(|errs| {
-                            errs.iter()
-                                .map(|e| {
-                                    let f = |k: &str| e[k].as_str().unwrap_or("").to_string();
-                                    (f("field"), f("code"), f("message"))
-                                })
-                                .collect()
-                        })
-                        .unwrap_or_default(),
-                    subject: m.subject.to_string(),
-                });
-                m.ack().await.map_err(nats)?;
-            }
-        }
+        pull_each(&self.js, &durable, max, wait, |m| {
+            let env = Envelope::decode(&m.payload)
+                .map_err(|e| HuiqiError::Input(format!("an answer is not an event: {e}")))?;
+            let d = env.data.value();
+            out.push(Answer {
+                outcome: if m.subject.starts_with(subjects::INTAKE_ACCEPTED) {
+                    "accepted".into()
+                } else {
+                    "rejected".into()
+                },
+                application_id: d["application_id"].as_str().unwrap_or("").to_string(),
+                claim_id: d["claim_id"].as_str().map(str::to_string),
+                answers_event: env.causationid.clone(),
+                errors: d["errors"]
+                    .as_array()
+                    .map(|errs| {
+                        errs.iter()
+                            .map(|e| {
+                                let f = |k: &str| e[k].as_str().unwrap_or("").to_string();
+                                (f("field"), f("code"), f("message"))
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                subject: m.subject.to_string(),
+            });
+            Ok(())
+        })
+        .await?;
         Ok(out)
     }
 }
@@ -166,51 +147,71 @@ pub async fn bureau_pull(
     wait: Duration,
 ) -> Result<BureauBatch, HuiqiError> {
     let js = jetstream::new(client);
+    let mut out = BureauBatch::default();
+    pull_each(&js, durable, max, wait, |m| {
+        let seq = m.info().map(|i| i.stream_sequence).unwrap_or(0);
+        let header = m
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(huiqi_bus::trust::SIGNATURE_HEADER))
+            .map(|v| v.as_str().to_string());
+        match trust.verify(header.as_deref(), &m.payload, Mode::History) {
+            Err(e) => out.refused.push((seq, e.to_string())),
+            Ok(signer) => {
+                let envelope = Envelope::decode(&m.payload)
+                    .map_err(|e| HuiqiError::Input(format!("event {seq}: {e}")))?;
+                if since.is_some_and(|t| envelope.time < t) {
+                    out.skipped += 1;
+                } else {
+                    out.events.push(BureauEvent {
+                        subject: m.subject.to_string(),
+                        stream_sequence: seq,
+                        signed_by: signer.service,
+                        envelope,
+                    });
+                }
+            }
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(out)
+}
+
+/// Pulls up to `max` messages from durable consumer `durable` within `wait`, hands each to
+/// `each` and acks it once handled (an error stops the pull and leaves that message for
+/// redelivery).
+async fn pull_each(
+    js: &jetstream::Context,
+    durable: &str,
+    max: usize,
+    wait: Duration,
+    mut each: impl FnMut(&jetstream::Message) -> Result<(), HuiqiError>,
+) -> Result<(), HuiqiError> {
     let consumer: jetstream::consumer::Consumer<pull::Config> = js
         .get_consumer_from_stream(durable, huiqi_bus::setup::STREAM)
         .await
         .map_err(nats)?;
-    let mut out = BureauBatch::default();
     let deadline = tokio::time::Instant::now() + wait;
-    while out.events.len() + out.refused.len() + out.skipped < max {
+    let mut pulled = 0;
+    while pulled < max {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         if left.is_zero() {
             break;
         }
         let mut batch = consumer
             .fetch()
-            .max_messages(max - out.events.len() - out.refused.len() - out.skipped)
+            .max_messages(max - pulled)
             .expires(left.max(Duration::from_millis(100)))
             .messages()
             .await
             .map_err(nats)?;
         while let Some(m) = batch.next().await {
             let m = m.map_err(nats)?;
-            let seq = m.info().map(|i| i.stream_sequence).unwrap_or(0);
-            let header = m
-                .headers
-                .as_ref()
-                .and_then(|h| h.get(huiqi_bus::trust::SIGNATURE_HEADER))
-                .map(|v| v.as_str().to_string());
-            match trust.verify(header.as_deref(), &m.payload, Mode::History) {
-                Err(e) => out.refused.push((seq, e.to_string())),
-                Ok(signer) => {
-                    let envelope = Envelope::decode(&m.payload)
-                        .map_err(|e| HuiqiError::Input(format!("event {seq}: {e}")))?;
-                    if since.is_some_and(|t| envelope.time < t) {
-                        out.skipped += 1;
-                    } else {
-                        out.events.push(BureauEvent {
-                            subject: m.subject.to_string(),
-                            stream_sequence: seq,
-                            signed_by: signer.service,
-                            envelope,
-                        });
-                    }
-                }
-            }
+            each(&m)?;
             m.ack().await.map_err(nats)?;
+            pulled += 1;
         }
     }
-    Ok(out)
+    Ok(())
 }

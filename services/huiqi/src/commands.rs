@@ -136,8 +136,16 @@ pub fn audit_logs(data_dir: &Path) -> Result<Vec<LogAudit>, HuiqiError> {
 /// `huiqi audit`: [`audit_logs`] as text, and whether every chain is intact.
 pub fn audit(data_dir: &Path) -> Result<(String, bool), HuiqiError> {
     let logs = audit_logs(data_dir)?;
+    Ok((
+        render_audit(&logs),
+        logs.iter().all(|a| a.problems.is_empty()),
+    ))
+}
+
+/// Audited logs as text, a line per log and one per problem (at most 20 each).
+pub fn render_audit(logs: &[LogAudit]) -> String {
     let mut out = String::new();
-    for a in &logs {
+    for a in logs {
         if !a.present {
             out.push_str(&format!("{:<13} no log at {}\n", a.service, a.path));
             continue;
@@ -158,7 +166,7 @@ pub fn audit(data_dir: &Path) -> Result<(String, bool), HuiqiError> {
             out.push_str(&format!("    {p}\n"));
         }
     }
-    Ok((out, logs.iter().all(|a| a.problems.is_empty())))
+    out
 }
 
 /// Where the offline tools find `service`'s log: `DATA_DIR/<service>`, unless the operator

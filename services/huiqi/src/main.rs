@@ -760,29 +760,26 @@ async fn run() -> anyhow::Result<()> {
             for s in huiqi::commands::SERVICES {
                 reports.push(huiqi::status::live_audit(&client, s).await?);
             }
-            let problems: usize = reports
+            let logs: Vec<huiqi::commands::LogAudit> = reports
                 .iter()
-                .filter_map(|r| r.audit.as_ref())
-                .map(|a| a.problems.len())
-                .sum();
+                .map(|r| {
+                    let a = r.audit.clone().expect("asked for");
+                    huiqi::commands::LogAudit {
+                        service: r.service.clone(),
+                        path: "(live, audited by the service)".into(),
+                        present: true,
+                        records: a.records,
+                        bytes: a.bytes,
+                        head_hash: a.head_hash,
+                        problems: a.problems,
+                    }
+                })
+                .collect();
+            let problems: usize = logs.iter().map(|a| a.problems.len()).sum();
             if json {
                 println!("{}", serde_json::to_string_pretty(&reports)?);
             } else {
-                for r in &reports {
-                    let a = r.audit.as_ref().expect("asked for");
-                    println!(
-                        "{:<13} {:>8} records {:>12} bytes  head {}  {} (live)",
-                        r.service,
-                        a.records,
-                        a.bytes,
-                        &a.head_hash[..16.min(a.head_hash.len())],
-                        if a.problems.is_empty() {
-                            "chain intact".to_string()
-                        } else {
-                            format!("{} PROBLEMS: {}", a.problems.len(), a.problems.join("; "))
-                        }
-                    );
-                }
+                print!("{}", huiqi::commands::render_audit(&logs));
             }
             if problems > 0 {
                 return Err(Problem("audit found problems".into()).into());

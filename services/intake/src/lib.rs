@@ -322,12 +322,6 @@ pub fn portal_of(subject: &str) -> Option<&str> {
 }
 
 fn reply_to(base: &str, portal: Option<&str>) -> String {
-    let outcome = if base == subjects::INTAKE_ACCEPTED {
-        "accepted"
-    } else {
-        "rejected"
-    };
-    metrics::counter!("huiqi_applications_answered_total", "outcome" => outcome).increment(1);
     match portal {
         Some(p) => format!("{base}.{p}"),
         None => base.to_string(),
@@ -356,6 +350,7 @@ fn accept(
     )
     .expect("serializes")
     .caused_by(cause);
+    metrics::counter!("huiqi_applications_answered_total", "outcome" => "accepted").increment(1);
     Pending::publish(e, reply_to(subjects::INTAKE_ACCEPTED, portal))
 }
 
@@ -391,6 +386,8 @@ impl Handler {
                 }
             }
         }
+        metrics::counter!("huiqi_applications_answered_total", "outcome" => "rejected")
+            .increment(1);
         Pending::publish(
             env,
             reply_to(subjects::INTAKE_REJECTED, portal_of(&d.subject)),

@@ -124,127 +124,113 @@ fn check_request_schema(check: crate::checks::Check) -> Value {
 
 /// One AsyncAPI channel: address, what travels on it and whether Huiqi sends or receives it.
 struct Channel {
-    id: &'static str,
+    id: String,
     address: String,
     description: &'static str,
     /// Event type (CloudEvent on the stream) or a reply/request schema file.
-    messages: Vec<&'static str>,
+    messages: Vec<String>,
     action: &'static str,
 }
 
 fn channels() -> Vec<Channel> {
     let mut out = vec![
         Channel {
-            id: "applicationsSubmitted",
+            id: "applicationsSubmitted".into(),
             address: s::APPLICATIONS_SUBMITTED.into(),
             description: "Portals publish applications (JetStream-captured; wait for the publish ack). Portal-scoped form: huiqi.applications.submitted.<portal>, answered on huiqi.intake.*.<portal>.",
-            messages: vec![t::APPLICATION_SUBMITTED],
+            messages: vec![t::APPLICATION_SUBMITTED.into()],
             action: "receive",
         },
         Channel {
-            id: "intakeAccepted",
+            id: "intakeAccepted".into(),
             address: s::INTAKE_ACCEPTED.into(),
             description: "Answer to an application: its claim id. `causationid` is the submitted event's id.",
-            messages: vec![t::INTAKE_ACCEPTED],
+            messages: vec![t::INTAKE_ACCEPTED.into()],
             action: "send",
         },
         Channel {
-            id: "intakeRejected",
+            id: "intakeRejected".into(),
             address: s::INTAKE_REJECTED.into(),
             description: "Answer to an application that cannot be accepted: field, code and message per problem. `causationid` is the submitted event's id (also for unreadable input).",
-            messages: vec![t::INTAKE_REJECTED],
+            messages: vec![t::INTAKE_REJECTED.into()],
             action: "send",
         },
         Channel {
-            id: "awardsApproved",
+            id: "awardsApproved".into(),
             address: format!("{}.{{measure}}", s::AWARDS_APPROVED_PREFIX),
             description: "Exactly one per claim when its decision is final (approved).",
-            messages: vec![t::AWARD_DECIDED],
+            messages: vec![t::AWARD_DECIDED.into()],
             action: "send",
         },
         Channel {
-            id: "awardsRejected",
+            id: "awardsRejected".into(),
             address: format!("{}.{{measure}}", s::AWARDS_REJECTED_PREFIX),
             description: "Exactly one per claim when its decision is final (rejected).",
-            messages: vec![t::AWARD_DECIDED],
+            messages: vec![t::AWARD_DECIDED.into()],
             action: "send",
         },
         Channel {
-            id: "awardsSupplemented",
+            id: "awardsSupplemented".into(),
             address: format!("{}.{{measure}}", s::AWARDS_SUPPLEMENTED_PREFIX),
             description: "A supplementary award: a decided claim re-decided under a later policy version by an operator's `huiqi supplement`; the difference is paid once under its own award id.",
-            messages: vec![t::AWARD_SUPPLEMENTED],
+            messages: vec![t::AWARD_SUPPLEMENTED.into()],
             action: "send",
         },
         Channel {
-            id: "payoutsSettled",
+            id: "payoutsSettled".into(),
             address: s::PAYOUTS_SETTLED.into(),
             description: "The treasury settled an award; a settled award is never paid again.",
-            messages: vec![t::PAYOUT_SETTLED],
+            messages: vec![t::PAYOUT_SETTLED.into()],
             action: "send",
         },
         Channel {
-            id: "payoutsFailed",
+            id: "payoutsFailed".into(),
             address: s::PAYOUTS_FAILED.into(),
             description: "The treasury refused an award, with its reason.",
-            messages: vec![t::PAYOUT_FAILED],
+            messages: vec![t::PAYOUT_FAILED.into()],
             action: "send",
         },
         Channel {
-            id: "entitlementsDataPackage",
+            id: "entitlementsDataPackage".into(),
             address: s::ENTITLEMENT_DATA_PACKAGE.into(),
             description: "M4 data packages: one event per claim and carrier, at most 500 grants an event.",
-            messages: vec![t::ENTITLEMENT_DATA_PACKAGE],
+            messages: vec![t::ENTITLEMENT_DATA_PACKAGE.into()],
             action: "send",
         },
         Channel {
-            id: "entitlementsResidentPoints",
+            id: "entitlementsResidentPoints".into(),
             address: s::ENTITLEMENT_RESIDENT_POINTS.into(),
             description: "M5 new-resident points: one event per claim, at most 500 grants an event.",
-            messages: vec![t::ENTITLEMENT_RESIDENT_POINTS],
+            messages: vec![t::ENTITLEMENT_RESIDENT_POINTS.into()],
             action: "send",
         },
         Channel {
-            id: "treasuryPay",
+            id: "treasuryPay".into(),
             address: s::TREASURY_PAY.into(),
             description: "Request/reply to the treasury, idempotent by award_id.",
-            messages: vec!["treasury.pay.request", "treasury.pay.reply"],
+            messages: vec!["treasury.pay.request".into(), "treasury.pay.reply".into()],
             action: "send",
         },
         Channel {
-            id: "parked",
+            id: "parked".into(),
             address: format!("{}.{{service}}", s::PARKED_PREFIX),
             description: "Messages a service refused (unsigned, untrusted, unreadable), with the reason; and events too large to publish.",
-            messages: vec![t::MESSAGE_PARKED, t::EVENT_UNPUBLISHABLE],
+            messages: vec![t::MESSAGE_PARKED.into(), t::EVENT_UNPUBLISHABLE.into()],
             action: "send",
         },
         Channel {
-            id: "logHeads",
+            id: "logHeads".into(),
             address: format!("{}.{{service}}", s::HEADS_PREFIX),
             description: "Each service's log head (sequence and chain hash), signed, published now and then: auditors check the service logs against them.",
-            messages: vec![t::LOG_HEAD],
+            messages: vec![t::LOG_HEAD.into()],
             action: "send",
         },
     ];
     for check in crate::checks::Check::ALL {
-        let (req, rep): (&'static str, &'static str) = match check.name() {
-            "enterprise" => ("check.enterprise.request", "check.enterprise.reply"),
-            "social_insurance" => (
-                "check.social_insurance.request",
-                "check.social_insurance.reply",
-            ),
-            "presence" => ("check.presence.request", "check.presence.reply"),
-            "residence_permit" => (
-                "check.residence_permit.request",
-                "check.residence_permit.reply",
-            ),
-            "telecom" => ("check.telecom.request", "check.telecom.reply"),
-            "statistics" => ("check.statistics.request", "check.statistics.reply"),
-            "exit_entry" => ("check.exit_entry.request", "check.exit_entry.reply"),
-            _ => ("check.prior_benefits.request", "check.prior_benefits.reply"),
-        };
+        let req = format!("check.{}.request", check.name());
+        let rep = format!("check.{}.reply", check.name());
         out.push(Channel {
-            id: req,
+            id: req.clone(),
             address: s::check_subject(check.name()),
             description: "Request/reply to a check provider (NATS core, not captured by the stream). A reply {\"error\": …} is retried.",
             messages: vec![req, rep],
@@ -301,7 +287,7 @@ pub fn asyncapi() -> Value {
             );
         }
         channels_v.insert(
-            ch.id.to_string(),
+            ch.id.clone(),
             json!({ "address": ch.address, "description": ch.description, "messages": ch_msgs }),
         );
         operations.insert(

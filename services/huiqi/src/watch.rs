@@ -41,43 +41,51 @@ pub async fn publish_all_to(
             ack.await.map(|_| ()).map_err(|err| err.to_string())
         }
     };
-    // Many acks in flight; a message whose publish fails (a cluster electing a new stream
-    // leader answers "no responders" for a moment) is sent again under the same
-    // Nats-Msg-Id, so the stream keeps it once, for up to RETRY_FOR.
+    // Many acks in flight. Messages whose publish fails (a cluster electing a new stream
+    // leader answers "no responders" for some seconds) are sent again together, under their
+    // same Nats-Msg-Id so the stream keeps each once, until a whole RETRY_FOR passes in which
+    // none of them is acked.
     const RETRY_FOR: Duration = Duration::from_secs(60);
-    let started = Instant::now();
-    let mut pending = futures_util::stream::FuturesUnordered::new();
-    let mut failed: Vec<(usize, String)> = Vec::new();
-    for i in 0..events.len() {
-        let p = publish(i);
-        pending.push(async move { (i, p.await) });
-        while pending.len() >= in_flight {
-            if let Some((i, Err(e))) = pending.next().await {
+    let mut todo: Vec<usize> = (0..events.len()).collect();
+    let mut progress = Instant::now();
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let mut failed: Vec<(usize, String)> = Vec::new();
+        let mut pending = futures_util::stream::FuturesUnordered::new();
+        for &i in &todo {
+            let p = publish(i);
+            pending.push(async move { (i, p.await) });
+            while pending.len() >= in_flight {
+                if let Some((i, Err(e))) = pending.next().await {
+                    failed.push((i, e));
+                }
+            }
+        }
+        while let Some((i, r)) = pending.next().await {
+            if let Err(e) = r {
                 failed.push((i, e));
             }
         }
-    }
-    while let Some((i, r)) = pending.next().await {
-        if let Err(e) = r {
-            failed.push((i, e));
+        if failed.len() < todo.len() {
+            progress = Instant::now();
+            backoff = Duration::from_millis(200);
         }
-    }
-    let mut backoff = Duration::from_millis(200);
-    while let Some((i, why)) = failed.pop() {
-        if started.elapsed() > RETRY_FOR {
+        let Some((first, why)) = failed.first() else {
+            return Ok(());
+        };
+        if progress.elapsed() > RETRY_FOR {
             return Err(HuiqiError::Nats(format!(
-                "event {} not acked by JetStream: {why}",
-                events[i].id
+                "event {} not acked by JetStream ({} not acked in {RETRY_FOR:?}): {why}",
+                events[*first].id,
+                failed.len()
             )));
         }
-        tracing::warn!(event = %events[i].id, error = %why, "publish not acked; sending again");
+        tracing::warn!(count = failed.len(), error = %why, "publishes not acked; sending them again under the same ids");
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(2));
-        if let Err(e) = publish(i).await {
-            failed.push((i, e));
-        }
+        todo = failed.into_iter().map(|(i, _)| i).collect();
+        todo.sort_unstable();
     }
-    Ok(())
 }
 
 /// Publishes raw bytes as a portal would (for malformed-input drills).

@@ -131,10 +131,8 @@ pub async fn restore(
     if last == 0 {
         return Ok(report);
     }
-    let consumer = stream
-        .create_consumer(jetstream::consumer::pull::OrderedConfig::default())
-        .await
-        .map_err(|e| err("ordered reader", &e))?;
+    // Every subject ("" filters nothing), retried when a cluster places it on a dead node.
+    let consumer = crate::setup::ordered_reader(js, "").await?;
     let mut messages = consumer
         .messages()
         .await

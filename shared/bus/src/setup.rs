@@ -161,8 +161,42 @@ pub async fn ensure_consumer(
         })
 }
 
+/// Waits until JetStream answers (a cluster that just started elects its meta leader first;
+/// until then every JetStream request fails), at most `limit`.
+pub async fn wait_for_jetstream(
+    js: &jetstream::Context,
+    limit: std::time::Duration,
+) -> Result<(), BusError> {
+    let started = std::time::Instant::now();
+    loop {
+        // The raw account-info request: the typed one of async-nats does not parse what a
+        // clustered 2.9 server answers.
+        let answer: Result<jetstream::response::Response<serde_json::Value>, _> =
+            js.request("INFO", &()).await;
+        let answer = match answer {
+            Ok(jetstream::response::Response::Ok(_)) => Ok(()),
+            Ok(jetstream::response::Response::Err { error }) => Err(error.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match answer {
+            Ok(()) => return Ok(()),
+            Err(e) if started.elapsed() >= limit => {
+                return Err(BusError::Setup {
+                    what: "JetStream".into(),
+                    message: format!("not available after {limit:?}: {e}"),
+                })
+            }
+            Err(e) => {
+                tracing::info!(error = %e, "JetStream not available yet (a cluster electing its leader?); waiting");
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+        }
+    }
+}
+
 /// Everything an admin sets up: the stream and every durable consumer of the topology.
 pub async fn provision(js: &jetstream::Context, settings: &StreamSettings) -> Result<(), BusError> {
+    wait_for_jetstream(js, std::time::Duration::from_secs(60)).await?;
     ensure_stream(js, settings).await?;
     for spec in crate::topology::all_consumers() {
         ensure_consumer(js, &spec).await?;
@@ -286,11 +320,25 @@ pub async fn ordered_reader(
         message: e.to_string(),
     };
     let stream = js.get_stream(STREAM).await.map_err(|e| err(&e))?;
-    stream
-        .create_consumer(pull::OrderedConfig {
-            filter_subject: filter.to_string(),
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| err(&e))
+    // On a cluster with a node down, nats-server 2.9 may place the reader (a one-replica
+    // consumer) on the dead node, and the creation times out; each new try is placed anew.
+    const TRIES: u32 = 6;
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match stream
+            .create_consumer(pull::OrderedConfig {
+                filter_subject: filter.to_string(),
+                ..Default::default()
+            })
+            .await
+        {
+            Ok(c) => return Ok(c),
+            Err(e) if tries < TRIES => {
+                tracing::warn!(filter, error = %e, tries, "creating an ordered reader failed; trying again");
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(err(&format!("{e} (after {tries} tries)"))),
+        }
+    }
 }

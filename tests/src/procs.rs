@@ -11,7 +11,7 @@ use futures_util::StreamExt;
 use huiqi::gen::Fixtures;
 use huiqi_bus::access::NatsUsers;
 use huiqi_bus::trust::KeySet;
-use huiqi_bus::{NatsOptions, NatsServer};
+use huiqi_bus::{NatsCluster, NatsOptions, NatsServer};
 use huiqi_events::Envelope;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -48,10 +48,41 @@ pub struct Seen {
     pub payload: bytes::Bytes,
 }
 
+/// The NATS a deployment runs on: one server, or a cluster on loopback.
+pub enum Bus {
+    Single(NatsServer),
+    Cluster(NatsCluster),
+}
+
+impl Bus {
+    /// What `NATS_URL` is set to: the server's URL, or every node's, comma-separated.
+    pub fn url(&self) -> String {
+        match self {
+            Bus::Single(s) => s.url().to_string(),
+            Bus::Cluster(c) => c.url(),
+        }
+    }
+
+    /// The single server (panics on a cluster: a test that kills "the" server needs one).
+    pub fn single(&mut self) -> &mut NatsServer {
+        match self {
+            Bus::Single(s) => s,
+            Bus::Cluster(_) => panic!("this deployment runs on a cluster"),
+        }
+    }
+
+    pub fn cluster(&mut self) -> &mut NatsCluster {
+        match self {
+            Bus::Cluster(c) => c,
+            Bus::Single(_) => panic!("this deployment runs on one server"),
+        }
+    }
+}
+
 /// A deployment of separate processes on a private nats-server, with per-deployment keys.
 pub struct Deployment {
     pub dir: tempfile::TempDir,
-    pub server: NatsServer,
+    pub server: Bus,
     /// NATS user keys when the server requires logins (None: an open bus).
     pub users: Option<NatsUsers>,
     pub keys: KeySet,
@@ -66,6 +97,12 @@ impl Deployment {
     /// Writes the fixtures, generates the signing keys (and NATS user keys when `auth`),
     /// starts the server and provisions the stream and consumers as the admin.
     pub async fn new(fx: &Fixtures, auth: bool) -> Deployment {
+        Self::on_nodes(fx, auth, 1).await
+    }
+
+    /// The same on a cluster of `nodes` nats-servers on loopback (the stream at R3 when
+    /// there are three or more).
+    pub async fn on_nodes(fx: &Fixtures, auth: bool, nodes: usize) -> Deployment {
         let dir = tempfile::tempdir().expect("temp dir");
         fx.write(&dir.path().join("fixtures")).expect("fixtures");
         let keys_dir = dir.path().join("keys");
@@ -76,8 +113,17 @@ impl Deployment {
             u.write(&keys_dir).expect("user keys");
             u
         });
-        let server = NatsServer::start_with(&dir.path().join("nats"), None, users.as_ref())
-            .expect("nats-server");
+        let server = if nodes <= 1 {
+            Bus::Single(
+                NatsServer::start_with(&dir.path().join("nats"), None, users.as_ref())
+                    .expect("nats-server"),
+            )
+        } else {
+            Bus::Cluster(
+                NatsCluster::start(&dir.path().join("nats"), nodes, None, users.as_ref())
+                    .expect("nats cluster"),
+            )
+        };
         let d = Deployment {
             dir,
             server,
@@ -88,7 +134,11 @@ impl Deployment {
             starts: BTreeMap::new(),
         };
         let js = d.js("admin").await;
-        huiqi_bus::setup::provision(&js, &Default::default())
+        let settings = huiqi_bus::setup::StreamSettings {
+            replicas: nodes.clamp(1, 3),
+            ..Default::default()
+        };
+        huiqi_bus::setup::provision(&js, &settings)
             .await
             .expect("provision");
         d
@@ -113,8 +163,8 @@ impl Deployment {
     /// How `user` logs in (any options on an open bus).
     pub fn options(&self, user: &str) -> NatsOptions {
         match &self.users {
-            Some(u) => u.options(user, self.server.url()),
-            None => NatsOptions::new(self.server.url()),
+            Some(u) => u.options(user, &self.server.url()),
+            None => NatsOptions::new(&self.server.url()),
         }
     }
 
@@ -132,7 +182,7 @@ impl Deployment {
         let keys = self.keys_dir();
         let p = |x: PathBuf| x.display().to_string();
         let mut env = vec![
-            ("NATS_URL".to_string(), self.server.url().to_string()),
+            ("NATS_URL".to_string(), self.server.url()),
             ("RUST_LOG".into(), "info".into()),
             ("HUIQI_CONNECT_RETRY_SECS".into(), "60".into()),
         ];

@@ -725,6 +725,11 @@ pub fn keys_generate(out: &Path, force: bool, portals: &[String]) -> Result<Stri
     users
         .write(out)
         .map_err(|e| HuiqiError::Input(e.to_string()))?;
+    huiqi_bus::trust::write_secret(
+        &huiqi_bus::access::cluster_env_path(out),
+        &huiqi_bus::access::cluster_env(),
+    )
+    .map_err(|e| HuiqiError::Input(e.to_string()))?;
     let mut text = format!("wrote to {}:\n", out.display());
     text.push_str("  trust.json                  which public key may produce which event types (give it to every service)\n");
     for (service, key) in &set.keys {
@@ -738,6 +743,9 @@ pub fn keys_generate(out: &Path, force: bool, portals: &[String]) -> Result<Stri
     text.push_str("  nats/<user>.seed            each NATS user's nkey (secret): ");
     text.push_str(&users.users().join(", "));
     text.push_str("\n  nats/users.env              the users' public nkeys for deploy/nats-server.conf (not secret)\n");
+    text.push_str(
+        "  nats/cluster.env            route password and routes of the 3-node cluster (secret)\n",
+    );
     Ok(text)
 }
 

@@ -32,6 +32,14 @@ fn parse_log_dir(s: &str) -> Result<(String, PathBuf), String> {
     Ok((service.to_string(), PathBuf::from(dir)))
 }
 
+/// `--cluster`: one server, or a cluster that survives losing a node (3 or 5).
+fn parse_cluster(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n @ (1 | 3 | 5)) => Ok(n),
+        _ => Err("1 (one server), 3 or 5 (a cluster keeps working with a minority down)".into()),
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run every service (and the provider simulator) in one process until Ctrl-C or SIGTERM.
@@ -43,9 +51,14 @@ enum Command {
         external_nats: bool,
         #[command(flatten)]
         nats: huiqi_bus::NatsArgs,
-        /// Port of the private nats-server (default: a free one).
+        /// Port of the private nats-server (default: 4222 when free, else a free one); with
+        /// --cluster, of its first node (the others take the next ports).
         #[arg(long)]
         port: Option<u16>,
+        /// Run the private NATS as a cluster of 3 (or 5) nodes on loopback, the stream at
+        /// three replicas: for trying failover on one machine.
+        #[arg(long, default_value_t = 1, value_parser = parse_cluster)]
+        cluster: usize,
         /// Serve Prometheus metrics of every service on this address (`GET /metrics`).
         #[arg(long, env = "HUIQI_METRICS_ADDR")]
         metrics_addr: Option<std::net::SocketAddr>,
@@ -175,6 +188,10 @@ enum Command {
         /// the durable consumer `portal-<name>`.
         #[arg(long = "portal", value_parser = parse_portal)]
         portals: Vec<String>,
+        /// The configuration of a node of the 3-node cluster (deploy/nats-cluster.conf):
+        /// the same users, plus server name, routes and route password from the environment.
+        #[arg(long)]
+        cluster: bool,
     },
     /// Decide an application offline; prints the award event's data.
     Evaluate {
@@ -419,6 +436,7 @@ async fn run() -> anyhow::Result<()> {
             external_nats,
             nats,
             port,
+            cluster,
             metrics_addr,
             portals,
             data_dir,
@@ -438,10 +456,11 @@ async fn run() -> anyhow::Result<()> {
             }
             // The port the other commands default to (NATS_URL unset), when it is free.
             s.port = port.or_else(|| {
-                std::net::TcpListener::bind(("127.0.0.1", 4222))
-                    .ok()
-                    .map(|_| 4222)
+                (4222..4222 + cluster as u16)
+                    .all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok())
+                    .then_some(4222)
             });
+            s.cluster = cluster;
             s.portals = portals;
             s.keys_dir = keys_dir;
             s.policy_dir = policy_dir;
@@ -608,8 +627,15 @@ async fn run() -> anyhow::Result<()> {
         Command::Contract { out } => {
             print!("{}", huiqi::commands::write_contract(&out)?);
         }
-        Command::NatsConfig { portals } => {
-            print!("{}", huiqi_bus::access::config_with_portals(&portals));
+        Command::NatsConfig { portals, cluster } => {
+            if cluster {
+                print!(
+                    "{}",
+                    huiqi_bus::access::cluster_config_with_portals(&portals)
+                );
+            } else {
+                print!("{}", huiqi_bus::access::config_with_portals(&portals));
+            }
         }
         Command::Evaluate {
             application,

@@ -12,7 +12,7 @@ use huiqi_bus::access::NatsUsers;
 use huiqi_bus::service::ServiceConfig;
 use huiqi_bus::setup::StreamSettings;
 use huiqi_bus::trust::{KeySet, TrustStore};
-use huiqi_bus::{NatsOptions, NatsServer};
+use huiqi_bus::{NatsCluster, NatsOptions, NatsServer};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,8 +24,12 @@ pub struct UpSettings {
     /// None: start a private nats-server (with authentication) under `data_dir/nats`.
     /// Some: connect every component to this server with these options (one login for all).
     pub nats: Option<NatsOptions>,
-    /// The private server's port (None: a free one).
+    /// The private server's port (None: a free one); with a cluster, the first node's (the
+    /// others take the next ports).
     pub port: Option<u16>,
+    /// Nodes of the private NATS: 1 (one server) or a cluster of 3 or 5 on loopback, the
+    /// stream then at three replicas unless `stream.replicas` says otherwise.
+    pub cluster: usize,
     pub data_dir: PathBuf,
     /// Signing keys, trust file and NATS user keys; None: `data_dir/keys`, generated when
     /// missing.
@@ -52,6 +56,7 @@ impl UpSettings {
         UpSettings {
             nats: None,
             port: None,
+            cluster: 1,
             data_dir: data_dir.to_path_buf(),
             keys_dir: None,
             fixtures_dir: fixtures_dir.map(Path::to_path_buf),
@@ -101,7 +106,22 @@ pub struct Pipeline {
     shutdown: CancellationToken,
     tasks: JoinSet<(&'static str, Result<(), String>)>,
     // Declared last: dropped after the tasks are gone.
-    nats: Option<NatsServer>,
+    nats: Option<Private>,
+}
+
+/// The private NATS `huiqi up` started: one server or a cluster on loopback.
+enum Private {
+    Single(NatsServer),
+    Cluster(NatsCluster),
+}
+
+impl Private {
+    fn stop(&mut self) {
+        match self {
+            Private::Single(s) => s.stop(),
+            Private::Cluster(c) => c.stop(),
+        }
+    }
 }
 
 impl Pipeline {
@@ -126,9 +146,17 @@ impl Pipeline {
                     NatsUsers::load_or_generate(&keys_dir, &s.portals)
                         .map_err(|e| HuiqiError::Start("NATS user keys", e.to_string()))?,
                 );
-                let server = NatsServer::start_with(&s.data_dir.join("nats"), s.port, Some(&users))
-                    .map_err(|e| HuiqiError::Start("nats-server", e.to_string()))?;
-                let url = server.url().to_string();
+                let dir = s.data_dir.join("nats");
+                let server = if s.cluster > 1 {
+                    NatsCluster::start(&dir, s.cluster, s.port, Some(&users)).map(Private::Cluster)
+                } else {
+                    NatsServer::start_with(&dir, s.port, Some(&users)).map(Private::Single)
+                }
+                .map_err(|e| HuiqiError::Start("nats-server", e.to_string()))?;
+                let url = match &server {
+                    Private::Single(one) => one.url().to_string(),
+                    Private::Cluster(c) => c.url(),
+                };
                 (Some(server), url.clone(), Logins::Users(users, url))
             }
         };
@@ -139,7 +167,11 @@ impl Pipeline {
             .await
             .map_err(|e| HuiqiError::Start("nats", e.to_string()))?;
         let admin_js = async_nats::jetstream::new(admin);
-        let provisioned = match huiqi_bus::setup::provision(&admin_js, &s.stream).await {
+        let mut stream = s.stream.clone();
+        if s.cluster >= 3 && s.nats.is_none() && stream.replicas == 1 {
+            stream.replicas = 3;
+        }
+        let provisioned = match huiqi_bus::setup::provision(&admin_js, &stream).await {
             Ok(()) => huiqi_bus::setup::provision_portals(&admin_js, &s.portals).await,
             Err(e) => Err(e),
         };
@@ -255,7 +287,18 @@ impl Pipeline {
 
     /// The private server, when the pipeline started one (for fault drills).
     pub fn server(&mut self) -> Option<&mut NatsServer> {
-        self.nats.as_mut()
+        match self.nats.as_mut()? {
+            Private::Single(s) => Some(s),
+            Private::Cluster(_) => None,
+        }
+    }
+
+    /// The private cluster, when the pipeline started one (`--cluster N`).
+    pub fn cluster(&mut self) -> Option<&mut NatsCluster> {
+        match self.nats.as_mut()? {
+            Private::Cluster(c) => Some(c),
+            Private::Single(_) => None,
+        }
     }
 
     /// Runs until `stop` is cancelled or a service fails; then stops everything.

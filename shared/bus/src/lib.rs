@@ -39,7 +39,7 @@ pub use consumer::{BatchHandler, ConsumerSpec, Delivery, Disposition, Signatures
 pub use relay::Relay;
 pub use relay::RelayWaker;
 pub use request::{Circuit, RequestError, RetryPolicy};
-pub use server::NatsServer;
+pub use server::{NatsCluster, NatsServer};
 pub use writer::LogWriter;
 
 /// Errors at the bus boundary.

@@ -57,9 +57,14 @@ impl NatsServer {
         users: Option<&NatsUsers>,
     ) -> Result<Self, ServerError> {
         std::fs::create_dir_all(dir)?;
+        Self::spawn_with(dir, port, Self::config_for(dir, users), Vec::new())
+    }
+
+    /// The configuration of a private server under `dir` (store, payload limit, users).
+    fn config_for(dir: &Path, users: Option<&NatsUsers>) -> String {
         // nats-server keeps its streams in `<store_dir>/jetstream`.
         let store = dir.to_path_buf();
-        let config = match users {
+        match users {
             None => format!(
                 "max_payload: 8MB\njetstream {{\n  store_dir: {:?}\n}}\n",
                 store.display().to_string()
@@ -71,14 +76,22 @@ impl NatsServer {
                 &users.users(),
                 |u| format!("{:?}", users.public_key(u).expect("every user has a key")),
             ),
-        };
+        }
+    }
+
+    fn spawn_with(
+        dir: &Path,
+        port: Option<u16>,
+        config: String,
+        env: Vec<(String, String)>,
+    ) -> Result<Self, ServerError> {
         let mut server = NatsServer {
             child: None,
             url: String::new(),
             port: port.unwrap_or(0),
             dir: dir.to_path_buf(),
             config,
-            env: Vec::new(),
+            env,
         };
         server.spawn()?;
         Ok(server)
@@ -103,16 +116,7 @@ impl NatsServer {
             })
             .collect::<Vec<_>>()
             .join("\n");
-        let mut server = NatsServer {
-            child: None,
-            url: String::new(),
-            port: 0,
-            dir: dir.to_path_buf(),
-            config,
-            env,
-        };
-        server.spawn()?;
-        Ok(server)
+        Self::spawn_with(dir, None, config, env)
     }
 
     fn spawn(&mut self) -> Result<(), ServerError> {
@@ -123,7 +127,9 @@ impl NatsServer {
         for old in std::fs::read_dir(&ports_dir)? {
             let _ = std::fs::remove_file(old?.path());
         }
-        std::fs::write(&conf, &self.config)?;
+        // 0600: a cluster node's configuration holds the route password.
+        crate::trust::write_secret(&conf, &self.config)
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
         let port = if self.port == 0 {
             "-1".to_string()
         } else {
@@ -237,5 +243,113 @@ impl NatsServer {
 impl Drop for NatsServer {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// A cluster of private nats-servers on loopback (`huiqi up --cluster N`, and the cluster
+/// tests): JetStream on every node, routes between all of them authenticated with a password
+/// generated for this cluster, the same users and permissions as a single private server.
+/// Node `i` (from 1) is `huiqi-<i>`, keeps its store under `dir/node-<i>` and listens for
+/// clients on `first_port + i - 1` (free ports when `first_port` is None).
+pub struct NatsCluster {
+    nodes: Vec<NatsServer>,
+}
+
+/// A port nothing listens on now (the kernel's choice; free again when this returns).
+fn free_port() -> Result<u16, ServerError> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+impl NatsCluster {
+    pub fn start(
+        dir: &Path,
+        size: usize,
+        first_port: Option<u16>,
+        users: Option<&NatsUsers>,
+    ) -> Result<Self, ServerError> {
+        let client_ports = (0..size)
+            .map(|i| match first_port {
+                Some(p) => Ok(p + i as u16),
+                None => free_port(),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let route_ports = (0..size)
+            .map(|_| free_port())
+            .collect::<Result<Vec<_>, _>>()?;
+        // A fresh key's public half: 56 random characters, never written outside the
+        // nodes' own configuration files.
+        let password = nkeys::KeyPair::new_user().public_key();
+        let routes: Vec<String> = route_ports
+            .iter()
+            .map(|p| {
+                format!(
+                    "nats-route://{}:{password}@127.0.0.1:{p}",
+                    crate::access::ROUTE_USER
+                )
+            })
+            .collect();
+        let mut nodes = Vec::with_capacity(size);
+        for i in 0..size {
+            let node_dir = dir.join(format!("node-{}", i + 1));
+            std::fs::create_dir_all(&node_dir)?;
+            let mut config = NatsServer::config_for(&node_dir, users);
+            config.push_str(&crate::access::cluster_block(&crate::access::ClusterNode {
+                server_name: Self::node_name(i),
+                listen: format!("127.0.0.1:{}", route_ports[i]),
+                password: password.clone(),
+                routes: routes
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, _)| *j != i)
+                    .map(|(_, r)| r.clone())
+                    .collect(),
+            }));
+            nodes.push(NatsServer::spawn_with(
+                &node_dir,
+                Some(client_ports[i]),
+                config,
+                Vec::new(),
+            )?);
+        }
+        Ok(NatsCluster { nodes })
+    }
+
+    /// The server name of node `index` (from 0): `huiqi-<index + 1>`.
+    pub fn node_name(index: usize) -> String {
+        format!("huiqi-{}", index + 1)
+    }
+
+    /// The index of the node named `name`.
+    pub fn index_of(name: &str) -> Option<usize> {
+        name.strip_prefix("huiqi-")?
+            .parse::<usize>()
+            .ok()?
+            .checked_sub(1)
+    }
+
+    /// Every node's client URL, comma-separated (what `NATS_URL` takes).
+    pub fn url(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| n.url().to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    pub fn nodes(&self) -> &[NatsServer] {
+        &self.nodes
+    }
+
+    pub fn node(&mut self, index: usize) -> &mut NatsServer {
+        &mut self.nodes[index]
+    }
+
+    /// Stops every node (SIGTERM, then SIGKILL after five seconds).
+    pub fn stop(&mut self) {
+        for n in &mut self.nodes {
+            n.stop();
+        }
     }
 }

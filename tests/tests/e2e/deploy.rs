@@ -85,7 +85,9 @@ fn the_compose_file_is_complete_and_sets_only_variables_the_binaries_read() {
         text.contains("x-service: &service") && text.contains("restart: unless-stopped");
     let services = services(&text);
     for name in [
-        "nats",
+        "nats-1",
+        "nats-2",
+        "nats-3",
         "setup",
         "providers",
         "intake",
@@ -102,23 +104,55 @@ fn the_compose_file_is_complete_and_sets_only_variables_the_binaries_read() {
             value(lines, "restart").is_some() || (uses_anchor && anchor_restart),
             "{name}: no restart policy"
         );
-        if ["nats", "intake", "verification", "award", "payout"].contains(&name.as_str()) {
+        if ["intake", "verification", "award", "payout"].contains(&name.as_str())
+            || name.starts_with("nats-")
+        {
             assert!(
                 value(lines, "healthcheck").is_some(),
                 "{name}: no healthcheck"
             );
         }
-        if name == "nats" {
+        if name.starts_with("nats-") {
             let cmd = list(value(lines, "command").unwrap());
             assert!(
                 cmd.contains(&"-m".to_string()),
                 "the healthcheck needs the monitor port"
             );
+            // A node of the cluster: the shipped cluster configuration, the users' keys and the
+            // route secrets, and its own name, which the routes of `huiqi keys generate` dial.
+            assert!(cmd.contains(&"/etc/nats/nats-cluster.conf".to_string()));
+            assert!(value(lines, "volumes")
+                .unwrap()
+                .contains("./deploy/nats-cluster.conf:/etc/nats/nats-cluster.conf:ro"));
+            assert_eq!(
+                list(value(lines, "env_file").unwrap()),
+                ["keys/nats/users.env", "keys/nats/cluster.env"]
+            );
+            assert_eq!(
+                value(lines, "environment").unwrap(),
+                format!("{{ HUIQI_NATS_SERVER_NAME: {name} }}")
+            );
+            assert!(huiqi_bus::access::cluster_env().contains(&format!("@{name}:6222\n")));
             assert!(
                 value(lines, "image").unwrap().contains("alpine"),
                 "wget for the healthcheck"
             );
             continue;
+        }
+        let env = value(lines, "environment").expect("environment");
+        if name != "providers" || env.contains("NATS_URL") {
+            assert!(
+                env.contains(
+                    "NATS_URL: \"nats://nats-1:4222,nats://nats-2:4222,nats://nats-3:4222\""
+                ),
+                "{name}: NATS_URL lists every node"
+            );
+        }
+        if name == "setup" {
+            assert!(
+                env.contains("HUIQI_STREAM_REPLICAS: \"3\""),
+                "the stream at R3"
+            );
         }
         let command = list(value(lines, "command").expect("a command"));
         let binary = command[0].as_str();

@@ -3,6 +3,7 @@
 //! configuration's permissions (`permissions`). One test binary for the crate.
 
 mod audit;
+mod cluster;
 mod contract;
 mod deploy;
 mod observability;

@@ -38,6 +38,50 @@ fn the_shipped_configuration_is_the_rendered_one_and_valid() {
     );
 }
 
+#[test]
+fn the_shipped_cluster_configuration_is_the_rendered_one_and_valid() {
+    let path = shipped().with_file_name("nats-cluster.conf");
+    let text = std::fs::read_to_string(&path).expect("deploy/nats-cluster.conf");
+    assert_eq!(
+        text,
+        access::shipped_cluster_config(),
+        "deploy/nats-cluster.conf drifted from huiqi_bus::access: regenerate it with `huiqi nats-config --cluster > deploy/nats-cluster.conf`"
+    );
+    // The same users and permissions as the single server, plus the cluster block.
+    assert!(text.contains(
+        access::shipped_config()
+            .split("\naccounts {")
+            .nth(1)
+            .unwrap()
+    ));
+    let mut env = env_of(&NatsUsers::generate());
+    env.push(("HUIQI_NATS_SERVER_NAME".into(), "nats-1".into()));
+    env.extend(access::cluster_env().lines().filter_map(|l| {
+        l.split_once('=')
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+    }));
+    assert_eq!(
+        env.iter()
+            .filter(|(k, _)| k.starts_with("HUIQI_NATS_ROUTE_"))
+            .count(),
+        3
+    );
+    let out = std::process::Command::new(
+        std::env::var("NATS_SERVER_BIN").unwrap_or_else(|_| "nats-server".into()),
+    )
+    .args(["-t", "-c"])
+    .arg(&path)
+    .envs(env)
+    .output()
+    .expect("run nats-server -t");
+    assert!(
+        out.status.success(),
+        "nats-server -t refused the shipped cluster config: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn env_of(users: &NatsUsers) -> Vec<(String, String)> {
     USERS
         .iter()

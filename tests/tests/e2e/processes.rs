@@ -360,22 +360,22 @@ async fn forged_orders_checks_and_awards_are_parked_and_never_paid_on_an_open_bu
 }
 
 /// The mix of a chaos run: how many applications of each outcome.
-struct Mix {
-    approved: usize,
-    too_few: usize,
-    refused_account: usize,
-    bad_id: usize,
-    malformed: usize,
+pub(crate) struct Mix {
+    pub(crate) approved: usize,
+    pub(crate) too_few: usize,
+    pub(crate) refused_account: usize,
+    pub(crate) bad_id: usize,
+    pub(crate) malformed: usize,
 }
 
 impl Mix {
-    fn submitted(&self) -> usize {
+    pub(crate) fn submitted(&self) -> usize {
         self.approved + self.too_few + self.refused_account + self.bad_id + self.malformed
     }
 }
 
 /// Builds the applications of `mix` (fixtures added) and the raw malformed messages.
-fn chaos_inputs(fx: &mut Fixtures, mix: &Mix) -> (Vec<Envelope>, Vec<Vec<u8>>) {
+pub(crate) fn chaos_inputs(fx: &mut Fixtures, mix: &Mix) -> (Vec<Envelope>, Vec<Vec<u8>>) {
     let mut events = Vec::new();
     let mut n = 0u64;
     let mut next = |fx: &mut Fixtures, prefix: &str, qualifying: usize, travelling: usize| {
@@ -420,10 +420,10 @@ fn chaos_inputs(fx: &mut Fixtures, mix: &Mix) -> (Vec<Envelope>, Vec<Vec<u8>>) {
 }
 
 /// A small deterministic pseudo-random sequence (no extra crate; the run is reproducible).
-struct Lcg(u64);
+pub(crate) struct Lcg(u64);
 
 impl Lcg {
-    fn next(&mut self, below: u64) -> u64 {
+    pub(crate) fn next(&mut self, below: u64) -> u64 {
         self.0 = self
             .0
             .wrapping_mul(6364136223846793005)
@@ -480,10 +480,10 @@ async fn chaos_sigkills_and_a_nats_restart_lose_nothing_and_pay_nothing_twice() 
             }
         }
         if step == 4 {
-            d.server.kill();
+            d.server.single().kill();
             kills.push("nats-server".into());
             tokio::time::sleep(Duration::from_secs(2)).await;
-            d.server.restart().expect("nats-server restarts");
+            d.server.single().restart().expect("nats-server restarts");
         }
         d.kill(victim);
         kills.push(victim.to_string());
@@ -518,6 +518,20 @@ async fn chaos_sigkills_and_a_nats_restart_lose_nothing_and_pay_nothing_twice() 
         d.huiqi(&["parked"]).1
     );
 
+    let paid = judge(&d, &mix, &events).await;
+    eprintln!(
+        "chaos run: {summary}; {} applications, paid ¥{paid}",
+        mix.submitted()
+    );
+    d.stop_all();
+}
+
+/// The outcome of a chaos run judged from outside: every application answered exactly once,
+/// every accepted claim decided once, one payment order per approved award, one outcome per
+/// order, the treasury instructed once per award, and the sums reconcile. Returns what was
+/// paid.
+pub(crate) async fn judge(d: &Deployment, mix: &Mix, events: &[Envelope]) -> Money {
+    let expected_outcomes = mix.approved + mix.refused_account;
     // --- Judged from outside -------------------------------------------------------------
     // Every application answered exactly once (one distinct answer per message).
     let answers = d.stream("huiqi.intake.>").await;
@@ -650,16 +664,12 @@ async fn chaos_sigkills_and_a_nats_restart_lose_nothing_and_pay_nothing_twice() 
     assert_eq!(orders, outcomes);
     assert_eq!(paid, treasury);
     assert_eq!(paid, Money::yuan(15_000 * mix.approved as i64));
-    eprintln!(
-        "chaos run: {summary}; {} applications, paid ¥{paid}",
-        mix.submitted()
-    );
-    d.stop_all();
+    paid
 }
 
 /// Kills `service` (if it still runs), deletes its data directory, restores it from the
 /// stream with `huiqi restore` (the admin's login) and starts it again; returns the report.
-fn lose_and_restore(d: &mut Deployment, service: &'static str) -> String {
+pub(crate) fn lose_and_restore(d: &mut Deployment, service: &'static str) -> String {
     d.kill(service);
     let dir = d.data_dir().join(service);
     std::fs::remove_dir_all(&dir).expect("delete the data directory");

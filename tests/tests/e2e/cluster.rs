@@ -1,0 +1,124 @@
+//! Past one machine: the built binaries as separate processes on a 3-node NATS cluster on
+//! loopback (the stream at R3), about 1,000 mixed applications, the stream leader's node
+//! SIGKILLed mid-run and the award service lost with its data directory (a new instance
+//! rebuilds its log from the stream and takes over). Judged from outside as the single-server
+//! chaos run is: nothing lost, nothing decided or paid twice, sums reconcile with the treasury.
+
+use super::processes::{chaos_inputs, judge, lose_and_restore, Mix};
+use huiqi::gen::Fixtures;
+use huiqi_bus::NatsCluster;
+use huiqi_e2e::procs::{publish_raw, submit, Deployment, PROCESSES};
+use huiqi_events::subjects;
+use std::time::Duration;
+
+/// The stream's leader and its replicas as (name, current) — read with a fresh admin login.
+async fn placement(d: &Deployment) -> Option<(String, Vec<(String, bool)>)> {
+    let client = d.options("admin").connect("test-placement").await.ok()?;
+    let js = async_nats::jetstream::new(client);
+    let mut stream = js.get_stream(huiqi_bus::setup::STREAM).await.ok()?;
+    let info = stream.info().await.ok()?;
+    let cluster = info.cluster.clone()?;
+    let replicas = cluster
+        .replicas
+        .iter()
+        .map(|r| (r.name.clone(), r.current))
+        .collect();
+    Some((cluster.leader?, replicas))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_loses_its_stream_leader_and_a_service_directory_and_pays_each_award_once() {
+    let mix = Mix {
+        approved: 700,
+        too_few: 100,
+        refused_account: 50,
+        bad_id: 100,
+        malformed: 50,
+    };
+    let mut fx = Fixtures::default();
+    let (events, malformed) = chaos_inputs(&mut fx, &mix);
+    let mut d = Deployment::on_nodes(&fx, true, 3).await;
+    let (leader, replicas) = placement(&d).await.expect("the stream has a leader");
+    assert_eq!(replicas.len(), 2, "R3: a leader and two replicas");
+    d.start_all();
+    let portal = d.js("portal").await;
+    for (i, bytes) in malformed.into_iter().enumerate() {
+        publish_raw(
+            &portal,
+            subjects::APPLICATIONS_SUBMITTED,
+            &format!("malformed-{i}"),
+            None,
+            bytes,
+        )
+        .await;
+    }
+    let waves: Vec<_> = events.chunks(events.len().div_ceil(3)).collect();
+    submit(&portal, waves[0]).await;
+    // Work in flight everywhere: some payouts settled, most not yet.
+    let started = d
+        .wait_until(Duration::from_secs(120), || async {
+            d.count("huiqi.payouts.>").await >= 20
+        })
+        .await;
+    assert!(started, "no payouts within two minutes");
+
+    // The node leading the stream dies (SIGKILL) mid-run; the other two elect a new leader.
+    let (leader_now, _) = placement(&d).await.expect("placement");
+    let victim = NatsCluster::index_of(&leader_now).expect("a node of this cluster");
+    eprintln!("stream leader at start {leader}, killed {leader_now}");
+    d.server.cluster().node(victim).kill();
+    submit(&portal, waves[1]).await;
+
+    // The award instance dies with its directory; a new one rebuilds the log from the stream
+    // (signatures checked) and takes over the durable consumer.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let restored = lose_and_restore(&mut d, "award");
+    eprintln!("{restored}");
+    submit(&portal, waves[2]).await;
+    drop(portal);
+
+    let expected_outcomes = mix.approved + mix.refused_account;
+    let done = d
+        .wait_until(Duration::from_secs(240), || async {
+            d.count("huiqi.payouts.>").await >= expected_outcomes
+                && d.count("huiqi.awards.rejected.>").await >= mix.too_few
+                && d.count("huiqi.intake.>").await >= mix.submitted()
+        })
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for s in PROCESSES {
+        assert!(
+            d.running(s),
+            "{s} died during the run; see {}",
+            d.log_file(s).display()
+        );
+    }
+    assert!(
+        done,
+        "not every outcome arrived with a node down; status:\n{}\nparked:\n{}",
+        d.huiqi(&["status"]).1,
+        d.huiqi(&["parked"]).1
+    );
+    let paid = judge(&d, &mix, &events).await;
+
+    // The dead node comes back and catches up with the stream.
+    d.server
+        .cluster()
+        .node(victim)
+        .restart()
+        .expect("the node restarts");
+    let caught_up = d
+        .wait_until(Duration::from_secs(60), || async {
+            placement(&d)
+                .await
+                .is_some_and(|(_, r)| r.len() == 2 && r.iter().all(|(_, current)| *current))
+        })
+        .await;
+    assert!(
+        caught_up,
+        "the restarted node did not catch up: {:?}",
+        placement(&d).await
+    );
+    eprintln!("cluster run: paid ¥{paid}; {leader_now} killed and restarted, award restored");
+    d.stop_all();
+}

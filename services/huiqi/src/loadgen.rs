@@ -39,6 +39,8 @@ pub struct LoadSettings {
     pub rate: Option<f64>,
     pub timeout: Duration,
     pub probe: bool,
+    /// Nodes of the private NATS (1, or a cluster of 3 or 5 with the stream at R3).
+    pub cluster: usize,
 }
 
 /// What one service put on the stream and in its log, per claim.
@@ -164,7 +166,7 @@ impl std::fmt::Display for LoadReport {
         }
         writeln!(
             f,
-            "peak RSS             {:.0} MB (services, simulator, generator) + {:.0} MB (nats-server)",
+            "peak RSS             {:.0} MB (services, simulator, generator) + {:.0} MB (nats-server, every node)",
             self.peak_rss_mb_huiqi, self.peak_rss_mb_nats_server
         )?;
         if let Some(p) = &self.probe {
@@ -273,13 +275,17 @@ pub async fn run(settings: &LoadSettings, data_dir: &Path) -> Result<LoadReport,
     fx.write(&fixtures)
         .map_err(|e| HuiqiError::Io(fixtures.display().to_string(), e))?;
     drop(fx);
-    let up = UpSettings::new(&data_dir.join("run"), Some(&fixtures));
+    let mut up = UpSettings::new(&data_dir.join("run"), Some(&fixtures));
+    up.cluster = settings.cluster;
     let mut pipeline = Pipeline::start(&up).await?;
-    let nats_pid = pipeline
-        .server()
-        .and_then(|s| s.pid())
-        .map(|p| p.to_string())
-        .unwrap_or_default();
+    let nats_pids: Vec<u32> = match pipeline.cluster() {
+        Some(c) => c.nodes().iter().filter_map(|n| n.pid()).collect(),
+        None => pipeline
+            .server()
+            .and_then(|s| s.pid())
+            .into_iter()
+            .collect(),
+    };
     let client = pipeline
         .admin()
         .connect("huiqi-loadgen")
@@ -461,7 +467,11 @@ pub async fn run(settings: &LoadSettings, data_dir: &Path) -> Result<LoadReport,
     } else {
         None
     };
-    let rss_nats = peak_rss_mb(&nats_pid);
+    // Every node of a cluster (they share the machine).
+    let rss_nats = nats_pids
+        .iter()
+        .map(|p| peak_rss_mb(&p.to_string()))
+        .sum::<f64>();
     pipeline.stop().await?;
     let rss_self = peak_rss_mb("self");
     let claims = n.max(1) as f64;
@@ -520,10 +530,17 @@ pub async fn run(settings: &LoadSettings, data_dir: &Path) -> Result<LoadReport,
         p
     });
     Ok(LoadReport {
-        mode: match settings.rate {
-            None => "all at once".into(),
-            Some(r) => format!("open loop at {r} claims/s"),
-        },
+        mode: format!(
+            "{}{}",
+            match settings.rate {
+                None => "all at once".to_string(),
+                Some(r) => format!("open loop at {r} claims/s"),
+            },
+            match settings.cluster {
+                0 | 1 => String::new(),
+                n => format!(", on a {n}-node NATS cluster (stream R3)"),
+            }
+        ),
         applications: n,
         persons_per_application: persons,
         settled,

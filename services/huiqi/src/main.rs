@@ -286,6 +286,10 @@ enum Command {
         data_dir: Option<PathBuf>,
         #[arg(long, default_value_t = 1800)]
         timeout_secs: u64,
+        /// Run on a private NATS cluster of this many nodes on loopback (stream at R3), to
+        /// measure what replication costs.
+        #[arg(long, default_value_t = 1, value_parser = parse_cluster)]
+        cluster: usize,
     },
 }
 
@@ -842,6 +846,7 @@ async fn run() -> anyhow::Result<()> {
             json,
             data_dir,
             timeout_secs,
+            cluster,
         } => {
             init_tracing("warn");
             let (dir, _keep) = temp_or(data_dir)?;
@@ -855,6 +860,7 @@ async fn run() -> anyhow::Result<()> {
                 rate,
                 timeout: Duration::from_secs(timeout_secs),
                 probe,
+                cluster,
             };
             let report = huiqi::loadgen::run(&settings, &dir).await?;
             println!("{report}");

@@ -17,6 +17,28 @@ pub struct StreamStatus {
     pub bytes: u64,
     pub first_sequence: u64,
     pub last_sequence: u64,
+    /// On a cluster: the node leading the stream and each other replica's state.
+    pub cluster: Option<Replication>,
+}
+
+/// Where a replicated stream lives: an operator sees a node down or behind here.
+#[derive(Debug, Clone, Serialize)]
+pub struct Replication {
+    pub cluster: Option<String>,
+    /// The node the stream's writes go through (None while one is being elected).
+    pub leader: Option<String>,
+    pub replicas: Vec<Replica>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Replica {
+    pub name: String,
+    pub current: bool,
+    pub offline: bool,
+    /// Operations it is behind the leader.
+    pub lag: u64,
+    /// Seconds since the leader last heard from it.
+    pub active_secs: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -71,6 +93,25 @@ pub async fn status(options: &NatsOptions) -> Result<StatusReport, HuiqiError> {
         bytes: info.state.bytes,
         first_sequence: info.state.first_sequence,
         last_sequence: info.state.last_sequence,
+        cluster: info
+            .cluster
+            .as_ref()
+            .filter(|c| c.leader.is_some() || !c.replicas.is_empty())
+            .map(|c| Replication {
+                cluster: c.name.clone(),
+                leader: c.leader.clone(),
+                replicas: c
+                    .replicas
+                    .iter()
+                    .map(|r| Replica {
+                        name: r.name.clone(),
+                        current: r.current,
+                        offline: r.offline,
+                        lag: r.lag.unwrap_or(0),
+                        active_secs: r.active.as_secs_f64(),
+                    })
+                    .collect(),
+            }),
     };
     let mut consumers = Vec::new();
     for name in crate::commands::SERVICES {
@@ -264,6 +305,35 @@ impl StatusReport {
             "stream {}: {} messages, {} bytes, sequences {}..{}\n",
             s.name, s.messages, s.bytes, s.first_sequence, s.last_sequence
         );
+        if let Some(c) = &s.cluster {
+            let replicas: Vec<String> = c
+                .replicas
+                .iter()
+                .map(|r| {
+                    let state = if r.offline {
+                        "OFFLINE".to_string()
+                    } else if r.current {
+                        "current".to_string()
+                    } else {
+                        format!(
+                            "BEHIND by {} (last heard {:.1} s ago)",
+                            r.lag, r.active_secs
+                        )
+                    };
+                    format!("{} {state}", r.name)
+                })
+                .collect();
+            out.push_str(&format!(
+                "  replicated on cluster {}: leader {}; replicas: {}\n",
+                c.cluster.as_deref().unwrap_or("?"),
+                c.leader.as_deref().unwrap_or("NONE (electing)"),
+                if replicas.is_empty() {
+                    "none".to_string()
+                } else {
+                    replicas.join(", ")
+                }
+            ));
+        }
         let mut t = table(&[
             "consumer",
             "filter",

@@ -101,6 +101,21 @@ async fn a_cluster_loses_its_stream_leader_and_a_service_directory_and_pays_each
     );
     let paid = judge(&d, &mix, &events).await;
 
+    // The operator sees the dead node in `huiqi status`: not current behind the new leader.
+    let victim_name = NatsCluster::node_name(victim);
+    let (ok, json, err) = d.huiqi(&["status", "--json"]);
+    assert!(ok, "{err}");
+    let status: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let cluster = &status["stream"]["cluster"];
+    assert_ne!(cluster["leader"], victim_name.as_str(), "{cluster}");
+    let dead = cluster["replicas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == victim_name.as_str())
+        .unwrap_or_else(|| panic!("{victim_name} listed: {cluster}"));
+    assert_eq!(dead["current"], false, "{cluster}");
+
     // The dead node comes back and catches up with the stream.
     d.server
         .cluster()
@@ -118,6 +133,12 @@ async fn a_cluster_loses_its_stream_leader_and_a_service_directory_and_pays_each
         caught_up,
         "the restarted node did not catch up: {:?}",
         placement(&d).await
+    );
+    let (_, text, _) = d.huiqi(&["status"]);
+    assert!(
+        text.contains("replicated on cluster huiqi: leader huiqi-")
+            && text.matches(" current").count() == 2,
+        "{text}"
     );
     eprintln!("cluster run: paid ¥{paid}; {leader_now} killed and restarted, award restored");
     d.stop_all();

@@ -37,6 +37,8 @@ pub struct NatsServer {
     dir: PathBuf,
     config: String,
     env: Vec<(String, String)>,
+    /// Further command-line options (e.g. `--cluster` to move a node's route listener).
+    args: Vec<String>,
 }
 
 fn binary() -> String {
@@ -57,7 +59,13 @@ impl NatsServer {
         users: Option<&NatsUsers>,
     ) -> Result<Self, ServerError> {
         std::fs::create_dir_all(dir)?;
-        Self::spawn_with(dir, port, Self::config_for(dir, users), Vec::new())
+        Self::spawn_with(
+            dir,
+            port,
+            Self::config_for(dir, users),
+            Vec::new(),
+            Vec::new(),
+        )
     }
 
     /// The configuration of a private server under `dir` (store, payload limit, users).
@@ -84,6 +92,7 @@ impl NatsServer {
         port: Option<u16>,
         config: String,
         env: Vec<(String, String)>,
+        args: Vec<String>,
     ) -> Result<Self, ServerError> {
         let mut server = NatsServer {
             child: None,
@@ -92,6 +101,7 @@ impl NatsServer {
             dir: dir.to_path_buf(),
             config,
             env,
+            args,
         };
         server.spawn()?;
         Ok(server)
@@ -106,6 +116,18 @@ impl NatsServer {
         config_file: &Path,
         env: Vec<(String, String)>,
     ) -> Result<Self, ServerError> {
+        Self::start_with_config_file_and_args(dir, config_file, env, Vec::new(), None)
+    }
+
+    /// [`NatsServer::start_with_config_file`] with further command-line options and a given
+    /// client port (None: a free one).
+    pub fn start_with_config_file_and_args(
+        dir: &Path,
+        config_file: &Path,
+        env: Vec<(String, String)>,
+        args: Vec<String>,
+        port: Option<u16>,
+    ) -> Result<Self, ServerError> {
         std::fs::create_dir_all(dir)?;
         let store = format!("{:?}", dir.display().to_string());
         let config = std::fs::read_to_string(config_file)?
@@ -116,7 +138,7 @@ impl NatsServer {
             })
             .collect::<Vec<_>>()
             .join("\n");
-        Self::spawn_with(dir, None, config, env)
+        Self::spawn_with(dir, port, config, env, args)
     }
 
     fn spawn(&mut self) -> Result<(), ServerError> {
@@ -142,6 +164,7 @@ impl NatsServer {
             .args(["-a", "127.0.0.1", "-p", &port])
             .arg("-js")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .args(&self.args)
             .arg("-l")
             .arg(&log)
             .arg("--ports_file_dir")
@@ -256,7 +279,7 @@ pub struct NatsCluster {
 }
 
 /// A port nothing listens on now (the kernel's choice; free again when this returns).
-fn free_port() -> Result<u16, ServerError> {
+pub fn free_port() -> Result<u16, ServerError> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
@@ -310,6 +333,7 @@ impl NatsCluster {
                 &node_dir,
                 Some(client_ports[i]),
                 config,
+                Vec::new(),
                 Vec::new(),
             )?);
         }

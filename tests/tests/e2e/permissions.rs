@@ -82,6 +82,100 @@ fn the_shipped_cluster_configuration_is_the_rendered_one_and_valid() {
     );
 }
 
+/// The shipped cluster file run as three nodes on loopback (route listeners moved with
+/// `--cluster`, routes pointed at them through the same variables compose sets): the routes
+/// log in with the password, JetStream forms, the admin provisions the stream at R3, and a
+/// service user publishes through one node and is read back through another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shipped_cluster_configuration_forms_a_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = shipped().with_file_name("nats-cluster.conf");
+    let users = NatsUsers::generate();
+    let password = "a-route-password-for-this-test-only";
+    let route_ports: Vec<u16> = (0..3)
+        .map(|_| huiqi_bus::server::free_port().unwrap())
+        .collect();
+    let mut nodes = Vec::new();
+    for i in 0..3 {
+        let mut env = env_of(&users);
+        env.push(("HUIQI_NATS_SERVER_NAME".into(), format!("nats-{}", i + 1)));
+        env.push(("HUIQI_ROUTE_PASSWORD".into(), password.into()));
+        for (j, port) in route_ports.iter().enumerate() {
+            env.push((
+                format!("HUIQI_NATS_ROUTE_{}", j + 1),
+                format!(
+                    "nats-route://{}:{password}@127.0.0.1:{port}",
+                    access::ROUTE_USER
+                ),
+            ));
+        }
+        nodes.push(
+            NatsServer::start_with_config_file_and_args(
+                &dir.path().join(format!("nats-{}", i + 1)),
+                &path,
+                env,
+                vec![
+                    "--cluster".into(),
+                    format!("nats://127.0.0.1:{}", route_ports[i]),
+                ],
+                None,
+            )
+            .expect("start a node"),
+        );
+    }
+    let urls: Vec<String> = nodes.iter().map(|n| n.url().to_string()).collect();
+    let admin = users
+        .options("admin", &urls.join(","))
+        .connect("admin")
+        .await
+        .unwrap();
+    let js = jetstream::new(admin);
+    let settings = huiqi_bus::setup::StreamSettings {
+        replicas: 3,
+        ..Default::default()
+    };
+    huiqi_bus::setup::provision(&js, &settings)
+        .await
+        .expect("the admin provisions the stream at R3 on the shipped cluster");
+    let info = js
+        .get_stream(huiqi_bus::setup::STREAM)
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .clone();
+    assert_eq!(info.config.num_replicas, 3);
+    let cluster = info.cluster.expect("a clustered stream");
+    assert!(cluster.leader.is_some());
+    assert_eq!(cluster.replicas.len(), 2, "{cluster:?}");
+    // A portal publishes through the first node; the admin reads it back through the last.
+    let portal = users
+        .options("portal", &urls[0])
+        .connect("portal")
+        .await
+        .unwrap();
+    jetstream::new(portal)
+        .publish(huiqi_events::subjects::APPLICATIONS_SUBMITTED, "{}".into())
+        .await
+        .unwrap()
+        .await
+        .expect("acked by the R3 stream");
+    let reader = users
+        .options("admin", &urls[2])
+        .connect("reader")
+        .await
+        .unwrap();
+    let seen = huiqi_bus::setup::read_all(
+        &jetstream::new(reader),
+        huiqi_events::subjects::APPLICATIONS_SUBMITTED,
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    assert_eq!(seen.len(), 1);
+}
+
 fn env_of(users: &NatsUsers) -> Vec<(String, String)> {
     USERS
         .iter()

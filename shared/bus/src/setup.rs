@@ -171,12 +171,14 @@ pub async fn wait_for_jetstream(
     loop {
         // The raw account-info request: the typed one of async-nats does not parse what a
         // clustered 2.9 server answers.
-        let answer: Result<jetstream::response::Response<serde_json::Value>, _> =
-            js.request("INFO", &()).await;
+        // Short tries: until the meta leader exists a request waits out its whole timeout.
+        let answer: Result<Result<jetstream::response::Response<serde_json::Value>, _>, _> =
+            tokio::time::timeout(std::time::Duration::from_secs(1), js.request("INFO", &())).await;
         let answer = match answer {
-            Ok(jetstream::response::Response::Ok(_)) => Ok(()),
-            Ok(jetstream::response::Response::Err { error }) => Err(error.to_string()),
-            Err(e) => Err(e.to_string()),
+            Ok(Ok(jetstream::response::Response::Ok(_))) => Ok(()),
+            Ok(Ok(jetstream::response::Response::Err { error })) => Err(error.to_string()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("no answer within 1 s".to_string()),
         };
         match answer {
             Ok(()) => return Ok(()),
@@ -236,34 +238,69 @@ pub async fn bind_consumer(
         ),
     }
     };
-    let stream = match js.get_stream(STREAM).await {
-        Ok(s) => s,
-        Err(_) => {
-            ensure_stream(js, &StreamSettings::default())
-                .await
-                .map_err(|e| missing(format!("stream {STREAM}"), &e))?;
-            js.get_stream(STREAM).await.map_err(|e| BusError::Setup {
-                what: format!("stream {STREAM}"),
-                message: e.to_string(),
-            })?
+    // A NATS that is there but cannot answer yet (a cluster electing a leader, a node just
+    // lost) is waited for; only an answer that says "not found" leads to creating. A service
+    // never updates an existing stream (its settings are the admin's: a default here would
+    // turn an R3 stream back into R1).
+    const WAIT: std::time::Duration = std::time::Duration::from_secs(120);
+    let started = std::time::Instant::now();
+    let unavailable = |what: &str, e: &dyn std::fmt::Display| -> Result<(), BusError> {
+        if started.elapsed() >= WAIT {
+            return Err(BusError::Setup {
+                what: what.to_string(),
+                message: format!("JetStream did not answer for {WAIT:?}: {e}"),
+            });
+        }
+        tracing::warn!(what, error = %e, "JetStream not available yet; waiting");
+        Ok(())
+    };
+    let pause = || tokio::time::sleep(std::time::Duration::from_millis(500));
+    let stream = loop {
+        use jetstream::context::GetStreamErrorKind;
+        match js.get_stream(STREAM).await {
+            Ok(s) => break s,
+            Err(e)
+                if matches!(e.kind(), GetStreamErrorKind::JetStream(ref j)
+                    if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND) =>
+            {
+                let config = StreamSettings::default().config();
+                if let Err(e) = js.create_stream(config).await {
+                    // Someone else may have created it meanwhile; otherwise the admin must.
+                    if js.get_stream(STREAM).await.is_err() {
+                        return Err(missing(format!("stream {STREAM}"), &e));
+                    }
+                }
+            }
+            Err(e) => {
+                unavailable(&format!("stream {STREAM}"), &e)?;
+                pause().await;
+            }
         }
     };
-    match stream.get_consumer::<pull::Config>(&spec.durable).await {
-        Ok(mut c) => {
-            if let Ok(info) = c.info().await {
+    loop {
+        use jetstream::context::ConsumerInfoErrorKind;
+        match stream.consumer_info(&spec.durable).await {
+            Ok(info) => {
                 if info.config.filter_subject != spec.filter
                     || info.config.max_ack_pending != spec.max_ack_pending
                     || info.config.ack_wait != spec.ack_wait
                 {
                     tracing::warn!(durable = %spec.durable, "consumer settings differ from this build; `huiqi setup` updates them");
                 }
+                match stream.get_consumer::<pull::Config>(&spec.durable).await {
+                    Ok(c) => return Ok(c),
+                    Err(e) => unavailable(&format!("consumer {}", spec.durable), &e)?,
+                }
             }
-            Ok(c)
+            Err(e) if matches!(e.kind(), ConsumerInfoErrorKind::NotFound) => {
+                return stream
+                    .create_consumer(pull_config(spec))
+                    .await
+                    .map_err(|e| missing(format!("consumer {}", spec.durable), &e));
+            }
+            Err(e) => unavailable(&format!("consumer {}", spec.durable), &e)?,
         }
-        Err(_) => stream
-            .create_consumer(pull_config(spec))
-            .await
-            .map_err(|e| missing(format!("consumer {}", spec.durable), &e)),
+        pause().await;
     }
 }
 

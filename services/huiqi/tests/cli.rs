@@ -279,4 +279,15 @@ fn missing_directories_and_unreadable_files_exit_non_zero_and_change_nothing() {
         "only the bad file is named: {err}"
     );
     assert!(String::from_utf8_lossy(&out.stdout).is_empty());
+    // A cluster of two could not survive losing either node: refused before anything starts.
+    let data = dir.path().join("up-data");
+    let out = huiqi()
+        .args(["up", "--cluster", "2", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "usage error");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--cluster") && err.contains("3 or 5"), "{err}");
+    assert!(!data.exists(), "nothing was started");
 }

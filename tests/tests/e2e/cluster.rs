@@ -5,11 +5,10 @@
 //! quorum: the stream takes no writes) while applications keep arriving. Judged from outside as the single-server
 //! chaos run is: nothing lost, nothing decided or paid twice, sums reconcile with the treasury.
 
-use super::processes::{chaos_inputs, judge, lose_and_restore, Mix};
+use super::processes::{chaos_inputs, judge, lose_and_restore, publish_malformed, run_ends, Mix};
 use huiqi::gen::Fixtures;
 use huiqi_bus::NatsCluster;
-use huiqi_e2e::procs::{publish_raw, submit, Deployment, PROCESSES};
-use huiqi_events::subjects;
+use huiqi_e2e::procs::{submit, Deployment};
 use std::time::Duration;
 
 /// The stream's leader and its replicas as (name, current) — read with a fresh admin login.
@@ -29,13 +28,7 @@ async fn placement(d: &Deployment) -> Option<(String, Vec<(String, bool)>)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_loses_its_stream_leader_and_a_service_directory_and_pays_each_award_once() {
-    let mix = Mix {
-        approved: 700,
-        too_few: 100,
-        refused_account: 50,
-        bad_id: 100,
-        malformed: 50,
-    };
+    let mix = Mix::CHAOS;
     let mut fx = Fixtures::default();
     let (events, malformed) = chaos_inputs(&mut fx, &mix);
     let mut d = Deployment::on_nodes(&fx, true, 3).await;
@@ -43,16 +36,7 @@ async fn a_cluster_loses_its_stream_leader_and_a_service_directory_and_pays_each
     assert_eq!(replicas.len(), 2, "R3: a leader and two replicas");
     d.start_all();
     let portal = d.js("portal").await;
-    for (i, bytes) in malformed.into_iter().enumerate() {
-        publish_raw(
-            &portal,
-            subjects::APPLICATIONS_SUBMITTED,
-            &format!("malformed-{i}"),
-            None,
-            bytes,
-        )
-        .await;
-    }
+    publish_malformed(&portal, malformed).await;
     let waves: Vec<_> = events.chunks(events.len().div_ceil(3)).collect();
     submit(&portal, waves[0]).await;
     // Work in flight everywhere: some payouts settled, most not yet.
@@ -92,25 +76,7 @@ async fn a_cluster_loses_its_stream_leader_and_a_service_directory_and_pays_each
         .await
         .expect("the last wave is acked once quorum is back");
 
-    let expected_outcomes = mix.approved + mix.refused_account;
-    let done = d
-        .wait_until(Duration::from_secs(240), || async {
-            d.count("huiqi.payouts.>").await >= expected_outcomes
-                && d.count("huiqi.awards.rejected.>").await >= mix.too_few
-                && d.count("huiqi.intake.>").await >= mix.submitted()
-        })
-        .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    for s in PROCESSES {
-        if !d.running(s) {
-            let log = std::fs::read_to_string(d.log_file(s)).unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(15).collect();
-            panic!(
-                "{s} died during the run; the end of its log:\n{}",
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-            );
-        }
-    }
+    let done = run_ends(&mut d, &mix).await;
     assert!(
         done,
         "not every outcome arrived with a node down; status:\n{}\nparked:\n{}",

@@ -369,6 +369,15 @@ pub(crate) struct Mix {
 }
 
 impl Mix {
+    /// The mix of the chaos runs: 1,000 messages.
+    pub(crate) const CHAOS: Mix = Mix {
+        approved: 700,
+        too_few: 100,
+        refused_account: 50,
+        bad_id: 100,
+        malformed: 50,
+    };
+
     pub(crate) fn submitted(&self) -> usize {
         self.approved + self.too_few + self.refused_account + self.bad_id + self.malformed
     }
@@ -434,29 +443,14 @@ impl Lcg {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_sigkills_and_a_nats_restart_lose_nothing_and_pay_nothing_twice() {
-    let mix = Mix {
-        approved: 700,
-        too_few: 100,
-        refused_account: 50,
-        bad_id: 100,
-        malformed: 50,
-    };
+    let mix = Mix::CHAOS;
     let mut fx = Fixtures::default();
     let (events, malformed) = chaos_inputs(&mut fx, &mix);
     // Authentication and signatures on, as deployed.
     let mut d = Deployment::new(&fx, true).await;
     d.start_all();
     let portal = d.js("portal").await;
-    for (i, bytes) in malformed.into_iter().enumerate() {
-        publish_raw(
-            &portal,
-            subjects::APPLICATIONS_SUBMITTED,
-            &format!("malformed-{i}"),
-            None,
-            bytes,
-        )
-        .await;
-    }
+    publish_malformed(&portal, malformed).await;
     // The applications arrive in four waves while the chaos goes on, so every kill meets
     // work in flight.
     let waves: Vec<&[Envelope]> = events.chunks(events.len().div_ceil(4)).collect();
@@ -465,7 +459,6 @@ async fn chaos_sigkills_and_a_nats_restart_lose_nothing_and_pay_nothing_twice() 
     // Chaos: every 1–2.5 s a service, in a random order that reaches each of the five twice,
     // is SIGKILLed and restarted a moment later; once, NATS itself is SIGKILLed and
     // restarted. Bounded: 11 kills, each step bounded in time.
-    let expected_outcomes = mix.approved + mix.refused_account;
     let mut rng = Lcg(0x4855_4951);
     let mut victims: Vec<&'static str> = PROCESSES.iter().chain(PROCESSES).copied().collect();
     for i in (1..victims.len()).rev() {
@@ -494,22 +487,7 @@ async fn chaos_sigkills_and_a_nats_restart_lose_nothing_and_pay_nothing_twice() 
         submit(&portal, wave).await;
     }
     drop(portal);
-    let done = d
-        .wait_until(Duration::from_secs(240), || async {
-            d.count("huiqi.payouts.>").await >= expected_outcomes
-                && d.count("huiqi.awards.rejected.>").await >= mix.too_few
-                && d.count("huiqi.intake.>").await >= mix.submitted()
-        })
-        .await;
-    // Let the last events land, then check that every service is still up.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    for s in PROCESSES {
-        assert!(
-            d.running(s),
-            "{s} died during the run; see {}",
-            d.log_file(s).display()
-        );
-    }
+    let done = run_ends(&mut d, &mix).await;
     let summary = format!("kills: {kills:?}, starts: {:?}", d.starts);
     assert!(
         done,
@@ -524,6 +502,48 @@ async fn chaos_sigkills_and_a_nats_restart_lose_nothing_and_pay_nothing_twice() 
         mix.submitted()
     );
     d.stop_all();
+}
+
+/// Publishes the malformed messages of a chaos run, each under its own msg id.
+pub(crate) async fn publish_malformed(
+    portal: &async_nats::jetstream::Context,
+    malformed: Vec<Vec<u8>>,
+) {
+    for (i, bytes) in malformed.into_iter().enumerate() {
+        publish_raw(
+            portal,
+            subjects::APPLICATIONS_SUBMITTED,
+            &format!("malformed-{i}"),
+            None,
+            bytes,
+        )
+        .await;
+    }
+}
+
+/// Waits (at most 240 s) until every outcome of `mix` is on the stream, lets the last events
+/// land, and fails with the end of its log if a service died; whether everything arrived.
+pub(crate) async fn run_ends(d: &mut Deployment, mix: &Mix) -> bool {
+    let expected_outcomes = mix.approved + mix.refused_account;
+    let done = d
+        .wait_until(Duration::from_secs(240), || async {
+            d.count("huiqi.payouts.>").await >= expected_outcomes
+                && d.count("huiqi.awards.rejected.>").await >= mix.too_few
+                && d.count("huiqi.intake.>").await >= mix.submitted()
+        })
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for s in PROCESSES {
+        if !d.running(s) {
+            let log = std::fs::read_to_string(d.log_file(s)).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(15).collect();
+            panic!(
+                "{s} died during the run; the end of its log:\n{}",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
+    }
+    done
 }
 
 /// The outcome of a chaos run judged from outside: every application answered exactly once,

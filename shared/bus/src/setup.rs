@@ -119,12 +119,27 @@ pub async fn ensure_stream(
             }
             Ok(())
         }
-        Err(_) => match js.create_stream(config.clone()).await {
-            Ok(_) => Ok(()),
-            // Another process created it between our get and create.
-            Err(_) if js.get_stream(STREAM).await.is_ok() => Ok(()),
-            Err(e) => Err(err(&e)),
-        },
+        Err(_) => {
+            // A cluster whose nodes are still joining has a meta leader but too few peers for
+            // three replicas: wait for them (bounded), as for JetStream itself.
+            let started = std::time::Instant::now();
+            loop {
+                match js.create_stream(config.clone()).await {
+                    Ok(_) => return Ok(()),
+                    // Another process created it between our get and create.
+                    Err(_) if js.get_stream(STREAM).await.is_ok() => return Ok(()),
+                    Err(e)
+                        if started.elapsed() < std::time::Duration::from_secs(60)
+                            && matches!(e.kind(), jetstream::context::CreateStreamErrorKind::JetStream(ref j)
+                                if j.error_code() == jetstream::ErrorCode::CLUSTER_NO_PEERS) =>
+                    {
+                        tracing::info!(error = %e, "not enough cluster peers for the stream's replicas yet; waiting");
+                        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                    }
+                    Err(e) => return Err(err(&e)),
+                }
+            }
+        }
     }
 }
 

@@ -127,3 +127,37 @@ async fn a_cluster_loses_its_stream_leader_and_a_service_directory_and_pays_each
     eprintln!("cluster run: paid ¥{paid}; {leader_now} killed and restarted, award restored");
     d.stop_all();
 }
+
+/// Provisioning (`huiqi setup`, `huiqi up`) on a cluster whose third node is not there yet:
+/// the meta leader exists but a stream of three replicas has no place; it waits for the node
+/// (seen in a full-suite run, where the third node joined late) instead of failing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provisioning_waits_for_the_node_a_three_replica_stream_needs() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = NatsCluster::start(dir.path(), 3, None, None).unwrap();
+    cluster.node(2).kill();
+    let url = cluster.url();
+    let provisioning = tokio::spawn(async move {
+        let client = huiqi_bus::NatsOptions::new(&url)
+            .connect("test-setup")
+            .await
+            .unwrap();
+        let settings = huiqi_bus::setup::StreamSettings {
+            replicas: 3,
+            ..Default::default()
+        };
+        huiqi_bus::setup::provision(&async_nats::jetstream::new(client), &settings)
+            .await
+            .map_err(|e| e.to_string())
+    });
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(
+        !provisioning.is_finished(),
+        "it cannot have placed three replicas on two nodes"
+    );
+    cluster.node(2).restart().unwrap();
+    provisioning
+        .await
+        .unwrap()
+        .expect("provisioned once the third node is back");
+}

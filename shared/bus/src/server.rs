@@ -301,9 +301,8 @@ impl NatsCluster {
         let route_ports = (0..size)
             .map(|_| free_port())
             .collect::<Result<Vec<_>, _>>()?;
-        // A fresh key's public half: 56 random characters, never written outside the
-        // nodes' own configuration files.
-        let password = nkeys::KeyPair::new_user().public_key();
+        // Never written outside the nodes' own (0600) configuration files.
+        let password = crate::access::route_password();
         let routes: Vec<String> = route_ports
             .iter()
             .map(|p| {

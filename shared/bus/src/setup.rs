@@ -14,6 +14,34 @@ use std::time::Duration;
 /// The one stream that carries every captured subject (see `huiqi_events::subjects`).
 pub const STREAM: &str = "HUIQI";
 
+/// Runs `attempt` again while it fails with an error `transient` accepts (a cluster electing a
+/// leader, a node just lost, peers still joining), pausing `pause` between tries, for at most
+/// `limit`; then returns the last result. One patience for every JetStream call that a
+/// cluster can refuse for a while.
+pub async fn patiently<T, E, F, Fut>(
+    what: &str,
+    limit: Duration,
+    pause: Duration,
+    mut attempt: F,
+    transient: impl Fn(&E) -> bool,
+) -> Result<T, E>
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let started = std::time::Instant::now();
+    loop {
+        match attempt().await {
+            Err(e) if transient(&e) && started.elapsed() < limit => {
+                tracing::warn!(what, error = %e, "JetStream cannot answer yet; trying again");
+                tokio::time::sleep(pause).await;
+            }
+            result => return result,
+        }
+    }
+}
+
 /// The stream's retention and limits, all explicit (README, "Configuration").
 ///
 /// Why these defaults: the stream is the second copy of every service log (a lost sled
@@ -121,23 +149,23 @@ pub async fn ensure_stream(
         }
         Err(_) => {
             // A cluster whose nodes are still joining has a meta leader but too few peers for
-            // three replicas: wait for them (bounded), as for JetStream itself.
-            let started = std::time::Instant::now();
-            loop {
-                match js.create_stream(config.clone()).await {
-                    Ok(_) => return Ok(()),
-                    // Another process created it between our get and create.
-                    Err(_) if js.get_stream(STREAM).await.is_ok() => return Ok(()),
-                    Err(e)
-                        if started.elapsed() < std::time::Duration::from_secs(60)
-                            && matches!(e.kind(), jetstream::context::CreateStreamErrorKind::JetStream(ref j)
-                                if j.error_code() == jetstream::ErrorCode::CLUSTER_NO_PEERS) =>
-                    {
-                        tracing::info!(error = %e, "not enough cluster peers for the stream's replicas yet; waiting");
-                        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-                    }
-                    Err(e) => return Err(err(&e)),
-                }
+            // three replicas: wait for them, as for JetStream itself.
+            let created = patiently(
+                "stream placement",
+                Duration::from_secs(60),
+                Duration::from_millis(250),
+                || js.create_stream(config.clone()),
+                |e| {
+                    matches!(e.kind(), jetstream::context::CreateStreamErrorKind::JetStream(ref j)
+                        if j.error_code() == jetstream::ErrorCode::CLUSTER_NO_PEERS)
+                },
+            )
+            .await;
+            match created {
+                Ok(_) => Ok(()),
+                // Another process created it between our get and create.
+                Err(_) if js.get_stream(STREAM).await.is_ok() => Ok(()),
+                Err(e) => Err(err(&e)),
             }
         }
     }
@@ -178,37 +206,26 @@ pub async fn ensure_consumer(
 
 /// Waits until JetStream answers (a cluster that just started elects its meta leader first;
 /// until then every JetStream request fails), at most `limit`.
-pub async fn wait_for_jetstream(
-    js: &jetstream::Context,
-    limit: std::time::Duration,
-) -> Result<(), BusError> {
-    let started = std::time::Instant::now();
-    loop {
-        // The raw account-info request: the typed one of async-nats does not parse what a
-        // clustered 2.9 server answers.
-        // Short tries: until the meta leader exists a request waits out its whole timeout.
-        let answer: Result<Result<jetstream::response::Response<serde_json::Value>, _>, _> =
-            tokio::time::timeout(std::time::Duration::from_secs(1), js.request("INFO", &())).await;
-        let answer = match answer {
-            Ok(Ok(jetstream::response::Response::Ok(_))) => Ok(()),
+pub async fn wait_for_jetstream(js: &jetstream::Context, limit: Duration) -> Result<(), BusError> {
+    // The raw account-info request (the typed one of async-nats does not parse what a
+    // clustered 2.9 server answers), in short tries: until the meta leader exists a request
+    // waits out its whole timeout.
+    let info = || async {
+        match tokio::time::timeout(Duration::from_secs(1), js.request("INFO", &())).await {
+            Ok(Ok(jetstream::response::Response::<serde_json::Value>::Ok(_))) => Ok(()),
             Ok(Ok(jetstream::response::Response::Err { error })) => Err(error.to_string()),
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err("no answer within 1 s".to_string()),
-        };
-        match answer {
-            Ok(()) => return Ok(()),
-            Err(e) if started.elapsed() >= limit => {
-                return Err(BusError::Setup {
-                    what: "JetStream".into(),
-                    message: format!("not available after {limit:?}: {e}"),
-                })
-            }
-            Err(e) => {
-                tracing::info!(error = %e, "JetStream not available yet (a cluster electing its leader?); waiting");
-                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-            }
         }
-    }
+    };
+    patiently("JetStream", limit, Duration::from_millis(250), info, |_| {
+        true
+    })
+    .await
+    .map_err(|e| BusError::Setup {
+        what: "JetStream".into(),
+        message: format!("not available after {limit:?}: {e}"),
+    })
 }
 
 /// Everything an admin sets up: the stream and every durable consumer of the topology.
@@ -257,65 +274,72 @@ pub async fn bind_consumer(
     // lost) is waited for; only an answer that says "not found" leads to creating. A service
     // never updates an existing stream (its settings are the admin's: a default here would
     // turn an R3 stream back into R1).
-    const WAIT: std::time::Duration = std::time::Duration::from_secs(120);
-    let started = std::time::Instant::now();
-    let unavailable = |what: &str, e: &dyn std::fmt::Display| -> Result<(), BusError> {
-        if started.elapsed() >= WAIT {
-            return Err(BusError::Setup {
-                what: what.to_string(),
-                message: format!("JetStream did not answer for {WAIT:?}: {e}"),
-            });
-        }
-        tracing::warn!(what, error = %e, "JetStream not available yet; waiting");
-        Ok(())
+    const WAIT: Duration = Duration::from_secs(120);
+    const PAUSE: Duration = Duration::from_millis(500);
+    let stream_not_found = |e: &jetstream::context::GetStreamError| {
+        matches!(e.kind(), jetstream::context::GetStreamErrorKind::JetStream(ref j)
+            if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND)
     };
-    let pause = || tokio::time::sleep(std::time::Duration::from_millis(500));
-    let stream = loop {
-        use jetstream::context::GetStreamErrorKind;
-        match js.get_stream(STREAM).await {
-            Ok(s) => break s,
-            Err(e)
-                if matches!(e.kind(), GetStreamErrorKind::JetStream(ref j)
-                    if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND) =>
+    let unavailable = |what: String, e: &dyn std::fmt::Display| BusError::Setup {
+        what,
+        message: format!("JetStream did not answer for {WAIT:?}: {e}"),
+    };
+    let looked_up = patiently(
+        "stream",
+        WAIT,
+        PAUSE,
+        || js.get_stream(STREAM),
+        |e| !stream_not_found(e),
+    )
+    .await;
+    let stream = match looked_up {
+        Ok(s) => s,
+        Err(e) if stream_not_found(&e) => {
+            if let Err(e) = js.create_stream(StreamSettings::default().config()).await {
+                // Someone else may have created it meanwhile; otherwise the admin must.
+                if js.get_stream(STREAM).await.is_err() {
+                    return Err(missing(format!("stream {STREAM}"), &e));
+                }
+            }
+            js.get_stream(STREAM)
+                .await
+                .map_err(|e| unavailable(format!("stream {STREAM}"), &e))?
+        }
+        Err(e) => return Err(unavailable(format!("stream {STREAM}"), &e)),
+    };
+    let consumer_not_found = |e: &async_nats::Error| {
+        e.downcast_ref::<jetstream::context::ConsumerInfoError>()
+            .is_some_and(|e| {
+                matches!(
+                    e.kind(),
+                    jetstream::context::ConsumerInfoErrorKind::NotFound
+                )
+            })
+    };
+    let looked_up = patiently(
+        "consumer",
+        WAIT,
+        PAUSE,
+        || stream.get_consumer::<pull::Config>(&spec.durable),
+        |e| !consumer_not_found(e),
+    )
+    .await;
+    match looked_up {
+        Ok(c) => {
+            let info = c.cached_info();
+            if info.config.filter_subject != spec.filter
+                || info.config.max_ack_pending != spec.max_ack_pending
+                || info.config.ack_wait != spec.ack_wait
             {
-                let config = StreamSettings::default().config();
-                if let Err(e) = js.create_stream(config).await {
-                    // Someone else may have created it meanwhile; otherwise the admin must.
-                    if js.get_stream(STREAM).await.is_err() {
-                        return Err(missing(format!("stream {STREAM}"), &e));
-                    }
-                }
+                tracing::warn!(durable = %spec.durable, "consumer settings differ from this build; `huiqi setup` updates them");
             }
-            Err(e) => {
-                unavailable(&format!("stream {STREAM}"), &e)?;
-                pause().await;
-            }
+            Ok(c)
         }
-    };
-    loop {
-        use jetstream::context::ConsumerInfoErrorKind;
-        match stream.consumer_info(&spec.durable).await {
-            Ok(info) => {
-                if info.config.filter_subject != spec.filter
-                    || info.config.max_ack_pending != spec.max_ack_pending
-                    || info.config.ack_wait != spec.ack_wait
-                {
-                    tracing::warn!(durable = %spec.durable, "consumer settings differ from this build; `huiqi setup` updates them");
-                }
-                match stream.get_consumer::<pull::Config>(&spec.durable).await {
-                    Ok(c) => return Ok(c),
-                    Err(e) => unavailable(&format!("consumer {}", spec.durable), &e)?,
-                }
-            }
-            Err(e) if matches!(e.kind(), ConsumerInfoErrorKind::NotFound) => {
-                return stream
-                    .create_consumer(pull_config(spec))
-                    .await
-                    .map_err(|e| missing(format!("consumer {}", spec.durable), &e));
-            }
-            Err(e) => unavailable(&format!("consumer {}", spec.durable), &e)?,
-        }
-        pause().await;
+        Err(e) if consumer_not_found(&e) => stream
+            .create_consumer(pull_config(spec))
+            .await
+            .map_err(|e| missing(format!("consumer {}", spec.durable), &e)),
+        Err(e) => Err(unavailable(format!("consumer {}", spec.durable), &e)),
     }
 }
 
@@ -373,24 +397,20 @@ pub async fn ordered_reader(
     };
     let stream = js.get_stream(STREAM).await.map_err(|e| err(&e))?;
     // On a cluster with a node down, nats-server 2.9 may place the reader (a one-replica
-    // consumer) on the dead node, and the creation times out; each new try is placed anew.
-    const TRIES: u32 = 6;
-    let mut tries = 0;
-    loop {
-        tries += 1;
-        match stream
-            .create_consumer(pull::OrderedConfig {
+    // consumer) on the dead node, and the creation times out (10 s a try); each new try is
+    // placed anew.
+    patiently(
+        "ordered reader",
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+        || {
+            stream.create_consumer(pull::OrderedConfig {
                 filter_subject: filter.to_string(),
                 ..Default::default()
             })
-            .await
-        {
-            Ok(c) => return Ok(c),
-            Err(e) if tries < TRIES => {
-                tracing::warn!(filter, error = %e, tries, "creating an ordered reader failed; trying again");
-                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-            }
-            Err(e) => return Err(err(&format!("{e} (after {tries} tries)"))),
-        }
-    }
+        },
+        |_| true,
+    )
+    .await
+    .map_err(|e| err(&e))
 }

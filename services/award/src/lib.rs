@@ -375,7 +375,7 @@ impl RestoreRules for Restore {
 }
 
 pub async fn build(settings: Settings) -> Result<App, AwardError> {
-    let core = Core::start(SERVICE, &settings.service).await?;
+    let core = Core::start(SERVICE, &settings.service, &Restore {}).await?;
     let mut state = State::default();
     core.fold(|rec| state.apply(&rec.envelope))?;
     let spec = huiqi_bus::topology::service_consumer(SERVICE).expect("award has a consumer");

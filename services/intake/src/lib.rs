@@ -140,7 +140,7 @@ pub struct App {
 }
 
 pub async fn build(settings: Settings) -> Result<App, IntakeError> {
-    let core = Core::start(SERVICE, &settings.service).await?;
+    let core = Core::start(SERVICE, &settings.service, &Restore {}).await?;
     let mut state = State::default();
     core.fold(|rec| state.apply(&rec.envelope))?;
     let spec = huiqi_bus::topology::service_consumer(SERVICE).expect("intake has a consumer");

@@ -99,7 +99,7 @@ pub fn check_order(o: &PaymentOrdered) -> Result<(), String> {
 pub type Restore = huiqi_bus::restore::RecordConsumed;
 
 pub async fn build(settings: Settings) -> Result<App, PayoutError> {
-    let core = Core::start(SERVICE, &settings.service).await?;
+    let core = Core::start(SERVICE, &settings.service, &Restore {}).await?;
     let mut open: BTreeMap<String, Job> = BTreeMap::new();
     let mut known = HashSet::new();
     core.fold(|rec| {
@@ -180,6 +180,7 @@ impl App {
     }
 
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), PayoutError> {
+        let shutdown = self.service.guard(&shutdown);
         let worker = self.worker;
         let limit = worker.settings.payments_in_flight;
         let work = work_queue(

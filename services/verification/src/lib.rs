@@ -77,7 +77,7 @@ pub struct App {
 pub type Restore = huiqi_bus::restore::RecordConsumed;
 
 pub async fn build(settings: Settings) -> Result<App, VerificationError> {
-    let core = Core::start(SERVICE, &settings.service).await?;
+    let core = Core::start(SERVICE, &settings.service, &Restore {}).await?;
     // Fold: opened claims, their recorded chunks, and which are verified.
     let mut jobs: BTreeMap<String, Job> = BTreeMap::new();
     let mut known: HashSet<String> = HashSet::new();
@@ -157,6 +157,7 @@ impl App {
     }
 
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), VerificationError> {
+        let shutdown = self.service.guard(&shutdown);
         let work = self.worker.run(self.rx, self.resume, shutdown.clone());
         self.service.run(work, shutdown).await?;
         Ok(())

@@ -35,6 +35,7 @@ pub const USERS: &[&str] = &[
     "verification",
     "award",
     "payout",
+    "recovery",
 ];
 
 /// The NATS user of portal `name` (see `huiqi_events::subjects::valid_portal`).
@@ -99,6 +100,38 @@ fn service_publish(service: &str) -> Vec<String> {
     out.push(s::heads_subject(service));
     out.push(format!("$JS.API.STREAM.INFO.{STREAM}"));
     out.extend(consumer_api(service));
+    out.extend(lease_api(service));
+    out
+}
+
+/// A service's own lease (crate::lease): read and write its keys, nobody else's.
+fn lease_api(service: &str) -> Vec<String> {
+    let bucket = crate::lease::BUCKET;
+    vec![
+        format!("$JS.API.STREAM.INFO.{}", crate::lease::bucket_stream()),
+        format!(
+            "$JS.API.DIRECT.GET.{}.$KV.{bucket}.{service}.>",
+            crate::lease::bucket_stream()
+        ),
+        format!("$KV.{bucket}.{service}.>"),
+    ]
+}
+
+/// What a standby taking over needs to rebuild a service's log (crate::service): read the
+/// whole stream through its own ordered readers and rewind the four services' consumers. It
+/// publishes no event, acknowledges nothing and touches no stream.
+fn recovery_publish() -> Vec<String> {
+    let mut out = vec![
+        format!("$JS.API.STREAM.INFO.{STREAM}"),
+        format!("$JS.API.CONSUMER.CREATE.{STREAM}"),
+        format!("$JS.API.CONSUMER.CREATE.{STREAM}.*"),
+        format!("$JS.API.CONSUMER.CREATE.{STREAM}.*.>"),
+        format!("$JS.API.CONSUMER.INFO.{STREAM}.*"),
+        format!("$JS.API.CONSUMER.MSG.NEXT.{STREAM}.*"),
+    ];
+    for (service, _) in topology::SERVICE_CONSUMERS {
+        out.push(format!("$JS.API.CONSUMER.DELETE.{STREAM}.{service}"));
+    }
     out
 }
 
@@ -168,6 +201,7 @@ pub fn permissions(user: &str) -> Option<Permissions> {
             false,
         ),
         "simulator" => p(vec![], strs(&["huiqi.checks.*", s::TREASURY_PAY]), true),
+        "recovery" => p(recovery_publish(), vec![], false),
         "query" => p(vec![], strs(&[s::QUERY_CLAIM]), true),
         // A named portal: publishes only on its own submit subject and reads only its own
         // answers, through its durable consumer `portal-<name>` (provisioned by the admin).
@@ -520,7 +554,21 @@ mod tests {
                     || x.contains("PURGE")
                     || x.contains("CREATE")
             });
-            assert_eq!(broad_api, *user == "admin", "{user}");
+            // Recovery (a standby rebuilding a log) creates readers and rewinds the four
+            // services' consumers; it never touches a stream.
+            assert_eq!(broad_api, *user == "admin" || *user == "recovery", "{user}");
+            if *user == "recovery" {
+                for x in &p.publish {
+                    assert!(
+                        x.starts_with("$JS.API.CONSUMER.") || x == "$JS.API.STREAM.INFO.HUIQI",
+                        "{x}"
+                    );
+                    let own = topology::SERVICE_CONSUMERS
+                        .iter()
+                        .any(|(s, _)| x.ends_with(&format!(".{s}")));
+                    assert!(!x.contains("DELETE") || own, "{x}");
+                }
+            }
             let internal_read = p
                 .subscribe
                 .iter()

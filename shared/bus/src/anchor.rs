@@ -76,6 +76,7 @@ pub async fn run(
     key: Arc<SigningKey>,
     every: Duration,
     stop: CancellationToken,
+    fence: crate::lease::Fence,
 ) {
     let mut anchored = 0u64;
     loop {
@@ -84,7 +85,8 @@ pub async fn run(
             _ = tokio::time::sleep(every) => false,
         };
         let moved = log.head().map(|(seq, _)| seq > anchored).unwrap_or(false);
-        if moved {
+        // An instance that no longer holds its lease has no head worth anchoring.
+        if moved && fence.held() {
             match publish_head(&js, &service, &log, &key).await {
                 Ok(seq) => anchored = seq,
                 Err(e) => {

@@ -47,6 +47,19 @@ pub struct ServiceArgs {
     /// How long to keep trying the first NATS connection, seconds.
     #[arg(long, env = "HUIQI_CONNECT_RETRY_SECS", default_value_t = 120)]
     pub connect_retry_secs: u64,
+    /// This instance's id for the service's lease (one instance works, others stand by);
+    /// default: host name and canonical data directory. Set it where the host name changes
+    /// on every start (containers), or a restart looks like another instance taking over.
+    #[arg(long, env = "HUIQI_INSTANCE")]
+    pub instance: Option<String>,
+    /// Seconds a holder's lease may lapse before a standby takes over.
+    #[arg(long, env = "HUIQI_LEASE_TTL_SECS", default_value_t = 10)]
+    pub lease_ttl_secs: u64,
+    /// The nkey seed file of the NATS user `recovery`: lets a standby that takes over from
+    /// another instance rebuild the log from the stream. Without it such a takeover stops
+    /// with an error (a restart of the same instance never needs it).
+    #[arg(long, env = "HUIQI_RECOVERY_NKEY_FILE")]
+    pub recovery_nkey: Option<PathBuf>,
 }
 
 /// What is missing or wrong in a service's start-up configuration.
@@ -106,6 +119,19 @@ impl ServiceArgs {
         config.skip_records = self.skip_records.clone();
         config.policy_dir = self.policy_dir.clone();
         config.anchor_every = Duration::from_secs(self.anchor_every_secs.max(1));
+        config.lease.instance = self.instance.clone();
+        config.lease.ttl = Duration::from_secs(self.lease_ttl_secs.max(1));
+        config.lease.recovery = self.recovery_nkey.as_ref().map(|path| {
+            let mut o = self.nats.options();
+            o.creds_file = None;
+            o.user = None;
+            o.password = None;
+            o.token = None;
+            o.nkey_file = Some(path.clone());
+            o.inbox_prefix = Some(crate::access::inbox_prefix("recovery"));
+            o.connect_retry = Duration::from_secs(self.connect_retry_secs);
+            o
+        });
         Ok(config)
     }
 }

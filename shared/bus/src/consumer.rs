@@ -89,6 +89,8 @@ pub struct Gate {
     pub trust: Arc<TrustStore>,
     pub signatures: Signatures,
     pub writer: crate::LogWriter,
+    /// Batches are handled and settled only while this instance holds its lease.
+    pub fence: crate::lease::Fence,
 }
 
 impl Gate {
@@ -165,10 +167,16 @@ impl Settle {
         self,
         durable: &str,
         written: Result<Vec<huiqi_eventlog::Applied>, BusError>,
+        fence: &crate::lease::Fence,
     ) -> Result<(), BusError> {
         written?;
         if let Some(after) = self.after {
             after();
+        }
+        if !fence.held() {
+            // Logged but not settled: whoever holds the lease next gets them again.
+            tracing::warn!(durable = %durable, messages = self.msgs.len(), "lease not held: batch left unacknowledged");
+            return Ok(());
         }
         let acks = self
             .msgs
@@ -220,7 +228,7 @@ pub async fn run<H: BatchHandler>(
         while in_flight.len() >= BATCHES_IN_FLIGHT {
             let mut settle = in_flight.pop_front().expect("non-empty");
             let written = (&mut settle.ticket).await;
-            settle.finish(&spec.durable, written).await?;
+            settle.finish(&spec.durable, written, &gate.fence).await?;
         }
         let chunk = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -228,13 +236,17 @@ pub async fn run<H: BatchHandler>(
             // Nothing new: settle the oldest batch as soon as its write is durable.
             written = async { (&mut in_flight.front_mut().expect("non-empty").ticket).await }, if !in_flight.is_empty() => {
                 let settle = in_flight.pop_front().expect("non-empty");
-                settle.finish(&spec.durable, written).await?;
+                settle.finish(&spec.durable, written, &gate.fence).await?;
                 continue;
             }
         };
         let Some(chunk) = chunk else {
             return Err(err(&"message stream ended"));
         };
+        // Only the lease holder handles messages; a paused holder waits, a lost one stops.
+        if !gate.fence.wait_held(&shutdown).await {
+            break;
+        }
         let mut msgs = Vec::with_capacity(chunk.len());
         for m in chunk {
             match m {
@@ -352,7 +364,7 @@ pub async fn run<H: BatchHandler>(
     // Stopping: what was decided is written and settled before the loop returns.
     while let Some(mut settle) = in_flight.pop_front() {
         let written = (&mut settle.ticket).await;
-        settle.finish(&spec.durable, written).await?;
+        settle.finish(&spec.durable, written, &gate.fence).await?;
     }
     Ok(())
 }

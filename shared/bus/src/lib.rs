@@ -14,6 +14,7 @@
 //! - [`relay`]: the outbox relay, many publish acks in flight, cursor kept in the sled log.
 //! - [`request`]: request/reply to check providers with timeout, backoff, retries and a circuit.
 //! - [`restore`]: rebuilding a lost log from the stream.
+//! - [`lease`]: one working instance per service, standbys that take over.
 //! - [`server`]: a child `nats-server -js` for `huiqi up` and for tests.
 //! - [`service`], [`cli`], [`telemetry`]: what every service binary starts with.
 
@@ -23,6 +24,7 @@ pub mod cli;
 pub mod connect;
 pub mod consumer;
 pub mod health;
+pub mod lease;
 pub mod relay;
 pub mod request;
 pub mod restore;
@@ -66,6 +68,11 @@ pub enum BusError {
         seq: u64,
         reason: String,
     },
+    #[error(
+        "{service}: its lease was taken by {by}; this instance stopped without publishing \
+         anything more (its log is stale now). Start it again to stand by"
+    )]
+    LeaseLost { service: String, by: String },
     #[error("service handler: {0}")]
     Handler(String),
 }

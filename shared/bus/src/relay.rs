@@ -37,6 +37,7 @@ pub struct Relay {
     max_in_flight: usize,
     service: String,
     key: Arc<SigningKey>,
+    fence: crate::lease::Fence,
 }
 
 impl Relay {
@@ -53,7 +54,15 @@ impl Relay {
             max_in_flight: 1_000,
             service: service.to_string(),
             key,
+            fence: crate::lease::Fence::always(),
         }
+    }
+
+    /// Publishes only while `fence` holds: an instance whose lease ran out or was taken must
+    /// not publish what it decided from a history another instance may have moved past.
+    pub fn fenced(mut self, fence: crate::lease::Fence) -> Self {
+        self.fence = fence;
+        self
     }
 
     pub fn waker(&self) -> RelayWaker {
@@ -99,6 +108,9 @@ impl Relay {
 
     /// Publishes one batch after the cursor; returns how many records it moved past.
     pub async fn publish_pending(&self) -> Result<usize, BusError> {
+        if !self.fence.held() {
+            return Ok(0);
+        }
         let cursor = self.log.outbox_cursor()?;
         let (batch, last) = self.log.outbox_from(cursor + 1, self.max_in_flight)?;
         if last <= cursor {

@@ -5,7 +5,9 @@
 
 use crate::connect::NatsOptions;
 use crate::consumer::{self, BatchHandler, ConsumerSpec, Delivery, Gate, Signatures};
+use crate::lease::{Fence, Lease};
 use crate::relay::Relay;
+use crate::restore::RestoreRules;
 use crate::trust::{SigningKey, TrustStore};
 use crate::writer::LogWriter;
 use crate::BusError;
@@ -34,6 +36,34 @@ pub struct ServiceConfig {
     pub policy_dir: Option<PathBuf>,
     /// How often the log head is anchored on the stream while it moves (and once at stop).
     pub anchor_every: std::time::Duration,
+    /// Which instance does the work when several run (crate::lease).
+    pub lease: LeaseSettings,
+}
+
+/// How a service instance takes and holds its lease (several instances, one working).
+#[derive(Debug, Clone)]
+pub struct LeaseSettings {
+    /// Off only for tools and tests that run one piece alone; services always hold one.
+    pub enabled: bool,
+    /// This instance's id; by default the host and the canonical data directory.
+    pub instance: Option<String>,
+    /// How long a holder's lapse lasts before a standby takes over.
+    pub ttl: std::time::Duration,
+    /// A login that may read the whole stream and rewind this service's consumer (the NATS
+    /// user `recovery`): needed only to take over from another instance, whose log this
+    /// instance does not have, by rebuilding it from the stream.
+    pub recovery: Option<NatsOptions>,
+}
+
+impl Default for LeaseSettings {
+    fn default() -> Self {
+        LeaseSettings {
+            enabled: true,
+            instance: None,
+            ttl: std::time::Duration::from_secs(10),
+            recovery: None,
+        }
+    }
 }
 
 impl ServiceConfig {
@@ -51,6 +81,7 @@ impl ServiceConfig {
             skip_records: Vec::new(),
             policy_dir: None,
             anchor_every: std::time::Duration::from_secs(60),
+            lease: LeaseSettings::default(),
         }
     }
 }
@@ -65,21 +96,55 @@ pub struct Core {
     skip_records: Vec<u64>,
     key: Arc<SigningKey>,
     anchor_every: std::time::Duration,
+    lease: Option<Lease>,
+    fence: Fence,
 }
 
 impl Core {
-    /// Opens the log in the config's directory (created if missing), connects and starts the
-    /// writer and the relay.
-    pub async fn start(name: &str, config: &ServiceConfig) -> Result<Core, BusError> {
+    /// Connects, takes the service's lease (standing by while another instance holds it;
+    /// rebuilding the log from the stream when taking over from another instance), opens the
+    /// log in the config's directory (created if missing) and starts the writer and the relay.
+    pub async fn start(
+        name: &str,
+        config: &ServiceConfig,
+        rules: &dyn RestoreRules,
+    ) -> Result<Core, BusError> {
         let dir = &config.data_dir;
         std::fs::create_dir_all(dir).map_err(|e| BusError::Setup {
             what: format!("data dir {}", dir.display()),
             message: e.to_string(),
         })?;
-        let log = Arc::new(EventLog::open(dir)?);
         let client = config.nats.connect(&format!("huiqi-{name}")).await?;
         let js = jetstream::new(client.clone());
-        let relay = Relay::new(name, log.clone(), js.clone(), config.signing_key.clone());
+        let lease = if config.lease.enabled {
+            let kv = crate::lease::open_bucket(&js, std::time::Duration::from_secs(120)).await?;
+            let instance = config
+                .lease
+                .instance
+                .clone()
+                .unwrap_or_else(|| crate::lease::default_instance(dir));
+            let (lease, acquired) = Lease::acquire(
+                kv,
+                &crate::lease::key(name, 0),
+                &instance,
+                config.lease.ttl,
+                &CancellationToken::new(),
+            )
+            .await?;
+            if let Some(previous) = acquired.previous.filter(|p| *p != instance) {
+                take_over(name, config, rules, &previous).await?;
+            }
+            Some(lease)
+        } else {
+            None
+        };
+        let fence = lease
+            .as_ref()
+            .map(Lease::fence)
+            .unwrap_or_else(Fence::always);
+        let log = Arc::new(EventLog::open(dir)?);
+        let relay = Relay::new(name, log.clone(), js.clone(), config.signing_key.clone())
+            .fenced(fence.clone());
         let writer = LogWriter::spawn(log, relay.waker());
         Ok(Core {
             name: name.to_string(),
@@ -91,7 +156,25 @@ impl Core {
             skip_records: config.skip_records.clone(),
             key: config.signing_key.clone(),
             anchor_every: config.anchor_every,
+            lease,
+            fence,
         })
+    }
+
+    /// A token cancelled on `shutdown` or when another instance takes this one's lease: what
+    /// a service's workers stop on.
+    pub fn guard(&self, shutdown: &CancellationToken) -> CancellationToken {
+        let token = shutdown.child_token();
+        if let Some(lost) = self.lease.as_ref().map(Lease::lost) {
+            let t = token.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = lost.cancelled() => t.cancel(),
+                    _ = t.cancelled() => {}
+                }
+            });
+        }
+        token
     }
 
     pub fn log(&self) -> &Arc<EventLog> {
@@ -124,6 +207,7 @@ impl Core {
         H: BatchHandler + 'static,
         W: Future<Output = Result<(), BusError>> + Send + 'static,
     {
+        let shutdown = self.guard(&shutdown);
         let relay_stop = CancellationToken::new();
         let relay = tokio::spawn(self.relay.run(relay_stop.clone()));
         let anchors = tokio::spawn(crate::anchor::run(
@@ -133,6 +217,7 @@ impl Core {
             self.key.clone(),
             self.anchor_every,
             relay_stop.clone(),
+            self.fence.clone(),
         ));
         let health = tokio::spawn(crate::health::serve(
             self.client.clone(),
@@ -145,6 +230,7 @@ impl Core {
             trust: self.trust.clone(),
             signatures,
             writer: self.writer.clone(),
+            fence: self.fence.clone(),
         };
         let consume = consumer::run(consumer, spec, handler, gate, shutdown.clone());
         let (c, w) = tokio::join!(consume, work);
@@ -156,10 +242,115 @@ impl Core {
             .map_err(|e| BusError::Handler(format!("relay task: {e}")))?;
         // Close the log before returning: a restart in the same process must find it unlocked.
         self.writer.close().await;
+        if let Some(by) = self.fence.lost_to() {
+            return Err(BusError::LeaseLost {
+                service: self.name.clone(),
+                by,
+            });
+        }
+        // Published what it logged: now a standby may take over at once.
+        if let Some(lease) = self.lease {
+            lease.release().await;
+        }
         c?;
         w?;
         r
     }
+}
+
+/// Takes over from `previous`, another instance: its log is not this one's, and an old copy
+/// in this directory lacks what `previous` decided, so the directory is moved aside and the
+/// log rebuilt from the stream (the restore of `huiqi restore`, with the `recovery` login),
+/// the consumer rewound to the first input without an answer.
+async fn take_over(
+    name: &str,
+    config: &ServiceConfig,
+    rules: &dyn RestoreRules,
+    previous: &str,
+) -> Result<(), BusError> {
+    let dir = &config.data_dir;
+    let setup = |what: String, e: &dyn std::fmt::Display| BusError::Setup {
+        what,
+        message: e.to_string(),
+    };
+    let recovery = config.lease.recovery.as_ref().ok_or_else(|| {
+        setup(
+            format!("taking over {name} from {previous}"),
+            &"this instance must rebuild the log from the stream and has no recovery login (--recovery-nkey or HUIQI_RECOVERY_NKEY_FILE: the seed of the NATS user `recovery`)",
+        )
+    })?;
+    let occupied = std::fs::read_dir(dir)
+        .map(|mut d| d.next().is_some())
+        .unwrap_or(false);
+    if occupied {
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let aside = dir.with_file_name(format!(
+            "{}.replaced-{stamp}",
+            dir.file_name().and_then(|n| n.to_str()).unwrap_or(name)
+        ));
+        std::fs::rename(dir, &aside)
+            .map_err(|e| setup(format!("moving {} aside", dir.display()), &e))?;
+        tracing::warn!(service = name, old = %aside.display(), "an older log of this instance moved aside: it lacks what the previous holder decided");
+        std::fs::create_dir_all(dir)
+            .map_err(|e| setup(format!("data dir {}", dir.display()), &e))?;
+    }
+    let started = std::time::Instant::now();
+    let client = recovery.connect(&format!("huiqi-{name}-recovery")).await?;
+    let js = jetstream::new(client);
+    // A cluster may lose quorum or a node while this runs: a failed try starts again from an
+    // empty directory (the lease is renewed meanwhile), for up to three minutes.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+    let report = loop {
+        let attempt = async {
+            let log = EventLog::open(dir)?;
+            let report = crate::restore::restore(
+                &js,
+                name,
+                &log,
+                &config.trust,
+                rules,
+                &mut |read, total| {
+                    tracing::info!(
+                        service = name,
+                        read,
+                        total,
+                        "rebuilding the log from the stream"
+                    );
+                },
+            )
+            .await?;
+            drop(log);
+            if let Some(from) = report.first_unanswered {
+                crate::restore::rewind_consumer(&js, name, from).await?;
+            }
+            Ok::<_, BusError>(report)
+        };
+        match attempt.await {
+            Ok(report) => break report,
+            Err(e) if std::time::Instant::now() < deadline => {
+                tracing::warn!(service = name, error = %e, "rebuilding the log failed; starting it again");
+                std::fs::remove_dir_all(dir)
+                    .and_then(|_| std::fs::create_dir_all(dir))
+                    .map_err(|e| setup(format!("emptying {}", dir.display()), &e))?;
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    tracing::info!(
+        service = name,
+        previous,
+        records = report.log_records,
+        stream_messages = report.stream_messages,
+        unanswered = report.unanswered_left_for_redelivery,
+        refused_signatures = report.refused_signatures,
+        secs = started.elapsed().as_secs_f64(),
+        "took over: log rebuilt from the stream"
+    );
+    Ok(())
 }
 
 /// The loud fold of [`Core::fold`], for tools that open a log without a service (replay).
@@ -443,6 +634,11 @@ impl<H: BatchHandler + 'static> Consuming<H> {
 
     pub fn log(&self) -> Arc<EventLog> {
         self.core.log().clone()
+    }
+
+    /// `shutdown`, also cancelled when another instance takes the lease ([`Core::guard`]).
+    pub fn guard(&self, shutdown: &CancellationToken) -> CancellationToken {
+        self.core.guard(shutdown)
     }
 
     /// Runs the consumer and `work` (a service's worker, or nothing) until `shutdown`.

@@ -228,13 +228,16 @@ pub async fn wait_for_jetstream(js: &jetstream::Context, limit: Duration) -> Res
     })
 }
 
-/// Everything an admin sets up: the stream and every durable consumer of the topology.
+/// Everything an admin sets up: the stream, every durable consumer of the topology and the
+/// lease bucket.
 pub async fn provision(js: &jetstream::Context, settings: &StreamSettings) -> Result<(), BusError> {
     wait_for_jetstream(js, std::time::Duration::from_secs(60)).await?;
     ensure_stream(js, settings).await?;
     for spec in crate::topology::all_consumers() {
         ensure_consumer(js, &spec).await?;
     }
+    // Which instance of each service works: as many copies as the stream.
+    crate::lease::ensure_bucket(js, settings.replicas).await?;
     Ok(())
 }
 

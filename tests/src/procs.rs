@@ -80,6 +80,10 @@ impl Bus {
 }
 
 /// A deployment of separate processes on a private nats-server, with per-deployment keys.
+/// The services' lease ttl in these runs: a standby takes over 4 s after the holder's last
+/// renewal (10 s by default).
+pub const LEASE_TTL_SECS: u64 = 4;
+
 pub struct Deployment {
     pub dir: tempfile::TempDir,
     pub server: Bus,
@@ -177,8 +181,13 @@ impl Deployment {
         jetstream::new(client)
     }
 
-    /// The environment a binary gets: its NATS login, keys, data dir and fixtures.
-    fn env(&self, service: &str) -> Vec<(String, String)> {
+    /// The environment a binary gets: its NATS login, keys, data dir and fixtures. A
+    /// `<service>-standby` is a second instance of `<service>` with its own directory.
+    fn env(&self, name: &str) -> Vec<(String, String)> {
+        let (service, standby) = match name.strip_suffix("-standby") {
+            Some(s) => (s, true),
+            None => (name, false),
+        };
         let keys = self.keys_dir();
         let p = |x: PathBuf| x.display().to_string();
         let mut env = vec![
@@ -198,7 +207,23 @@ impl Deployment {
             env.push(("HUIQI_FIXTURES".into(), p(self.dir.path().join("fixtures"))));
             env.push(("HUIQI_LEDGER".into(), p(self.ledger())));
         } else {
-            env.push(("HUIQI_DATA_DIR".into(), p(self.data_dir())));
+            let data = if standby {
+                self.data_dir().join("standby")
+            } else {
+                self.data_dir()
+            };
+            env.push(("HUIQI_DATA_DIR".into(), p(data)));
+            env.push((
+                "HUIQI_INSTANCE".into(),
+                format!("{service}-{}", if standby { 2 } else { 1 }),
+            ));
+            env.push(("HUIQI_LEASE_TTL_SECS".into(), LEASE_TTL_SECS.to_string()));
+            if self.users.is_some() {
+                env.push((
+                    "HUIQI_RECOVERY_NKEY_FILE".into(),
+                    p(NatsUsers::seed_path(&keys, "recovery")),
+                ));
+            }
             env.push((
                 "HUIQI_SIGNING_KEY_FILE".into(),
                 p(KeySet::seed_path(&keys, service)),
@@ -206,6 +231,29 @@ impl Deployment {
             env.push(("HUIQI_TRUST_FILE".into(), p(KeySet::trust_path(&keys))));
         }
         env
+    }
+
+    /// Starts a second instance of `service` (its own directory, instance `<service>-2`); it
+    /// stands by while the first holds the lease. Known as `<service>-standby`.
+    pub fn start_standby(&mut self, service: &'static str) {
+        let name = match service {
+            "intake" => "intake-standby",
+            "verification" => "verification-standby",
+            "award" => "award-standby",
+            "payout" => "payout-standby",
+            other => panic!("{other} has no lease"),
+        };
+        self.start(name);
+    }
+
+    /// The instance holding `service`'s lease (`<service>-1` or `<service>-2`), read with the
+    /// admin's login.
+    pub async fn lease_holder(&self, service: &str) -> Option<String> {
+        let js = self.js("admin").await;
+        let kv = js.get_key_value(huiqi_bus::lease::BUCKET).await.ok()?;
+        let entry = kv.entry(huiqi_bus::lease::key(service, 0)).await.ok()??;
+        let v: huiqi_bus::lease::LeaseValue = serde_json::from_slice(&entry.value).ok()?;
+        (v.state == "held").then_some(v.holder)
     }
 
     /// Starts (or restarts) one service's binary; its output goes to `<service>.log`.
@@ -219,7 +267,8 @@ impl Deployment {
             .append(true)
             .open(self.log_file(service))
             .expect("log file");
-        let child = Command::new(binary(&format!("huiqi-{service}")))
+        let program = service.strip_suffix("-standby").unwrap_or(service);
+        let child = Command::new(binary(&format!("huiqi-{program}")))
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .envs(self.env(service))

@@ -1,15 +1,27 @@
 //! Past one machine: the built binaries as separate processes on a 3-node NATS cluster on
-//! loopback (the stream at R3), about 1,000 mixed applications, the stream leader's node
-//! SIGKILLed mid-run, the award service lost with its data directory (a new instance
-//! rebuilds its log from the stream and takes over), then a second node killed for 5 s (no
-//! quorum: the stream takes no writes) while applications keep arriving. Judged from outside as the single-server
-//! chaos run is: nothing lost, nothing decided or paid twice, sums reconcile with the treasury.
+//! loopback (the stream at R3), two instances of each service (one holding the lease and
+//! working, one standing by), about 1,000 mixed applications, the stream leader's node
+//! SIGKILLed mid-run, the working award and payout instances SIGKILLed (their standbys take
+//! the leases over, rebuild the logs from the stream and carry on; the dead ones come back as
+//! standbys), then a second node killed for 5 s (no quorum: the stream takes no writes) while
+//! applications keep arriving. Judged from outside as the single-server chaos run is: nothing
+//! lost, nothing decided or paid twice, sums reconcile with the treasury.
 
-use super::processes::{chaos_inputs, judge, lose_and_restore, publish_malformed, run_ends, Mix};
+use super::processes::{chaos_inputs, judge, publish_malformed, run_ends, Mix};
 use huiqi::gen::Fixtures;
 use huiqi_bus::NatsCluster;
 use huiqi_e2e::procs::{submit, Deployment};
 use std::time::Duration;
+
+/// The services that hold a lease and run two instances here.
+const LEASED: [&str; 4] = ["intake", "verification", "award", "payout"];
+
+/// The last lines of a process's log.
+fn tail(d: &Deployment, name: &str) -> String {
+    let log = std::fs::read_to_string(d.log_file(name)).unwrap_or_default();
+    let lines: Vec<&str> = log.lines().rev().take(20).collect();
+    lines.into_iter().rev().collect::<Vec<_>>().join("\n")
+}
 
 /// The stream's leader and its replicas as (name, current) — read with a fresh admin login.
 async fn placement(d: &Deployment) -> Option<(String, Vec<(String, bool)>)> {
@@ -27,7 +39,7 @@ async fn placement(d: &Deployment) -> Option<(String, Vec<(String, bool)>)> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cluster_loses_its_stream_leader_and_a_service_directory_and_pays_each_award_once() {
+async fn a_cluster_loses_its_stream_leader_and_working_instances_and_pays_each_award_once() {
     let mix = Mix::CHAOS;
     let mut fx = Fixtures::default();
     let (events, malformed) = chaos_inputs(&mut fx, &mix);
@@ -35,6 +47,21 @@ async fn a_cluster_loses_its_stream_leader_and_a_service_directory_and_pays_each
     let (leader, replicas) = placement(&d).await.expect("the stream has a leader");
     assert_eq!(replicas.len(), 2, "R3: a leader and two replicas");
     d.start_all();
+    // The first instance of each service takes its lease; then a second instance of each
+    // starts and stands by.
+    let held = d
+        .wait_until(Duration::from_secs(60), || async {
+            let mut all = true;
+            for s in LEASED {
+                all &= d.lease_holder(s).await.as_deref() == Some(&format!("{s}-1"));
+            }
+            all
+        })
+        .await;
+    assert!(held, "the first instances did not all take their leases");
+    for s in LEASED {
+        d.start_standby(s);
+    }
     let portal = d.js("portal").await;
     publish_malformed(&portal, malformed).await;
     let waves: Vec<_> = events.chunks(events.len().div_ceil(3)).collect();
@@ -54,11 +81,28 @@ async fn a_cluster_loses_its_stream_leader_and_a_service_directory_and_pays_each
     d.server.cluster().node(victim).kill();
     submit(&portal, waves[1]).await;
 
-    // The award instance dies with its directory; a new one rebuilds the log from the stream
-    // (signatures checked) and takes over the durable consumer.
+    // The working award and payout instances die (SIGKILL) while the node is still down. Their
+    // standbys take the leases over once they lapse, rebuild the logs from the stream
+    // (signatures checked; neither ever held these logs) and carry on.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let restored = lose_and_restore(&mut d, "award");
-    eprintln!("{restored}");
+    d.kill("award");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    d.kill("payout");
+    let taken = d
+        .wait_until(Duration::from_secs(120), || async {
+            d.lease_holder("award").await.as_deref() == Some("award-2")
+                && d.lease_holder("payout").await.as_deref() == Some("payout-2")
+        })
+        .await;
+    assert!(
+        taken,
+        "the standbys did not take over; award-standby log:\n{}\npayout-standby log:\n{}",
+        tail(&d, "award-standby"),
+        tail(&d, "payout-standby")
+    );
+    // The dead instances come back and stand by.
+    d.start("award");
+    d.start("payout");
     // Quorum lost for a while: a second node dies, one of three is left, the stream cannot
     // take writes. The last wave is sent meanwhile (its publishes are refused and resent);
     // the node comes back after 5 s and the flow resumes with two of three.
@@ -84,6 +128,28 @@ async fn a_cluster_loses_its_stream_leader_and_a_service_directory_and_pays_each
         d.huiqi(&["parked"]).1
     );
     let paid = judge(&d, &mix, &events).await;
+
+    // The takeovers were rebuilds, the restarted instances stand by, the standbys still work.
+    for s in ["award", "payout"] {
+        let log = std::fs::read_to_string(d.log_file(&format!("{s}-standby"))).unwrap();
+        assert!(
+            log.contains("took over: log rebuilt from the stream"),
+            "{s}-standby:\n{}",
+            tail(&d, &format!("{s}-standby"))
+        );
+        let log = std::fs::read_to_string(d.log_file(s)).unwrap();
+        assert!(
+            log.contains("standing by"),
+            "{s} restarted:\n{}",
+            tail(&d, s)
+        );
+        assert_eq!(d.lease_holder(s).await.as_deref(), Some(&*format!("{s}-2")));
+        assert!(d.running(&format!("{s}-standby")), "{s}-standby exited");
+    }
+    for s in ["intake", "verification"] {
+        assert_eq!(d.lease_holder(s).await.as_deref(), Some(&*format!("{s}-1")));
+        assert!(d.running(&format!("{s}-standby")), "{s}-standby exited");
+    }
 
     // The operator sees the dead node in `huiqi status`: not current behind the new leader.
     let victim_name = NatsCluster::node_name(victim);
@@ -124,7 +190,9 @@ async fn a_cluster_loses_its_stream_leader_and_a_service_directory_and_pays_each
             && text.matches(" current").count() == 2,
         "{text}"
     );
-    eprintln!("cluster run: paid ¥{paid}; {leader_now} killed and restarted, award restored");
+    eprintln!(
+        "cluster run: paid ¥{paid}; {leader_now} killed and restarted, award and payout taken over"
+    );
     d.stop_all();
 }
 

@@ -11,3 +11,4 @@ mod permissions;
 mod pipeline;
 mod portals;
 mod processes;
+mod takeover;

@@ -1,0 +1,143 @@
+//! Several instances of a service, one working: the lease in the `huiqi-leases` bucket
+//! (crate `huiqi_bus::lease`) tried against a real nats-server — who gets it, when a standby
+//! may take it, how the old holder learns it lost it — and, with the built binaries, a standby
+//! that takes over from a SIGKILLed instance (in `cluster`).
+
+use huiqi_bus::lease::{self, Lease};
+use huiqi_bus::NatsServer;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+async fn bucket(url: &str) -> async_nats::jetstream::kv::Store {
+    let client = huiqi_bus::connect(url, "test-lease").await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    lease::ensure_bucket(&js, 1).await.unwrap();
+    lease::open_bucket(&js, Duration::from_secs(10))
+        .await
+        .unwrap()
+}
+
+/// Acquires in the background; the handle yields the lease and the previous holder.
+fn contend(
+    kv: async_nats::jetstream::kv::Store,
+    instance: &'static str,
+    ttl: Duration,
+) -> tokio::task::JoinHandle<(Lease, Option<String>)> {
+    tokio::spawn(async move {
+        let (l, a) = Lease::acquire(kv, "award.0", instance, ttl, &CancellationToken::new())
+            .await
+            .expect("acquire");
+        (l, a.previous)
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_instance_holds_the_lease_a_standby_waits_for_its_lapse_and_the_old_holder_is_fenced() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = NatsServer::start(dir.path(), None).unwrap();
+    let url = server.url().to_string();
+    let ttl = Duration::from_secs(2);
+
+    // The first instance takes the free lease at once and may act.
+    let (a, previous) = contend(bucket(&url).await, "host-a:/data/award", ttl)
+        .await
+        .unwrap();
+    assert_eq!(previous, None, "never held before");
+    let a_fence = a.fence();
+    assert!(a_fence.held());
+
+    // A second instance stands by while the first renews: three ttls go by without it.
+    let b = contend(bucket(&url).await, "host-b:/data/award", ttl);
+    tokio::time::sleep(ttl * 3).await;
+    assert!(
+        !b.is_finished(),
+        "a standby took a lease that was being renewed"
+    );
+    assert!(a_fence.held(), "the holder renews and keeps acting");
+
+    // The holder dies (no more renewals, nothing released). It stops counting itself the
+    // holder ttl/2 after its last renewal began; the standby takes over only a whole ttl after
+    // it saw that renewal (which was at most ttl/5 before the death).
+    let died = Instant::now();
+    a.abandon();
+    let (b, previous) = tokio::time::timeout(ttl * 5, b)
+        .await
+        .expect("the standby takes over within a few ttls")
+        .unwrap();
+    let took = died.elapsed();
+    assert_eq!(previous.as_deref(), Some("host-a:/data/award"));
+    assert!(
+        took >= ttl * 3 / 5,
+        "taken over {took:?} after the holder died, before its ttl of {ttl:?} could lapse"
+    );
+    assert!(
+        !a_fence.held(),
+        "the dead holder's fence must be down before anyone else may act"
+    );
+    let b_fence = b.fence();
+    assert!(b_fence.held());
+
+    // The same instance restarting (same id) takes its own lease back at once; the stale
+    // incarnation's next renewal fails on the revision and it learns it lost the lease.
+    let started = Instant::now();
+    let (b2, previous) = contend(bucket(&url).await, "host-b:/data/award", ttl)
+        .await
+        .unwrap();
+    assert_eq!(previous.as_deref(), Some("host-b:/data/award"));
+    assert!(
+        started.elapsed() < ttl,
+        "a restart of the holder itself does not wait for the lapse ({:?})",
+        started.elapsed()
+    );
+    let lost = b.lost();
+    tokio::time::timeout(ttl * 2, lost.cancelled())
+        .await
+        .expect("the stale incarnation learns that its lease was taken");
+    assert!(!b_fence.held());
+    assert_eq!(b_fence.lost_to().as_deref(), Some("host-b:/data/award"));
+
+    // A clean stop releases the lease: the next standby takes it without waiting.
+    let c = contend(bucket(&url).await, "host-c:/data/award", ttl);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!c.is_finished());
+    let released = Instant::now();
+    b2.release().await;
+    let (c, previous) = tokio::time::timeout(ttl * 2, c)
+        .await
+        .expect("released leases are taken at once")
+        .unwrap();
+    assert_eq!(previous.as_deref(), Some("host-b:/data/award"));
+    assert!(released.elapsed() < ttl, "{:?}", released.elapsed());
+    c.release().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_standbys_racing_for_a_lapsed_lease_one_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = NatsServer::start(dir.path(), None).unwrap();
+    let url = server.url().to_string();
+    let ttl = Duration::from_secs(1);
+    let (a, _) = contend(bucket(&url).await, "a", ttl).await.unwrap();
+    let b = contend(bucket(&url).await, "b", ttl);
+    let c = contend(bucket(&url).await, "c", ttl);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    a.abandon();
+    // One of them takes it; the other keeps standing by for as long as the winner renews.
+    let deadline = Instant::now() + ttl * 6;
+    while !b.is_finished() && !c.is_finished() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(ttl * 3).await;
+    assert!(
+        b.is_finished() ^ c.is_finished(),
+        "exactly one standby holds the lease (b: {}, c: {})",
+        b.is_finished(),
+        c.is_finished()
+    );
+    let (winner, loser) = if b.is_finished() { (b, c) } else { (c, b) };
+    let (w, previous) = winner.await.unwrap();
+    assert_eq!(previous.as_deref(), Some("a"));
+    assert!(w.fence().held());
+    loser.abort();
+    w.release().await;
+}

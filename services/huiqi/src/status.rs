@@ -63,10 +63,25 @@ pub struct ServiceStatus {
     pub error: Option<String>,
 }
 
+/// Which instance of a service works (its lease, `huiqi_bus::lease`).
+#[derive(Debug, Clone, Serialize)]
+pub struct LeaseStatus {
+    pub service: String,
+    /// The holding (or, when released, the last) instance.
+    pub holder: Option<String>,
+    /// `held` or `released`; None when never taken.
+    pub state: Option<String>,
+    /// Seconds since the last renewal, by the server's clock against this machine's.
+    pub renewed_secs_ago: Option<f64>,
+    pub ttl_secs: Option<f64>,
+    pub error: Option<String>,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct StatusReport {
     pub stream: StreamStatus,
     pub consumers: Vec<ConsumerStatus>,
+    pub leases: Vec<LeaseStatus>,
     pub services: Vec<ServiceStatus>,
     /// Parked messages and unpublishable events, by `huiqi.parked.<service>` subject.
     pub parked: BTreeMap<String, u64>,
@@ -136,6 +151,7 @@ pub async fn status(options: &NatsOptions) -> Result<StatusReport, HuiqiError> {
             },
         });
     }
+    let leases = lease_status(&js).await;
     let services = health_reports(&client).await;
     let mut parked = BTreeMap::new();
     let mut parked_error = None;
@@ -161,10 +177,57 @@ pub async fn status(options: &NatsOptions) -> Result<StatusReport, HuiqiError> {
     Ok(StatusReport {
         stream: stream_status,
         consumers,
+        leases,
         services,
         parked,
         parked_error,
     })
+}
+
+/// Each service's lease: who works, and how recently it renewed.
+async fn lease_status(js: &async_nats::jetstream::Context) -> Vec<LeaseStatus> {
+    let blank = |service: &str, error: Option<String>| LeaseStatus {
+        service: service.to_string(),
+        holder: None,
+        state: None,
+        renewed_secs_ago: None,
+        ttl_secs: None,
+        error,
+    };
+    let kv = match js.get_key_value(huiqi_bus::lease::BUCKET).await {
+        Ok(kv) => kv,
+        Err(e) => {
+            let e = format!("lease bucket: {e} (`huiqi setup` creates it)");
+            return crate::commands::SERVICES
+                .iter()
+                .map(|s| blank(s, Some(e.clone())))
+                .collect();
+        }
+    };
+    let mut out = Vec::new();
+    for service in crate::commands::SERVICES {
+        out.push(match kv.entry(huiqi_bus::lease::key(service, 0)).await {
+            Ok(Some(e)) => {
+                let v: Option<huiqi_bus::lease::LeaseValue> = serde_json::from_slice(&e.value).ok();
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos() as i128)
+                    .unwrap_or(0);
+                let ago = (now - e.created.unix_timestamp_nanos()) as f64 / 1e9;
+                LeaseStatus {
+                    service: service.to_string(),
+                    holder: v.as_ref().map(|v| v.holder.clone()),
+                    state: v.as_ref().map(|v| v.state.clone()),
+                    renewed_secs_ago: Some(ago.max(0.0)),
+                    ttl_secs: v.map(|v| v.ttl_ms as f64 / 1000.0),
+                    error: None,
+                }
+            }
+            Ok(None) => blank(service, None),
+            Err(e) => blank(service, Some(e.to_string())),
+        });
+    }
+    out
 }
 
 /// Asks every service for its report (`huiqi.health.<service>`), 2 s each.
@@ -356,6 +419,30 @@ impl StatusReport {
             };
         }
         out.push_str(&format!("{t}\n"));
+        let leases: Vec<String> = self
+            .leases
+            .iter()
+            .map(|l| match (&l.error, &l.holder, l.state.as_deref()) {
+                (Some(e), _, _) => format!("{} UNKNOWN ({e})", l.service),
+                (None, Some(h), Some("held")) => {
+                    let late =
+                        matches!((l.renewed_secs_ago, l.ttl_secs), (Some(a), Some(t)) if a > t);
+                    format!(
+                        "{} held by {h} (renewed {:.1} s ago{})",
+                        l.service,
+                        l.renewed_secs_ago.unwrap_or(0.0),
+                        if late {
+                            ": LAPSED, a standby may take it"
+                        } else {
+                            ""
+                        }
+                    )
+                }
+                (None, Some(h), _) => format!("{} released by {h}: NOBODY WORKS", l.service),
+                (None, None, _) => format!("{} never taken: NOBODY WORKS", l.service),
+            })
+            .collect();
+        out.push_str(&format!("leases: {}\n", leases.join("; ")));
         out.push_str(&render_services(&self.services));
         if let Some(e) = &self.parked_error {
             out.push_str(&format!("parked counts unavailable: {e}\n"));

@@ -193,6 +193,8 @@ pub fn permissions(user: &str) -> Option<Permissions> {
                 format!("$JS.API.CONSUMER.INFO.{STREAM}.*"),
                 format!("$JS.API.CONSUMER.LIST.{STREAM}"),
                 format!("$JS.API.CONSUMER.NAMES.{STREAM}"),
+                format!("$JS.API.STREAM.INFO.{}", crate::lease::bucket_stream()),
+                format!("$JS.API.DIRECT.GET.{}.>", crate::lease::bucket_stream()),
                 s::QUERY_CLAIM.to_string(),
                 "huiqi.health.*".into(),
                 "$SRV.>".into(),

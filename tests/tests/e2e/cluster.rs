@@ -186,6 +186,12 @@ async fn a_cluster_loses_its_stream_leader_and_working_instances_and_pays_each_a
     );
     let (_, text, _) = d.huiqi(&["status"]);
     assert!(
+        text.contains("award held by award-2 (renewed")
+            && text.contains("payout held by payout-2 (renewed")
+            && text.contains("intake held by intake-1 (renewed"),
+        "the operator sees which instance works: {text}"
+    );
+    assert!(
         text.contains("replicated on cluster huiqi: leader huiqi-")
             && text.matches(" current").count() == 2,
         "{text}"

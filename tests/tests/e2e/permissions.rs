@@ -446,12 +446,12 @@ async fn every_user_may_do_only_its_job() {
         (
             "read award's lease",
             Publish("$JS.API.DIRECT.GET.KV_huiqi-leases.$KV.huiqi-leases.award.0"),
-            &["award"],
+            &["award", "operator"],
         ),
         (
             "read the lease bucket's info",
             Publish("$JS.API.STREAM.INFO.KV_huiqi-leases"),
-            &["intake", "verification", "award", "payout"],
+            &["intake", "verification", "award", "payout", "operator"],
         ),
         (
             "delete the lease bucket",

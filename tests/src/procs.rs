@@ -319,6 +319,28 @@ impl Deployment {
         None
     }
 
+    /// Sends `signal` (`STOP`, `CONT`, …) to a process by its id.
+    pub fn signal(&mut self, name: &str, signal: &str) {
+        if let Some(c) = self.children.get(name) {
+            let _ = Command::new("kill")
+                .args(["-s", signal, &c.id().to_string()])
+                .status();
+        }
+    }
+
+    /// Forgets a process that exited by itself (reaping it), so it can be started again.
+    pub fn reap(&mut self, name: &str) -> Option<std::process::ExitStatus> {
+        let mut c = self.children.remove(name)?;
+        match c.try_wait() {
+            Ok(Some(status)) => Some(status),
+            _ => {
+                let _ = c.kill();
+                let _ = c.wait();
+                None
+            }
+        }
+    }
+
     /// Whether the service's process is still alive (it may have exited on an error).
     pub fn running(&mut self, service: &str) -> bool {
         match self.children.get_mut(service) {

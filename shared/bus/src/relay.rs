@@ -119,6 +119,12 @@ impl Relay {
         let mut acks = Vec::with_capacity(batch.len());
         let mut unpublishable = Vec::new();
         for out in batch {
+            // Checked per event: a holder frozen mid-batch (a stalled machine) must not send
+            // the rest of it when it thaws after a standby took over. What it sent is sent
+            // again by whoever holds the log next, under the same ids.
+            if !self.fence.held() {
+                return Ok(0);
+            }
             let mut headers = HeaderMap::new();
             headers.insert("Nats-Msg-Id", out.id.as_str());
             headers.insert(SIGNATURE_HEADER, self.key.sign(&out.event).as_str());

@@ -3,8 +3,11 @@
 //! may take it, how the old holder learns it lost it — and, with the built binaries, a standby
 //! that takes over from a SIGKILLed instance (in `cluster`).
 
+use super::processes::{chaos_inputs, judge, publish_malformed, run_ends, Mix};
+use huiqi::gen::Fixtures;
 use huiqi_bus::lease::{self, Lease};
 use huiqi_bus::NatsServer;
+use huiqi_e2e::procs::{submit, Deployment};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
@@ -140,4 +143,92 @@ async fn two_standbys_racing_for_a_lapsed_lease_one_wins() {
     assert!(w.fence().held());
     loser.abort();
     w.release().await;
+}
+
+fn tail(d: &Deployment, name: &str) -> String {
+    let log = std::fs::read_to_string(d.log_file(name)).unwrap_or_default();
+    let lines: Vec<&str> = log.lines().rev().take(20).collect();
+    lines.into_iter().rev().collect::<Vec<_>>().join("\n")
+}
+
+/// The zombie case fencing exists for: the working award instance freezes (SIGSTOP: a long
+/// pause, a stalled VM) with decisions in hand; its standby takes over after the lapse and
+/// rebuilds the log; the frozen one thaws (SIGCONT), finds its lease gone and exits without
+/// publishing. Judged from outside: every claim decided once, every award paid once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_holder_is_fenced_its_standby_takes_over_and_the_thawed_one_stops() {
+    let mix = Mix {
+        approved: 240,
+        too_few: 30,
+        refused_account: 15,
+        bad_id: 10,
+        malformed: 5,
+    };
+    let mut fx = Fixtures::default();
+    let (events, malformed) = chaos_inputs(&mut fx, &mix);
+    let mut d = Deployment::new(&fx, true).await;
+    d.start_all();
+    let held = d
+        .wait_until(Duration::from_secs(60), || async {
+            d.lease_holder("award").await.as_deref() == Some("award-1")
+        })
+        .await;
+    assert!(held, "award-1 did not take its lease");
+    d.start_standby("award");
+    let portal = d.js("portal").await;
+    publish_malformed(&portal, malformed).await;
+    let half = events.len() / 2;
+    submit(&portal, &events[..half]).await;
+    let started = d
+        .wait_until(Duration::from_secs(120), || async {
+            d.count("huiqi.payouts.>").await >= 10
+        })
+        .await;
+    assert!(started, "no payouts within two minutes");
+
+    d.signal("award", "STOP");
+    let frozen = Instant::now();
+    let taken = d
+        .wait_until(Duration::from_secs(60), || async {
+            d.lease_holder("award").await.as_deref() == Some("award-2")
+        })
+        .await;
+    assert!(taken, "award-standby:\n{}", tail(&d, "award-standby"));
+    eprintln!("taken over {:?} after the freeze", frozen.elapsed());
+    submit(&portal, &events[half..]).await;
+
+    d.signal("award", "CONT");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while d.running("award") && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let stopped = !d.running("award");
+    assert!(
+        stopped,
+        "the thawed award-1 kept running:\n{}",
+        tail(&d, "award")
+    );
+    let status = d.reap("award").expect("it exited by itself");
+    assert!(!status.success(), "a lost lease is an error exit");
+    let log = std::fs::read_to_string(d.log_file("award")).unwrap();
+    assert!(
+        log.contains("lease taken by another instance"),
+        "{}",
+        tail(&d, "award")
+    );
+    // Restarted, it stands by.
+    d.start("award");
+
+    let done = run_ends(&mut d, &mix).await;
+    assert!(
+        done,
+        "not every outcome arrived; status:\n{}",
+        d.huiqi(&["status"]).1
+    );
+    judge(&d, &mix, &events).await;
+    let standby = std::fs::read_to_string(d.log_file("award-standby")).unwrap();
+    assert!(standby.contains("took over: log rebuilt from the stream"));
+    let log = std::fs::read_to_string(d.log_file("award")).unwrap();
+    assert!(log.contains("standing by"), "{}", tail(&d, "award"));
+    d.stop_all();
 }

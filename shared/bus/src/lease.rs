@@ -163,22 +163,9 @@ pub async fn ensure_bucket(js: &jetstream::Context, replicas: usize) -> Result<(
     if js.get_stream(bucket_stream()).await.is_ok() {
         return Ok(());
     }
-    let created = crate::setup::patiently(
-        "lease bucket placement",
-        Duration::from_secs(60),
-        Duration::from_millis(250),
-        || js.create_stream(bucket_config(replicas)),
-        |e| {
-            matches!(e.kind(), jetstream::context::CreateStreamErrorKind::JetStream(ref j)
-                if j.error_code() == jetstream::ErrorCode::CLUSTER_NO_PEERS)
-        },
-    )
-    .await;
-    match created {
-        Ok(_) => Ok(()),
-        Err(_) if js.get_stream(bucket_stream()).await.is_ok() => Ok(()),
-        Err(e) => Err(err(&format!("lease bucket {BUCKET}"), &e)),
-    }
+    crate::setup::create_stream_patiently(js, bucket_config(replicas))
+        .await
+        .map_err(|e| err(&format!("lease bucket {BUCKET}"), &e))
 }
 
 /// The lease bucket, waiting (up to `limit`) while JetStream cannot answer; created when

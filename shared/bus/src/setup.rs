@@ -147,27 +147,32 @@ pub async fn ensure_stream(
             }
             Ok(())
         }
-        Err(_) => {
-            // A cluster whose nodes are still joining has a meta leader but too few peers for
-            // three replicas: wait for them, as for JetStream itself.
-            let created = patiently(
-                "stream placement",
-                Duration::from_secs(60),
-                Duration::from_millis(250),
-                || js.create_stream(config.clone()),
-                |e| {
-                    matches!(e.kind(), jetstream::context::CreateStreamErrorKind::JetStream(ref j)
-                        if j.error_code() == jetstream::ErrorCode::CLUSTER_NO_PEERS)
-                },
-            )
-            .await;
-            match created {
-                Ok(_) => Ok(()),
-                // Another process created it between our get and create.
-                Err(_) if js.get_stream(STREAM).await.is_ok() => Ok(()),
-                Err(e) => Err(err(&e)),
-            }
-        }
+        Err(_) => create_stream_patiently(js, config).await.map_err(|e| err(&e)),
+    }
+}
+
+/// Creates a stream (admin), waiting up to a minute while a cluster whose nodes are still
+/// joining has a meta leader but too few peers for the replicas; fine when another process
+/// created it meanwhile.
+pub async fn create_stream_patiently(
+    js: &jetstream::Context,
+    config: stream::Config,
+) -> Result<(), jetstream::context::CreateStreamError> {
+    let created = patiently(
+        "stream placement",
+        Duration::from_secs(60),
+        Duration::from_millis(250),
+        || js.create_stream(config.clone()),
+        |e| {
+            matches!(e.kind(), jetstream::context::CreateStreamErrorKind::JetStream(ref j)
+                if j.error_code() == jetstream::ErrorCode::CLUSTER_NO_PEERS)
+        },
+    )
+    .await;
+    match created {
+        Ok(_) => Ok(()),
+        Err(_) if js.get_stream(&config.name).await.is_ok() => Ok(()),
+        Err(e) => Err(e),
     }
 }
 

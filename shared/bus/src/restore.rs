@@ -160,8 +160,12 @@ pub async fn restore(
             progress(seq, last);
         }
         let subject = msg.subject.to_string();
-        // Anchored heads describe a log; they are not records of it.
+        // Anchored heads describe a log; they are not records of it. (The stream's last
+        // message is often one — a clean stop anchors — so the end is checked here too.)
         if subject.starts_with(huiqi_events::subjects::HEADS_PREFIX) {
+            if seq >= last {
+                break;
+            }
             continue;
         }
         let consumed = topology::subject_matches(filter, &subject);

@@ -147,7 +147,9 @@ pub async fn ensure_stream(
             }
             Ok(())
         }
-        Err(_) => create_stream_patiently(js, config).await.map_err(|e| err(&e)),
+        Err(_) => create_stream_patiently(js, config)
+            .await
+            .map_err(|e| err(&e)),
     }
 }
 

@@ -104,6 +104,15 @@ fn service_publish(service: &str) -> Vec<String> {
     out
 }
 
+/// The stream subjects `service` may publish its events on (its own, portal-scoped replies,
+/// parked records, anchored heads): where a restore looks for what it published.
+pub fn event_subjects(service: &str) -> Vec<String> {
+    service_publish(service)
+        .into_iter()
+        .filter(|x| !x.starts_with('$'))
+        .collect()
+}
+
 /// A service's own lease (crate::lease): read and write its keys, nobody else's.
 fn lease_api(service: &str) -> Vec<String> {
     let bucket = crate::lease::BUCKET;
@@ -539,6 +548,32 @@ impl NatsUsers {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_restore_looks_for_a_services_events_only_where_it_may_publish_them() {
+        use crate::topology::subject_matches;
+        let award = event_subjects("award");
+        for subject in [
+            s::PAYMENT_ORDERED,
+            "huiqi.awards.approved.M1",
+            "huiqi.awards.rejected.M9",
+            s::ENTITLEMENT_DATA_PACKAGE,
+            "huiqi.parked.award",
+        ] {
+            assert!(
+                award.iter().any(|f| subject_matches(f, subject)),
+                "{subject}"
+            );
+        }
+        assert!(!award.iter().any(|f| subject_matches(f, s::CLAIM_VERIFIED)));
+        let intake = event_subjects("intake");
+        assert!(intake
+            .iter()
+            .any(|f| subject_matches(f, "huiqi.intake.accepted.city-portal")));
+        for service in ["intake", "verification", "award", "payout"] {
+            assert!(event_subjects(service).iter().all(|x| !x.starts_with('$')));
+        }
+    }
 
     #[test]
     fn only_award_publishes_payment_orders_and_only_admin_touches_the_api_broadly() {

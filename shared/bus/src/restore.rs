@@ -2,9 +2,9 @@
 //! (DESIGN.md, "Disaster recovery").
 //!
 //! What goes back into the log, in stream order:
-//! - every event the service **produced** (signed by a key the trust file gives that service,
-//!   retired keys included), with its exact bytes and subject; the relay cursor is set past
-//!   them, so nothing is published again;
+//! - every event the service **produced** (on a subject its NATS user may publish on, signed by
+//!   a key the trust file gives that service, retired keys included), with its exact bytes and
+//!   subject; the relay cursor is set past them, so nothing is published again;
 //! - every event it **consumed** (its consumer's filter, signature checked against the producer
 //!   the same way), as the service's [`RestoreRules`] say: recorded with its inbox mark, or
 //!   only its inbox mark, or — for what a service records only together with its answer (an
@@ -120,6 +120,7 @@ pub async fn restore(
         .find(|(s, _)| *s == service)
         .map(|(_, f)| *f)
         .ok_or_else(|| err("restore", &format!("unknown service `{service}`")))?;
+    let own = crate::access::event_subjects(service);
     let mut stream = js.get_stream(STREAM).await.map_err(|e| err("stream", &e))?;
     let last = stream
         .info()
@@ -169,6 +170,15 @@ pub async fn restore(
             continue;
         }
         let consumed = topology::subject_matches(filter, &subject);
+        // Only what the service may have published (the subjects its NATS user may publish
+        // on) or consumed can be part of its log; checking the signature of everything else
+        // was two thirds of a restore's time.
+        if !consumed && !own.iter().any(|f| topology::subject_matches(f, &subject)) {
+            if seq >= last {
+                break;
+            }
+            continue;
+        }
         let signature = msg
             .headers
             .as_ref()

@@ -164,6 +164,7 @@ pub async fn build(settings: Settings) -> Result<App, PayoutError> {
         writer: core.writer.clone(),
         settings: settings.clone(),
         circuit: Arc::new(Circuit::default()),
+        fence: core.fence(),
     };
     Ok(App {
         service: Consuming::new(core, spec, handler, Signatures::Required).await?,
@@ -206,6 +207,8 @@ struct Worker {
     writer: LogWriter,
     settings: Settings,
     circuit: Arc<Circuit>,
+    /// Money moves only while this instance holds payout's lease.
+    fence: huiqi_bus::lease::Fence,
 }
 
 impl Worker {
@@ -241,6 +244,13 @@ impl Worker {
         })
         .expect("serializes");
         let reply = loop {
+            // Only the lease holder instructs the treasury: an instance whose lease lapsed
+            // waits for it, one that lost it leaves the order to the instance that took over
+            // (which pays it under the same award id).
+            if !self.fence.wait_held(&shutdown).await {
+                tracing::info!(award_id = %o.award_id, "payment left to the instance holding payout's lease");
+                return Ok(());
+            }
             let value = match request_json(
                 &self.client,
                 subjects::TREASURY_PAY,

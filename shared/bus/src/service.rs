@@ -161,6 +161,12 @@ impl Core {
         })
     }
 
+    /// Whether this instance holds its service's lease now (workers that act outside the
+    /// consumer, like payout's treasury calls, check it before acting).
+    pub fn fence(&self) -> Fence {
+        self.fence.clone()
+    }
+
     /// A token cancelled on `shutdown` or when another instance takes this one's lease: what
     /// a service's workers stop on.
     pub fn guard(&self, shutdown: &CancellationToken) -> CancellationToken {

@@ -66,8 +66,12 @@ pub struct LeaseValue {
 pub struct Acquired {
     /// The instance that held the lease before (None: never held).
     pub previous: Option<String>,
+    /// Which run of it (see [`LeaseValue::incarnation`]); empty when unknown.
+    pub previous_incarnation: String,
     /// The revision this instance wrote.
     pub revision: u64,
+    /// This run's incarnation, as written in the lease.
+    pub incarnation: String,
 }
 
 /// The holder's standing, as its service sees it.
@@ -259,16 +263,24 @@ impl Lease {
                 Ok(None) => match kv.create(key, encode(&mine)).await {
                     Ok(revision) => Ok(Some(Acquired {
                         previous: None,
+                        previous_incarnation: String::new(),
                         revision,
+                        incarnation: mine.incarnation.clone(),
                     })),
                     Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(None),
                     Err(e) => Err(e.to_string()),
                 },
+                // A deleted key (an admin's act): whoever held it is unknown, so a log here
+                // cannot be taken for current.
                 Ok(Some(entry)) if entry.operation != kv::Operation::Put => {
                     match kv.update(key, encode(&mine), entry.revision).await {
                         Ok(revision) => Ok(Some(Acquired {
-                            previous: None,
+                            previous: Some(
+                                "an unknown instance (the lease key was deleted)".into(),
+                            ),
+                            previous_incarnation: String::new(),
                             revision,
+                            incarnation: mine.incarnation.clone(),
                         })),
                         Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(None),
                         Err(e) => Err(e.to_string()),
@@ -304,7 +316,9 @@ impl Lease {
                         match kv.update(key, encode(&mine), entry.revision).await {
                             Ok(revision) => Ok(Some(Acquired {
                                 previous: Some(held.holder),
+                                previous_incarnation: held.incarnation,
                                 revision,
+                                incarnation: mine.incarnation.clone(),
                             })),
                             Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
                                 Ok(None)

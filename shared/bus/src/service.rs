@@ -131,9 +131,30 @@ impl Core {
                 &CancellationToken::new(),
             )
             .await?;
-            if let Some(previous) = acquired.previous.filter(|p| *p != instance) {
-                take_over(name, config, rules, &previous).await?;
+            let marker = dir.join(RUN_MARKER);
+            let ran_here = std::fs::read_to_string(&marker).ok();
+            let has_log = std::fs::read_dir(dir)
+                .map(|d| d.flatten().any(|e| e.file_name() != RUN_MARKER))
+                .unwrap_or(false);
+            if let Some(previous) = &acquired.previous {
+                // This directory's log is the current one only if the run that held the lease
+                // last ran on it (a restart). Otherwise another instance — or another process
+                // under the same id — decided since, or the directory was lost: rebuild.
+                let current = has_log
+                    && match &ran_here {
+                        Some(run) => *run == acquired.previous_incarnation,
+                        // Written by `huiqi restore` or before leases: this instance's own
+                        // if it held the lease last.
+                        None => *previous == instance,
+                    };
+                if !current {
+                    take_over(name, config, rules, previous).await?;
+                }
             }
+            std::fs::write(&marker, &acquired.incarnation).map_err(|e| BusError::Setup {
+                what: format!("{}", marker.display()),
+                message: e.to_string(),
+            })?;
             Some(lease)
         } else {
             None
@@ -264,6 +285,10 @@ impl Core {
     }
 }
 
+/// The file in a service's directory naming the run (lease incarnation) that last worked on
+/// this log: a restart compares it with the lease to know whether its log is current.
+const RUN_MARKER: &str = "lease-run";
+
 /// Takes over from `previous`, another instance: its log is not this one's, and an old copy
 /// in this directory lacks what `previous` decided, so the directory is moved aside and the
 /// log rebuilt from the stream (the restore of `huiqi restore`, with the `recovery` login),
@@ -281,7 +306,7 @@ async fn take_over(
     };
     let recovery = config.lease.recovery.as_ref().ok_or_else(|| {
         setup(
-            format!("taking over {name} from {previous}"),
+            format!("rebuilding {name}'s log (the lease was last held by {previous})"),
             &"this instance must rebuild the log from the stream and has no recovery login (--recovery-nkey or HUIQI_RECOVERY_NKEY_FILE: the seed of the NATS user `recovery`)",
         )
     })?;

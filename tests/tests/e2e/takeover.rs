@@ -232,3 +232,49 @@ async fn a_frozen_holder_is_fenced_its_standby_takes_over_and_the_thawed_one_sto
     assert!(log.contains("standing by"), "{}", tail(&d, "award"));
     d.stop_all();
 }
+
+/// A lost disk under a running instance: it restarts under the same id on an empty directory.
+/// Its lease says the service ran before, so it rebuilds the log from the stream instead of
+/// deciding from an empty history (which would forget who was paid). Judged from outside.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_restarting_on_an_empty_directory_rebuilds_its_log_from_the_stream() {
+    let mix = Mix {
+        approved: 160,
+        too_few: 20,
+        refused_account: 10,
+        bad_id: 5,
+        malformed: 5,
+    };
+    let mut fx = Fixtures::default();
+    let (events, malformed) = chaos_inputs(&mut fx, &mix);
+    let mut d = Deployment::new(&fx, true).await;
+    d.start_all();
+    let portal = d.js("portal").await;
+    publish_malformed(&portal, malformed).await;
+    let half = events.len() / 2;
+    submit(&portal, &events[..half]).await;
+    let started = d
+        .wait_until(Duration::from_secs(120), || async {
+            d.count("huiqi.payouts.>").await >= 10
+        })
+        .await;
+    assert!(started, "no payouts within two minutes");
+    d.kill("award");
+    std::fs::remove_dir_all(d.data_dir().join("award")).expect("the disk is lost");
+    d.start("award");
+    submit(&portal, &events[half..]).await;
+    let done = run_ends(&mut d, &mix).await;
+    assert!(
+        done,
+        "not every outcome arrived; status:\n{}",
+        d.huiqi(&["status"]).1
+    );
+    judge(&d, &mix, &events).await;
+    let log = std::fs::read_to_string(d.log_file("award")).unwrap();
+    assert!(
+        log.contains("took over: log rebuilt from the stream"),
+        "{}",
+        tail(&d, "award")
+    );
+    d.stop_all();
+}

@@ -7,7 +7,7 @@
 //! applications keep arriving. Judged from outside as the single-server chaos run is: nothing
 //! lost, nothing decided or paid twice, sums reconcile with the treasury.
 
-use super::processes::{chaos_inputs, judge, publish_malformed, run_ends, Mix};
+use super::processes::{chaos_inputs, judge, publish_malformed, run_ends, tail, Mix};
 use huiqi::gen::Fixtures;
 use huiqi_bus::NatsCluster;
 use huiqi_e2e::procs::{submit, Deployment};
@@ -15,13 +15,6 @@ use std::time::Duration;
 
 /// The services that hold a lease and run two instances here.
 const LEASED: [&str; 4] = ["intake", "verification", "award", "payout"];
-
-/// The last lines of a process's log.
-fn tail(d: &Deployment, name: &str) -> String {
-    let log = std::fs::read_to_string(d.log_file(name)).unwrap_or_default();
-    let lines: Vec<&str> = log.lines().rev().take(20).collect();
-    lines.into_iter().rev().collect::<Vec<_>>().join("\n")
-}
 
 /// The stream's leader and its replicas as (name, current) — read with a fresh admin login.
 async fn placement(d: &Deployment) -> Option<(String, Vec<(String, bool)>)> {

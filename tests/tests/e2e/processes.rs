@@ -383,6 +383,38 @@ impl Mix {
     }
 }
 
+/// The last lines of a process's log (for failure messages).
+pub(crate) fn tail(d: &Deployment, name: &str) -> String {
+    let log = std::fs::read_to_string(d.log_file(name)).unwrap_or_default();
+    let lines: Vec<&str> = log.lines().rev().take(20).collect();
+    lines.into_iter().rev().collect::<Vec<_>>().join("\n")
+}
+
+/// A run of `mix` under way on one authenticated server: every binary started (and
+/// `before_input` done), the malformed messages and the first half of the applications sent,
+/// some payouts settled. Returns the deployment, the applications, and the portal's login to
+/// send the second half with.
+pub(crate) async fn half_run(
+    mix: &Mix,
+    before_input: impl AsyncFnOnce(&mut Deployment),
+) -> (Deployment, Vec<Envelope>, async_nats::jetstream::Context) {
+    let mut fx = Fixtures::default();
+    let (events, malformed) = chaos_inputs(&mut fx, mix);
+    let mut d = Deployment::new(&fx, true).await;
+    d.start_all();
+    before_input(&mut d).await;
+    let portal = d.js("portal").await;
+    publish_malformed(&portal, malformed).await;
+    submit(&portal, &events[..events.len() / 2]).await;
+    let started = d
+        .wait_until(Duration::from_secs(120), || async {
+            d.count("huiqi.payouts.>").await >= 10
+        })
+        .await;
+    assert!(started, "no payouts within two minutes");
+    (d, events, portal)
+}
+
 /// Builds the applications of `mix` (fixtures added) and the raw malformed messages.
 pub(crate) fn chaos_inputs(fx: &mut Fixtures, mix: &Mix) -> (Vec<Envelope>, Vec<Vec<u8>>) {
     let mut events = Vec::new();

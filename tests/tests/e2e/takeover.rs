@@ -3,11 +3,10 @@
 //! may take it, how the old holder learns it lost it — and, with the built binaries, a standby
 //! that takes over from a SIGKILLed instance (in `cluster`).
 
-use super::processes::{chaos_inputs, judge, publish_malformed, run_ends, Mix};
-use huiqi::gen::Fixtures;
+use super::processes::{half_run, judge, run_ends, tail, Mix};
 use huiqi_bus::lease::{self, Lease};
 use huiqi_bus::NatsServer;
-use huiqi_e2e::procs::{submit, Deployment};
+use huiqi_e2e::procs::submit;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
@@ -145,12 +144,6 @@ async fn two_standbys_racing_for_a_lapsed_lease_one_wins() {
     w.release().await;
 }
 
-fn tail(d: &Deployment, name: &str) -> String {
-    let log = std::fs::read_to_string(d.log_file(name)).unwrap_or_default();
-    let lines: Vec<&str> = log.lines().rev().take(20).collect();
-    lines.into_iter().rev().collect::<Vec<_>>().join("\n")
-}
-
 /// The zombie case fencing exists for: the working award instance freezes (SIGSTOP: a long
 /// pause, a stalled VM) with decisions in hand; its standby takes over after the lapse and
 /// rebuilds the log; the frozen one thaws (SIGCONT), finds its lease gone and exits without
@@ -164,27 +157,17 @@ async fn a_frozen_holder_is_fenced_its_standby_takes_over_and_the_thawed_one_sto
         bad_id: 10,
         malformed: 5,
     };
-    let mut fx = Fixtures::default();
-    let (events, malformed) = chaos_inputs(&mut fx, &mix);
-    let mut d = Deployment::new(&fx, true).await;
-    d.start_all();
-    let held = d
-        .wait_until(Duration::from_secs(60), || async {
-            d.lease_holder("award").await.as_deref() == Some("award-1")
-        })
-        .await;
-    assert!(held, "award-1 did not take its lease");
-    d.start_standby("award");
-    let portal = d.js("portal").await;
-    publish_malformed(&portal, malformed).await;
+    let (mut d, events, portal) = half_run(&mix, async |d| {
+        let held = d
+            .wait_until(Duration::from_secs(60), || async {
+                d.lease_holder("award").await.as_deref() == Some("award-1")
+            })
+            .await;
+        assert!(held, "award-1 did not take its lease");
+        d.start_standby("award");
+    })
+    .await;
     let half = events.len() / 2;
-    submit(&portal, &events[..half]).await;
-    let started = d
-        .wait_until(Duration::from_secs(120), || async {
-            d.count("huiqi.payouts.>").await >= 10
-        })
-        .await;
-    assert!(started, "no payouts within two minutes");
 
     d.signal("award", "STOP");
     let frozen = Instant::now();
@@ -245,20 +228,22 @@ async fn an_instance_restarting_on_an_empty_directory_rebuilds_its_log_from_the_
         bad_id: 5,
         malformed: 5,
     };
-    let mut fx = Fixtures::default();
-    let (events, malformed) = chaos_inputs(&mut fx, &mix);
-    let mut d = Deployment::new(&fx, true).await;
-    d.start_all();
-    let portal = d.js("portal").await;
-    publish_malformed(&portal, malformed).await;
+    let (mut d, events, portal) = half_run(&mix, async |_| {}).await;
     let half = events.len() / 2;
-    submit(&portal, &events[..half]).await;
-    let started = d
-        .wait_until(Duration::from_secs(120), || async {
-            d.count("huiqi.payouts.>").await >= 10
-        })
-        .await;
-    assert!(started, "no payouts within two minutes");
+    // The disk goes while award is idle (the first half decided and relayed): what is tested
+    // here is the restart on an empty directory. (A kill in the middle of a relay batch is
+    // the chaos and cluster runs' subject; see docs/SCALING.md on answers published in part.)
+    let mut last = usize::MAX;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let now =
+            d.count("huiqi.internal.payments.ordered").await + d.count("huiqi.awards.>").await;
+        if now == last || Instant::now() > deadline {
+            break;
+        }
+        last = now;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
     d.kill("award");
     std::fs::remove_dir_all(d.data_dir().join("award")).expect("the disk is lost");
     d.start("award");

@@ -233,6 +233,85 @@ impl State {
     }
 }
 
+/// The payment order of an approved decision with money to pay (None otherwise).
+pub fn order_event(cause: &Envelope, v: &ClaimVerified, d: &AwardDecision) -> Option<Pending> {
+    if d.status != AwardStatus::Approved || d.total <= huiqi_events::Money::ZERO {
+        return None;
+    }
+    let order = PaymentOrdered {
+        award_id: award_id_for(&d.claim_id),
+        claim_id: d.claim_id.clone(),
+        application_id: d.application_id.clone(),
+        measure: d.measure.clone(),
+        payee_uscc: d.applicant_uscc.clone(),
+        bank_account: v.application.applicant.bank_account.clone(),
+        amount: d.total,
+    };
+    let env = Envelope::derived(
+        SERVICE,
+        types::PAYMENT_ORDERED,
+        &d.claim_id,
+        &order,
+        &cause.id,
+        "0",
+    )
+    .expect("serializes")
+    .caused_by(cause);
+    Some(Pending::publish(env, subjects::PAYMENT_ORDERED))
+}
+
+/// Payment orders missing from a log that holds their approved decision: what a log rebuilt
+/// from the stream lacks when the instance that decided died after publishing the decision
+/// but before its order (the relay publishes a commit's events one after another). Each is
+/// derived again from the decision and the recorded verified claim, under the same id; in a
+/// log written live they are never missing (decision and order are one commit).
+pub fn missing_orders(log: &EventLog) -> Result<Vec<Pending>, String> {
+    let mut approved: HashMap<String, (AwardDecision, String)> = HashMap::new();
+    let mut ordered: HashSet<String> = HashSet::new();
+    for rec in log.records_from(1) {
+        let rec = rec.map_err(|e| e.to_string())?;
+        let env = &rec.envelope;
+        match env.ty.as_str() {
+            types::AWARD_DECIDED => {
+                let d: AwardDecision = service::data(env)?;
+                if d.status == AwardStatus::Approved && d.total > huiqi_events::Money::ZERO {
+                    let cause = env.causationid.clone().unwrap_or_default();
+                    approved.insert(d.claim_id.clone(), (d, cause));
+                }
+            }
+            types::PAYMENT_ORDERED => {
+                let o: PaymentOrdered = service::data(env)?;
+                ordered.insert(o.claim_id);
+            }
+            _ => {}
+        }
+    }
+    approved.retain(|claim, _| !ordered.contains(claim));
+    if approved.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Second pass, only when something is missing: the verified claims they were decided on.
+    let mut out = Vec::new();
+    for rec in log.records_from(1) {
+        let rec = rec.map_err(|e| e.to_string())?;
+        let env = &rec.envelope;
+        if env.ty != types::CLAIM_VERIFIED {
+            continue;
+        }
+        let v: ClaimVerified = service::data(env)?;
+        if let Some((d, cause)) = approved.get(&v.claim_id) {
+            if *cause == env.id {
+                out.extend(order_event(env, &v, d));
+                approved.remove(&v.claim_id);
+            }
+        }
+    }
+    for claim in approved.keys() {
+        tracing::error!(claim_id = %claim, "approved decision without payment order and without its verified claim in the log: it waits for an operator");
+    }
+    Ok(out)
+}
+
 /// The events one decision produces, in order.
 pub fn decision_events(cause: &Envelope, v: &ClaimVerified, e: &Evaluation) -> Vec<Pending> {
     let d = &e.decision;
@@ -253,28 +332,7 @@ pub fn decision_events(cause: &Envelope, v: &ClaimVerified, e: &Evaluation) -> V
         env,
         subjects::award_subject(approved, &d.measure),
     ));
-    if approved && d.total > huiqi_events::Money::ZERO {
-        let order = PaymentOrdered {
-            award_id: award_id_for(&d.claim_id),
-            claim_id: d.claim_id.clone(),
-            application_id: d.application_id.clone(),
-            measure: d.measure.clone(),
-            payee_uscc: d.applicant_uscc.clone(),
-            bank_account: v.application.applicant.bank_account.clone(),
-            amount: d.total,
-        };
-        let env = Envelope::derived(
-            SERVICE,
-            types::PAYMENT_ORDERED,
-            &d.claim_id,
-            &order,
-            &cause.id,
-            "0",
-        )
-        .expect("serializes")
-        .caused_by(cause);
-        out.push(Pending::publish(env, subjects::PAYMENT_ORDERED));
-    }
+    out.extend(order_event(cause, v, d));
     // M4/M5: one event per recipient organisation (each carrier; the New Resident Service
     // Center), at most GRANTS_PER_EVENT grants an event.
     let award_id = award_id_for(&d.claim_id);
@@ -378,6 +436,16 @@ pub async fn build(settings: Settings) -> Result<App, AwardError> {
     let core = Core::start(SERVICE, &settings.service, &Restore {}).await?;
     let mut state = State::default();
     core.fold(|rec| state.apply(&rec.envelope))?;
+    let repaired = missing_orders(core.log()).map_err(BusError::Handler)?;
+    if !repaired.is_empty() {
+        tracing::warn!(orders = repaired.len(), "payment orders missing after their decisions (an answer published in part before a rebuild): derived again under the same ids");
+        core.writer
+            .commit(vec![Commit {
+                inbox_id: None,
+                events: repaired,
+            }])
+            .await?;
+    }
     let spec = huiqi_bus::topology::service_consumer(SERVICE).expect("award has a consumer");
     let handler = Handler {
         writer: core.writer.clone(),

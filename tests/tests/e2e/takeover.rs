@@ -263,3 +263,79 @@ async fn an_instance_restarting_on_an_empty_directory_rebuilds_its_log_from_the_
     );
     d.stop_all();
 }
+
+/// An answer published in part: award's decision reached the stream, its payment order did
+/// not (the instance died between the two). Made here by deleting the order from the stream
+/// before payout ever runs. The rebuilt award log holds the decision without its order; at
+/// start award derives the order again under the same id, and the claim is paid — once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decision_whose_payment_order_never_reached_the_stream_is_ordered_after_a_rebuild() {
+    let mix = Mix {
+        approved: 6,
+        too_few: 0,
+        refused_account: 0,
+        bad_id: 0,
+        malformed: 0,
+    };
+    let mut fx = huiqi::gen::Fixtures::default();
+    let (events, _) = super::processes::chaos_inputs(&mut fx, &mix);
+    let mut d = huiqi_e2e::procs::Deployment::new(&fx, true).await;
+    // A short duplicate window, so the order derived again is not taken for a resend of the
+    // deleted one (in the real case the first one never reached the stream).
+    let js = d.js("admin").await;
+    let mut config = huiqi_bus::setup::StreamSettings::default().config();
+    config.duplicate_window = Duration::from_secs(1);
+    js.update_stream(config)
+        .await
+        .expect("shorten the duplicate window");
+    for s in ["providers", "intake", "verification", "award"] {
+        d.start(s);
+    }
+    submit(&d.js("portal").await, &events).await;
+    let ordered = d
+        .wait_until(Duration::from_secs(120), || async {
+            d.count(huiqi_events::subjects::PAYMENT_ORDERED).await == mix.approved
+        })
+        .await;
+    assert!(ordered, "every approved claim ordered");
+    d.kill("award");
+    let stream = js.get_stream(huiqi_bus::setup::STREAM).await.unwrap();
+    let lost = stream
+        .get_last_raw_message_by_subject(huiqi_events::subjects::PAYMENT_ORDERED)
+        .await
+        .expect("the last order");
+    assert!(stream.delete_message(lost.sequence).await.unwrap());
+    assert_eq!(
+        d.count(huiqi_events::subjects::PAYMENT_ORDERED).await,
+        mix.approved - 1
+    );
+    std::fs::remove_dir_all(d.data_dir().join("award")).expect("award's disk is lost");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    d.start("award");
+    d.start("payout");
+    let paid = d
+        .wait_until(Duration::from_secs(120), || async {
+            d.count(huiqi_events::subjects::PAYOUTS_SETTLED).await == mix.approved
+        })
+        .await;
+    assert!(
+        paid,
+        "every approved claim paid after the rebuild; award:\n{}",
+        tail(&d, "award")
+    );
+    let log = std::fs::read_to_string(d.log_file("award")).unwrap();
+    assert!(
+        log.contains("payment orders missing after their decisions"),
+        "{}",
+        tail(&d, "award")
+    );
+    let ledger = huiqi_providers::read_ledger(&d.ledger());
+    let awards: std::collections::BTreeSet<_> = ledger.iter().map(|e| e.award_id.clone()).collect();
+    assert_eq!(
+        ledger.len(),
+        mix.approved,
+        "one treasury instruction per award"
+    );
+    assert_eq!(awards.len(), mix.approved);
+    d.stop_all();
+}

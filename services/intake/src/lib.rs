@@ -462,7 +462,6 @@ impl Handler {
                         let errors = validate::validate(&app, &self.policies, self.max_persons);
                         if errors.is_empty() {
                             let claim_id = claim_id_for(&id);
-                            events.push(accept(&key, &id, &claim_id, &env, portal_of(&d.subject)));
                             tracing::info!(application_id = %escape_control(&id), %claim_id, correlation_id = %escape_control(env.correlationid.as_deref().unwrap_or(&env.id)), causation_id = %escape_control(&env.id), measure = %escape_control(&app.measure), persons = app.person_ids().len(), "claim opened");
                             let opened = ClaimOpened {
                                 claim_id: claim_id.clone(),
@@ -480,6 +479,10 @@ impl Handler {
                             .expect("serializes")
                             .caused_by(&env);
                             events.push(Pending::publish(e, subjects::CLAIM_OPENED));
+                            // The reply last: a rebuild counts the application answered when
+                            // its reply is on the stream, and the relay publishes a commit's
+                            // events in order, so the opened claim is there before it.
+                            events.push(accept(&key, &id, &claim_id, &env, portal_of(&d.subject)));
                             self.state.claims.insert(id, Opened { claim_id, digest });
                         } else {
                             tracing::info!(application_id = %shown(&id), errors = errors.len(), first = %errors[0].code, "application rejected");

@@ -74,6 +74,11 @@ pub struct State {
     applicants: HashMap<String, String>,
     /// Claims with a supplementary award, and the version it was decided under.
     supplemented: HashMap<String, String>,
+    /// Approved decisions with money whose payment order has not followed in the fold, with
+    /// the verified claim they were decided on. In a log written live the order is the next
+    /// record; in one rebuilt from a stream the order never reached, it stays here
+    /// ([`State::missing_orders`]).
+    unordered: HashMap<String, (AwardDecision, Option<(Envelope, ClaimVerified)>)>,
 }
 
 impl State {
@@ -93,8 +98,15 @@ impl State {
             }
             types::AWARD_DECIDED => {
                 let d: AwardDecision = service::data(env)?;
-                self.verified.remove(&d.claim_id);
+                let input = self.verified.remove(&d.claim_id);
                 self.on_decision(&d);
+                if d.status == AwardStatus::Approved && d.total > huiqi_events::Money::ZERO {
+                    self.unordered.insert(d.claim_id.clone(), (d, input));
+                }
+            }
+            types::PAYMENT_ORDERED => {
+                let o: PaymentOrdered = service::data(env)?;
+                self.unordered.remove(&o.claim_id);
             }
             types::AWARD_SUPPLEMENTED => {
                 // The claim counts as its new decision does: the old counts are withdrawn.
@@ -127,6 +139,24 @@ impl State {
             _ => {}
         }
         Ok(())
+    }
+
+    /// Payment orders missing after their approved decisions at the end of a fold: what a
+    /// log rebuilt from the stream lacks when the instance that decided died after publishing
+    /// the decision but before its order (the relay publishes a commit's events one after
+    /// another). Each is derived again from the decision and the verified claim, under the
+    /// same id.
+    pub fn missing_orders(&mut self) -> Vec<Pending> {
+        let mut out = Vec::new();
+        for (claim, (d, input)) in self.unordered.drain() {
+            match input {
+                Some((cause, v)) => out.extend(order_event(&cause, &v, &d)),
+                None => {
+                    tracing::error!(claim_id = %claim, "approved decision without payment order and without its verified claim in the log: it waits for an operator")
+                }
+            }
+        }
+        out
     }
 
     /// A check reply arrived for a claim not yet decided.
@@ -260,58 +290,6 @@ pub fn order_event(cause: &Envelope, v: &ClaimVerified, d: &AwardDecision) -> Op
     Some(Pending::publish(env, subjects::PAYMENT_ORDERED))
 }
 
-/// Payment orders missing from a log that holds their approved decision: what a log rebuilt
-/// from the stream lacks when the instance that decided died after publishing the decision
-/// but before its order (the relay publishes a commit's events one after another). Each is
-/// derived again from the decision and the recorded verified claim, under the same id; in a
-/// log written live they are never missing (decision and order are one commit).
-pub fn missing_orders(log: &EventLog) -> Result<Vec<Pending>, String> {
-    let mut approved: HashMap<String, (AwardDecision, String)> = HashMap::new();
-    let mut ordered: HashSet<String> = HashSet::new();
-    for rec in log.records_from(1) {
-        let rec = rec.map_err(|e| e.to_string())?;
-        let env = &rec.envelope;
-        match env.ty.as_str() {
-            types::AWARD_DECIDED => {
-                let d: AwardDecision = service::data(env)?;
-                if d.status == AwardStatus::Approved && d.total > huiqi_events::Money::ZERO {
-                    let cause = env.causationid.clone().unwrap_or_default();
-                    approved.insert(d.claim_id.clone(), (d, cause));
-                }
-            }
-            types::PAYMENT_ORDERED => {
-                let o: PaymentOrdered = service::data(env)?;
-                ordered.insert(o.claim_id);
-            }
-            _ => {}
-        }
-    }
-    approved.retain(|claim, _| !ordered.contains(claim));
-    if approved.is_empty() {
-        return Ok(Vec::new());
-    }
-    // Second pass, only when something is missing: the verified claims they were decided on.
-    let mut out = Vec::new();
-    for rec in log.records_from(1) {
-        let rec = rec.map_err(|e| e.to_string())?;
-        let env = &rec.envelope;
-        if env.ty != types::CLAIM_VERIFIED {
-            continue;
-        }
-        let v: ClaimVerified = service::data(env)?;
-        if let Some((d, cause)) = approved.get(&v.claim_id) {
-            if *cause == env.id {
-                out.extend(order_event(env, &v, d));
-                approved.remove(&v.claim_id);
-            }
-        }
-    }
-    for claim in approved.keys() {
-        tracing::error!(claim_id = %claim, "approved decision without payment order and without its verified claim in the log: it waits for an operator");
-    }
-    Ok(out)
-}
-
 /// The events one decision produces, in order.
 pub fn decision_events(cause: &Envelope, v: &ClaimVerified, e: &Evaluation) -> Vec<Pending> {
     let d = &e.decision;
@@ -436,7 +414,7 @@ pub async fn build(settings: Settings) -> Result<App, AwardError> {
     let core = Core::start(SERVICE, &settings.service, &Restore {}).await?;
     let mut state = State::default();
     core.fold(|rec| state.apply(&rec.envelope))?;
-    let repaired = missing_orders(core.log()).map_err(BusError::Handler)?;
+    let repaired = state.missing_orders();
     if !repaired.is_empty() {
         tracing::warn!(orders = repaired.len(), "payment orders missing after their decisions (an answer published in part before a rebuild): derived again under the same ids");
         core.writer

@@ -114,6 +114,27 @@ impl Fence {
         }
     }
 
+    /// Resolves once another instance has taken the lease (never without a lease, nor after
+    /// a clean release).
+    pub async fn wait_lost(&self) {
+        let Some(rx) = &self.0 else {
+            return std::future::pending().await;
+        };
+        let mut rx = rx.clone();
+        loop {
+            let state = rx.borrow_and_update().clone();
+            match state {
+                Holding::Lost { .. } => return,
+                Holding::Released => break,
+                Holding::Until(_) => {}
+            }
+            if rx.changed().await.is_err() {
+                break; // the renewals ended without a loss (the lease was dropped)
+            }
+        }
+        std::future::pending().await
+    }
+
     /// Waits until this instance may act (true), or until the lease is lost or given up, or
     /// `stop` (false).
     pub async fn wait_held(&self, stop: &CancellationToken) -> bool {
@@ -191,14 +212,9 @@ pub async fn open_bucket(js: &jetstream::Context, limit: Duration) -> Result<kv:
     match found {
         Ok(_) => {}
         Err(e) if not_found(&e) => {
-            ensure_bucket(js, 1).await.map_err(|_| {
-                err(
-                    &what,
-                    &format!(
-                        "{e}; it is missing and this NATS user may not create it: run `huiqi setup` with the admin credentials first"
-                    ),
-                )
-            })?;
+            ensure_bucket(js, 1)
+                .await
+                .map_err(|_| crate::setup::missing_needs_admin(what.clone(), &e))?;
         }
         Err(e) => return Err(err(&what, &e)),
     }
@@ -229,8 +245,6 @@ pub struct Lease {
     fence: Fence,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
-    /// Cancelled when the lease is lost to another instance.
-    lost: CancellationToken,
 }
 
 impl Lease {
@@ -350,7 +364,6 @@ impl Lease {
         tracing::info!(lease = key, previous = ?acquired.previous, "lease taken: this instance does the work");
         let (tx, rx) = watch::channel(Holding::Until(started + ttl / 2));
         let stop = CancellationToken::new();
-        let lost = CancellationToken::new();
         let task = tokio::spawn(renew(
             kv,
             key.to_string(),
@@ -359,7 +372,6 @@ impl Lease {
             ttl,
             tx,
             stop.clone(),
-            lost.clone(),
         ));
         Ok((
             Lease {
@@ -367,7 +379,6 @@ impl Lease {
                 fence: Fence(Some(rx)),
                 stop,
                 task,
-                lost,
             },
             acquired,
         ))
@@ -375,11 +386,6 @@ impl Lease {
 
     pub fn fence(&self) -> Fence {
         self.fence.clone()
-    }
-
-    /// Cancelled when another instance has taken the lease.
-    pub fn lost(&self) -> CancellationToken {
-        self.lost.clone()
     }
 
     pub fn key(&self) -> &str {
@@ -400,7 +406,6 @@ impl Lease {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn renew(
     kv: kv::Store,
     key: String,
@@ -409,7 +414,6 @@ async fn renew(
     ttl: Duration,
     tx: watch::Sender<Holding>,
     stop: CancellationToken,
-    lost: CancellationToken,
 ) {
     let every = ttl / 5;
     let mut failing_since: Option<Instant> = None;
@@ -445,7 +449,6 @@ async fn renew(
                 };
                 tracing::error!(lease = %key, taken_by = %by, "lease taken by another instance: this instance stops without publishing anything more");
                 let _ = tx.send(Holding::Lost { by });
-                lost.cancel();
                 return;
             }
             failed => {

@@ -161,19 +161,13 @@ pub async fn restore(
             progress(seq, last);
         }
         let subject = msg.subject.to_string();
-        // Anchored heads describe a log; they are not records of it. (The stream's last
-        // message is often one — a clean stop anchors — so the end is checked here too.)
-        if subject.starts_with(huiqi_events::subjects::HEADS_PREFIX) {
-            if seq >= last {
-                break;
-            }
-            continue;
-        }
         let consumed = topology::subject_matches(filter, &subject);
         // Only what the service may have published (the subjects its NATS user may publish
-        // on) or consumed can be part of its log; checking the signature of everything else
-        // was two thirds of a restore's time.
-        if !consumed && !own.iter().any(|f| topology::subject_matches(f, &subject)) {
+        // on) or consumed can be part of its log — checking the signature of everything else
+        // was two thirds of a restore's time — and anchored heads describe a log, they are not
+        // records of it. A skipped message may be the stream's last (a clean stop anchors).
+        let heads = subject.starts_with(huiqi_events::subjects::HEADS_PREFIX);
+        if heads || !(consumed || own.iter().any(|f| topology::subject_matches(f, &subject))) {
             if seq >= last {
                 break;
             }

@@ -117,45 +117,7 @@ impl Core {
         let client = config.nats.connect(&format!("huiqi-{name}")).await?;
         let js = jetstream::new(client.clone());
         let lease = if config.lease.enabled {
-            let kv = crate::lease::open_bucket(&js, std::time::Duration::from_secs(120)).await?;
-            let instance = config
-                .lease
-                .instance
-                .clone()
-                .unwrap_or_else(|| crate::lease::default_instance(dir));
-            let (lease, acquired) = Lease::acquire(
-                kv,
-                &crate::lease::key(name, 0),
-                &instance,
-                config.lease.ttl,
-                &CancellationToken::new(),
-            )
-            .await?;
-            let marker = dir.join(RUN_MARKER);
-            let ran_here = std::fs::read_to_string(&marker).ok();
-            let has_log = std::fs::read_dir(dir)
-                .map(|d| d.flatten().any(|e| e.file_name() != RUN_MARKER))
-                .unwrap_or(false);
-            if let Some(previous) = &acquired.previous {
-                // This directory's log is the current one only if the run that held the lease
-                // last ran on it (a restart). Otherwise another instance — or another process
-                // under the same id — decided since, or the directory was lost: rebuild.
-                let current = has_log
-                    && match &ran_here {
-                        Some(run) => *run == acquired.previous_incarnation,
-                        // Written by `huiqi restore` or before leases: this instance's own
-                        // if it held the lease last.
-                        None => *previous == instance,
-                    };
-                if !current {
-                    take_over(name, config, rules, previous).await?;
-                }
-            }
-            std::fs::write(&marker, &acquired.incarnation).map_err(|e| BusError::Setup {
-                what: format!("{}", marker.display()),
-                message: e.to_string(),
-            })?;
-            Some(lease)
+            Some(hold_lease(name, config, rules, &js).await?)
         } else {
             None
         };
@@ -192,11 +154,11 @@ impl Core {
     /// a service's workers stop on.
     pub fn guard(&self, shutdown: &CancellationToken) -> CancellationToken {
         let token = shutdown.child_token();
-        if let Some(lost) = self.lease.as_ref().map(Lease::lost) {
-            let t = token.clone();
+        if self.lease.is_some() {
+            let (t, fence) = (token.clone(), self.fence.clone());
             tokio::spawn(async move {
                 tokio::select! {
-                    _ = lost.cancelled() => t.cancel(),
+                    _ = fence.wait_lost() => t.cancel(),
                     _ = t.cancelled() => {}
                 }
             });
@@ -283,6 +245,55 @@ impl Core {
         w?;
         r
     }
+}
+
+/// Takes the service's lease (standing by while another instance holds it) and makes sure
+/// the log in the directory is the current one, rebuilding it from the stream when not.
+async fn hold_lease(
+    name: &str,
+    config: &ServiceConfig,
+    rules: &dyn RestoreRules,
+    js: &jetstream::Context,
+) -> Result<Lease, BusError> {
+    let dir = &config.data_dir;
+    let kv = crate::lease::open_bucket(js, std::time::Duration::from_secs(120)).await?;
+    let instance = config
+        .lease
+        .instance
+        .clone()
+        .unwrap_or_else(|| crate::lease::default_instance(dir));
+    let (lease, acquired) = Lease::acquire(
+        kv,
+        &crate::lease::key(name, 0),
+        &instance,
+        config.lease.ttl,
+        &CancellationToken::new(),
+    )
+    .await?;
+    let marker = dir.join(RUN_MARKER);
+    if let Some(previous) = &acquired.previous {
+        // This directory's log is the current one only if the run that held the lease last
+        // ran on it (a restart). Otherwise another instance — or another process under the
+        // same id — decided since, or the directory was lost: rebuild.
+        let has_log = std::fs::read_dir(dir)
+            .map(|d| d.flatten().any(|e| e.file_name() != RUN_MARKER))
+            .unwrap_or(false);
+        let current = has_log
+            && match std::fs::read_to_string(&marker) {
+                Ok(run) => run == acquired.previous_incarnation,
+                // Written by `huiqi restore` or before leases: this instance's own if it held
+                // the lease last.
+                Err(_) => *previous == instance,
+            };
+        if !current {
+            take_over(name, config, rules, previous).await?;
+        }
+    }
+    std::fs::write(&marker, &acquired.incarnation).map_err(|e| BusError::Setup {
+        what: format!("{}", marker.display()),
+        message: e.to_string(),
+    })?;
+    Ok(lease)
 }
 
 /// The file in a service's directory naming the run (lease incarnation) that last worked on

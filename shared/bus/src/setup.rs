@@ -265,6 +265,16 @@ pub async fn provision_portals(
     Ok(())
 }
 
+/// What a service says when something only the admin provisions is missing.
+pub(crate) fn missing_needs_admin(what: String, e: &dyn std::fmt::Display) -> BusError {
+    BusError::Setup {
+        what,
+        message: format!(
+            "{e}; it is missing and this NATS user may not create it: run `huiqi setup` with the admin credentials first"
+        ),
+    }
+}
+
 /// A service's start-up: find the stream and its own durable consumer. When either is missing
 /// it tries to create it (which succeeds only where the user may, e.g. on an open bus) and
 /// otherwise names the admin step that is missing.
@@ -272,14 +282,6 @@ pub async fn bind_consumer(
     js: &jetstream::Context,
     spec: &ConsumerSpec,
 ) -> Result<jetstream::consumer::Consumer<pull::Config>, BusError> {
-    let missing = |what: String, e: &dyn std::fmt::Display| {
-        BusError::Setup {
-        what,
-        message: format!(
-            "{e}; it is missing and this NATS user may not create it: run `huiqi setup` with the admin credentials first"
-        ),
-    }
-    };
     // A NATS that is there but cannot answer yet (a cluster electing a leader, a node just
     // lost) is waited for; only an answer that says "not found" leads to creating. A service
     // never updates an existing stream (its settings are the admin's: a default here would
@@ -308,7 +310,7 @@ pub async fn bind_consumer(
             if let Err(e) = js.create_stream(StreamSettings::default().config()).await {
                 // Someone else may have created it meanwhile; otherwise the admin must.
                 if js.get_stream(STREAM).await.is_err() {
-                    return Err(missing(format!("stream {STREAM}"), &e));
+                    return Err(missing_needs_admin(format!("stream {STREAM}"), &e));
                 }
             }
             js.get_stream(STREAM)
@@ -348,7 +350,7 @@ pub async fn bind_consumer(
         Err(e) if consumer_not_found(&e) => stream
             .create_consumer(pull_config(spec))
             .await
-            .map_err(|e| missing(format!("consumer {}", spec.durable), &e)),
+            .map_err(|e| missing_needs_admin(format!("consumer {}", spec.durable), &e)),
         Err(e) => Err(unavailable(format!("consumer {}", spec.durable), &e)),
     }
 }

@@ -519,16 +519,8 @@ async fn chaos_sigkills_and_a_nats_restart_lose_nothing_and_pay_nothing_twice() 
         submit(&portal, wave).await;
     }
     drop(portal);
-    let done = run_ends(&mut d, &mix).await;
     let summary = format!("kills: {kills:?}, starts: {:?}", d.starts);
-    assert!(
-        done,
-        "not every outcome arrived within the limit ({summary}); status:\n{}\nparked:\n{}",
-        d.huiqi(&["status"]).1,
-        d.huiqi(&["parked"]).1
-    );
-
-    let paid = judge(&d, &mix, &events).await;
+    let paid = ends_and_judge(&mut d, &mix, &events, &summary).await;
     eprintln!(
         "chaos run: {summary}; {} applications, paid ¥{paid}",
         mix.submitted()
@@ -576,6 +568,24 @@ pub(crate) async fn run_ends(d: &mut Deployment, mix: &Mix) -> bool {
         }
     }
     done
+}
+
+/// Waits for the run's end ([`run_ends`]), failing with `context`, the status and the parked
+/// messages if it does not come, then judges it ([`judge`]); returns what was paid.
+pub(crate) async fn ends_and_judge(
+    d: &mut Deployment,
+    mix: &Mix,
+    events: &[Envelope],
+    context: &str,
+) -> Money {
+    let done = run_ends(d, mix).await;
+    assert!(
+        done,
+        "not every outcome arrived within the limit ({context}); status:\n{}\nparked:\n{}",
+        d.huiqi(&["status"]).1,
+        d.huiqi(&["parked"]).1
+    );
+    judge(d, mix, events).await
 }
 
 /// The outcome of a chaos run judged from outside: every application answered exactly once,

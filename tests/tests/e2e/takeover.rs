@@ -3,7 +3,7 @@
 //! may take it, how the old holder learns it lost it — and, with the built binaries, a standby
 //! that takes over from a SIGKILLed instance (in `cluster`).
 
-use super::processes::{half_run, judge, run_ends, tail, Mix};
+use super::processes::{ends_and_judge, half_run, tail, Mix};
 use huiqi_bus::lease::{self, Lease};
 use huiqi_bus::NatsServer;
 use huiqi_e2e::procs::submit;
@@ -91,8 +91,7 @@ async fn one_instance_holds_the_lease_a_standby_waits_for_its_lapse_and_the_old_
         "a restart of the holder itself does not wait for the lapse ({:?})",
         started.elapsed()
     );
-    let lost = b.lost();
-    tokio::time::timeout(ttl * 2, lost.cancelled())
+    tokio::time::timeout(ttl * 2, b_fence.wait_lost())
         .await
         .expect("the stale incarnation learns that its lease was taken");
     assert!(!b_fence.held());
@@ -202,13 +201,7 @@ async fn a_frozen_holder_is_fenced_its_standby_takes_over_and_the_thawed_one_sto
     // Restarted, it stands by.
     d.start("award");
 
-    let done = run_ends(&mut d, &mix).await;
-    assert!(
-        done,
-        "not every outcome arrived; status:\n{}",
-        d.huiqi(&["status"]).1
-    );
-    judge(&d, &mix, &events).await;
+    ends_and_judge(&mut d, &mix, &events, "after the takeover").await;
     let standby = std::fs::read_to_string(d.log_file("award-standby")).unwrap();
     assert!(standby.contains("took over: log rebuilt from the stream"));
     let log = std::fs::read_to_string(d.log_file("award")).unwrap();
@@ -248,13 +241,7 @@ async fn an_instance_restarting_on_an_empty_directory_rebuilds_its_log_from_the_
     std::fs::remove_dir_all(d.data_dir().join("award")).expect("the disk is lost");
     d.start("award");
     submit(&portal, &events[half..]).await;
-    let done = run_ends(&mut d, &mix).await;
-    assert!(
-        done,
-        "not every outcome arrived; status:\n{}",
-        d.huiqi(&["status"]).1
-    );
-    judge(&d, &mix, &events).await;
+    ends_and_judge(&mut d, &mix, &events, "after the takeover").await;
     let log = std::fs::read_to_string(d.log_file("award")).unwrap();
     assert!(
         log.contains("took over: log rebuilt from the stream"),

@@ -251,7 +251,9 @@ impl Deployment {
     pub async fn lease_holder(&self, service: &str) -> Option<String> {
         let js = self.js("admin").await;
         let kv = js.get_key_value(huiqi_bus::lease::BUCKET).await.ok()?;
-        let entry = kv.entry(huiqi_bus::lease::key(service, 0)).await.ok()??;
+        let entry = huiqi_bus::lease::read(&kv, &huiqi_bus::lease::key(service, 0))
+            .await
+            .ok()??;
         let v: huiqi_bus::lease::LeaseValue = serde_json::from_slice(&entry.value).ok()?;
         (v.state == "held").then_some(v.holder)
     }

@@ -206,26 +206,29 @@ async fn lease_status(js: &async_nats::jetstream::Context) -> Vec<LeaseStatus> {
     };
     let mut out = Vec::new();
     for service in crate::commands::SERVICES {
-        out.push(match kv.entry(huiqi_bus::lease::key(service, 0)).await {
-            Ok(Some(e)) => {
-                let v: Option<huiqi_bus::lease::LeaseValue> = serde_json::from_slice(&e.value).ok();
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_nanos() as i128)
-                    .unwrap_or(0);
-                let ago = (now - e.created.unix_timestamp_nanos()) as f64 / 1e9;
-                LeaseStatus {
-                    service: service.to_string(),
-                    holder: v.as_ref().map(|v| v.holder.clone()),
-                    state: v.as_ref().map(|v| v.state.clone()),
-                    renewed_secs_ago: Some(ago.max(0.0)),
-                    ttl_secs: v.map(|v| v.ttl_ms as f64 / 1000.0),
-                    error: None,
+        out.push(
+            match huiqi_bus::lease::read(&kv, &huiqi_bus::lease::key(service, 0)).await {
+                Ok(Some(e)) => {
+                    let v: Option<huiqi_bus::lease::LeaseValue> =
+                        serde_json::from_slice(&e.value).ok();
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_nanos() as i128)
+                        .unwrap_or(0);
+                    let ago = (now - e.created.unix_timestamp_nanos()) as f64 / 1e9;
+                    LeaseStatus {
+                        service: service.to_string(),
+                        holder: v.as_ref().map(|v| v.holder.clone()),
+                        state: v.as_ref().map(|v| v.state.clone()),
+                        renewed_secs_ago: Some(ago.max(0.0)),
+                        ttl_secs: v.map(|v| v.ttl_ms as f64 / 1000.0),
+                        error: None,
+                    }
                 }
-            }
-            Ok(None) => blank(service, None),
-            Err(e) => blank(service, Some(e.to_string())),
-        });
+                Ok(None) => blank(service, None),
+                Err(e) => blank(service, Some(e.to_string())),
+            },
+        );
     }
     out
 }

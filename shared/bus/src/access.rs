@@ -118,10 +118,9 @@ fn lease_api(service: &str) -> Vec<String> {
     let bucket = crate::lease::BUCKET;
     vec![
         format!("$JS.API.STREAM.INFO.{}", crate::lease::bucket_stream()),
-        format!(
-            "$JS.API.DIRECT.GET.{}.$KV.{bucket}.{service}.>",
-            crate::lease::bucket_stream()
-        ),
+        // Reads go to the bucket's leader (lease::read); the request names no key, so a
+        // service can read who holds the other services' leases too (never write them).
+        format!("$JS.API.STREAM.MSG.GET.{}", crate::lease::bucket_stream()),
         format!("$KV.{bucket}.{service}.>"),
     ]
 }
@@ -203,7 +202,7 @@ pub fn permissions(user: &str) -> Option<Permissions> {
                 format!("$JS.API.CONSUMER.LIST.{STREAM}"),
                 format!("$JS.API.CONSUMER.NAMES.{STREAM}"),
                 format!("$JS.API.STREAM.INFO.{}", crate::lease::bucket_stream()),
-                format!("$JS.API.DIRECT.GET.{}.>", crate::lease::bucket_stream()),
+                format!("$JS.API.STREAM.MSG.GET.{}", crate::lease::bucket_stream()),
                 s::QUERY_CLAIM.to_string(),
                 "huiqi.health.*".into(),
                 "$SRV.>".into(),

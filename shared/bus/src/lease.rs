@@ -12,8 +12,8 @@
 //!   create-only write, renewing it an update at the expected revision (compare-and-set) every
 //!   `ttl/5`. The bucket keeps no time-to-live: nobody compares clocks across machines.
 //! - A standby watches the revision. When it has not moved for the holder's own `ttl` as
-//!   measured on the standby's clock — counting only while the bucket takes writes (a probe
-//!   write that must fail on its revision), so a bucket electing a new leader after a node
+//!   measured on the standby's clock — counting only while the bucket takes writes (the
+//!   standby's own heartbeat key commits), so a bucket electing a new leader after a node
 //!   loss does not cost the holder its lease — the standby takes the key with an update at that
 //!   revision; of two standbys only one update succeeds. A holder that stops cleanly writes
 //!   `state: released`, which a standby takes at once.
@@ -23,6 +23,9 @@
 //!   (`ttl` after the standby first saw that revision, which was written after the renewal
 //!   started). A renewal that fails on the revision means the lease was taken: the instance
 //!   stops for good ([`Holding::Lost`]), its log being stale from then on.
+//! - Every read goes to the bucket stream's leader ([`read`]), never a direct get that any
+//!   replica may answer: a replica catching up after a restart answers with an old revision,
+//!   and a holder that took it for its own would fail every renewal on it and lose the lease.
 //! - An instance that restarts with the same id (same host and data directory) takes its own
 //!   lease back at once; the previous holder's id tells the taker whether its own log is the
 //!   current one or must be rebuilt from the stream (the service start does that).
@@ -176,7 +179,8 @@ pub fn bucket_config(replicas: usize) -> stream::Config {
         storage: stream::StorageType::File,
         allow_rollup: true,
         deny_delete: true,
-        allow_direct: true,
+        // Reads go to the leader (see [`read`]); a replica's answer may be stale.
+        allow_direct: false,
         num_replicas: replicas.max(1),
         discard: stream::DiscardPolicy::New,
         ..Default::default()
@@ -185,7 +189,18 @@ pub fn bucket_config(replicas: usize) -> stream::Config {
 
 /// Creates the lease bucket when it is missing (admin; also a service on an open bus).
 pub async fn ensure_bucket(js: &jetstream::Context, replicas: usize) -> Result<(), BusError> {
-    if js.get_stream(bucket_stream()).await.is_ok() {
+    if let Ok(mut existing) = js.get_stream(bucket_stream()).await {
+        // A bucket made when it allowed direct gets: turned off, so other readers (the
+        // operator's tools) see the leader's answer too. The services read the leader anyway.
+        let config = existing.info().await.map(|i| i.config.clone());
+        if let Ok(mut config) = config {
+            if config.allow_direct {
+                config.allow_direct = false;
+                js.update_stream(config)
+                    .await
+                    .map_err(|e| err(&format!("lease bucket {BUCKET}"), &e))?;
+            }
+        }
         return Ok(());
     }
     crate::setup::create_stream_patiently(js, bucket_config(replicas))
@@ -219,6 +234,37 @@ pub async fn open_bucket(js: &jetstream::Context, limit: Duration) -> Result<kv:
         Err(e) => return Err(err(&what, &e)),
     }
     js.get_key_value(BUCKET).await.map_err(|e| err(&what, &e))
+}
+
+/// The current entry of `key`, read from the bucket stream's leader. The KV client's own
+/// `entry` uses a direct get when the bucket allows it (buckets made before this did), which
+/// any replica may answer — one still catching up after a restart with a revision several
+/// renewals old. A holder that adopted such a revision failed every renewal on it until a
+/// standby took the lease over (the likely cause of the cluster test's one failure in CI: after its quorum loss the
+/// working payout instance lost its lease to the standby).
+pub async fn read(kv: &kv::Store, key: &str) -> Result<Option<kv::Entry>, String> {
+    let subject = format!("{}{key}", kv.prefix);
+    match kv.stream.get_last_raw_message_by_subject(&subject).await {
+        Ok(m) => {
+            let operation = m
+                .headers
+                .get("KV-Operation")
+                .and_then(|op| op.as_str().parse().ok())
+                .unwrap_or(kv::Operation::Put);
+            Ok(Some(kv::Entry {
+                bucket: kv.name.clone(),
+                key: key.to_string(),
+                value: m.payload,
+                revision: m.sequence,
+                delta: 0,
+                created: m.time,
+                operation,
+                seen_current: false,
+            }))
+        }
+        Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 fn encode(v: &LeaseValue) -> bytes::Bytes {
@@ -272,8 +318,8 @@ impl Lease {
         let mut told: Option<String> = None;
         let acquired = loop {
             let started = Instant::now();
-            let attempt: Result<Option<Acquired>, String> = match kv.entry(key).await {
-                Err(e) => Err(e.to_string()),
+            let attempt: Result<Option<Acquired>, String> = match read(&kv, key).await {
+                Err(e) => Err(e),
                 Ok(None) => match kv.create(key, encode(&mine)).await {
                     Ok(revision) => Ok(Some(Acquired {
                         previous: None,
@@ -433,7 +479,7 @@ async fn renew(
                 }
             }
             Ok(Err(e)) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
-                let current = kv.entry(&key).await;
+                let current = read(&kv, &key).await;
                 // A renewal of ours that timed out here but was committed later: the key is
                 // still ours (nobody wrote since); carry on from its revision. It does not
                 // extend the fence: when it was committed is unknown.

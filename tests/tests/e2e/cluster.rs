@@ -28,6 +28,28 @@ async fn placement(d: &Deployment) -> Option<(String, Vec<(String, bool)>)> {
     Some((cluster.leader?, replicas))
 }
 
+/// What both instances of `service` logged about its lease, for a failure message: a lease
+/// that moved when it should not have is explained by these lines and nothing else.
+fn lease_story(d: &Deployment, service: &str) -> String {
+    [service.to_string(), format!("{service}-standby")]
+        .iter()
+        .map(|name| {
+            let log = std::fs::read_to_string(d.log_file(name)).unwrap_or_default();
+            let lines: Vec<&str> = log
+                .lines()
+                .filter(|l| {
+                    l.contains("lease")
+                        || l.contains("took over")
+                        || l.contains("standing by")
+                        || l.contains("ERROR")
+                })
+                .collect();
+            format!("--- {name}:\n{}", lines.join("\n"))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_loses_its_stream_leader_and_working_instances_and_pays_each_award_once() {
     let mix = Mix::CHAOS;
@@ -126,11 +148,21 @@ async fn a_cluster_loses_its_stream_leader_and_working_instances_and_pays_each_a
             "{s} restarted:\n{}",
             tail(&d, s)
         );
-        assert_eq!(d.lease_holder(s).await.as_deref(), Some(&*format!("{s}-2")));
+        assert_eq!(
+            d.lease_holder(s).await.as_deref(),
+            Some(&*format!("{s}-2")),
+            "{}",
+            lease_story(&d, s)
+        );
         assert!(d.running(&format!("{s}-standby")), "{s}-standby exited");
     }
     for s in ["intake", "verification"] {
-        assert_eq!(d.lease_holder(s).await.as_deref(), Some(&*format!("{s}-1")));
+        assert_eq!(
+            d.lease_holder(s).await.as_deref(),
+            Some(&*format!("{s}-1")),
+            "{}",
+            lease_story(&d, s)
+        );
         assert!(d.running(&format!("{s}-standby")), "{s}-standby exited");
     }
 

@@ -53,6 +53,7 @@ pub enum AwardError {
     Refused(String),
 }
 
+pub mod rebuilt;
 pub mod whatif;
 pub use whatif::{supplement, whatif, SupplementOutcome, WhatIfReport};
 
@@ -408,15 +409,37 @@ impl RestoreRules for Restore {
             },
         }
     }
+
+    fn checks_answers_after_rebuild(&self) -> bool {
+        true
+    }
 }
 
 pub async fn build(settings: Settings) -> Result<App, AwardError> {
     let core = Core::start(SERVICE, &settings.service, &Restore {}).await?;
+    let policies = PolicySet::load(settings.service.policy_dir.as_deref())?;
     let mut state = State::default();
-    core.fold(|rec| state.apply(&rec.envelope))?;
-    let repaired = state.missing_orders();
+    // The first start of a rebuilt log derives every decision again (rebuilt.rs).
+    let mut check = core
+        .log()
+        .answers_unchecked()?
+        .then(rebuilt::AnswerCheck::default);
+    core.fold(|rec| match check.as_mut() {
+        Some(c) => c.apply(&mut state, &policies, &rec.envelope),
+        None => state.apply(&rec.envelope),
+    })?;
+    let mut repaired = state.missing_orders();
+    let orders = repaired.len();
+    if let Some(c) = check {
+        tracing::info!(
+            decisions = c.decisions,
+            differing = c.differing.len(),
+            "decisions of the rebuilt log derived again"
+        );
+        repaired.extend(c.missing());
+    }
     if !repaired.is_empty() {
-        tracing::warn!(orders = repaired.len(), "payment orders missing after their decisions (an answer published in part before a rebuild): derived again under the same ids");
+        tracing::warn!(orders, entitlement_events = repaired.len() - orders, "events of an answer published in part before a rebuild (missing after their decisions): derived again under the same ids");
         core.writer
             .commit(vec![Commit {
                 inbox_id: None,
@@ -424,11 +447,12 @@ pub async fn build(settings: Settings) -> Result<App, AwardError> {
             }])
             .await?;
     }
+    core.log().answers_checked()?;
     let spec = huiqi_bus::topology::service_consumer(SERVICE).expect("award has a consumer");
     let handler = Handler {
         writer: core.writer.clone(),
         state,
-        policies: PolicySet::load(settings.service.policy_dir.as_deref())?,
+        policies,
     };
     Ok(App {
         service: Consuming::new(core, spec, handler, Signatures::Required).await?,
@@ -600,6 +624,9 @@ pub struct ReplayReport {
     pub event_bytes: u64,
     pub decisions: u64,
     pub identical: u64,
+    /// Entitlement events an identically re-derived decision gives that the log lacks (an
+    /// answer published in part, in a log rebuilt and not started since).
+    pub missing_entitlement_events: u64,
     pub differences: Vec<Difference>,
     pub approved_total: BTreeMap<String, huiqi_events::Money>,
     pub seconds: f64,
@@ -633,6 +660,7 @@ pub fn replay_with_progress(
 ) -> Result<ReplayReport, AwardError> {
     let started = std::time::Instant::now();
     let mut state = State::default();
+    let mut check = rebuilt::AnswerCheck::default();
     let mut report = ReplayReport::default();
     std::thread::scope(|scope| {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<_>>(16);
@@ -652,18 +680,27 @@ pub fn replay_with_progress(
         for chunk in rx {
             for rec in chunk {
                 let rec = rec?;
-                replay_one(&mut state, policies, &mut report, rec.seq, rec.envelope)?;
+                replay_one(
+                    &mut state,
+                    &mut check,
+                    policies,
+                    &mut report,
+                    rec.seq,
+                    rec.envelope,
+                )?;
             }
             progress(report.events);
         }
         Ok::<(), AwardError>(())
     })?;
+    report.missing_entitlement_events = check.missing_count() as u64;
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
 }
 
 fn replay_one(
     state: &mut State,
+    check: &mut rebuilt::AnswerCheck,
     policies: &PolicySet,
     report: &mut ReplayReport,
     seq: u64,
@@ -671,20 +708,22 @@ fn replay_one(
 ) -> Result<(), AwardError> {
     report.events += 1;
     report.event_bytes += env.data.get().len() as u64;
+    let unreadable = |reason| AwardError::Unreadable { seq, reason };
+    if rebuilt::is_entitlement(&env.ty) {
+        return check.entitlement(state, &env).map_err(unreadable);
+    }
     if env.ty != types::AWARD_DECIDED {
-        return state
-            .apply(&env)
-            .map_err(|reason| AwardError::Unreadable { seq, reason });
+        return state.apply(&env).map_err(unreadable);
     }
     let recorded: AwardDecision = env.data_as().map_err(|e| AwardError::Unreadable {
         seq,
         reason: e.to_string(),
     })?;
     report.decisions += 1;
-    let replayed = match state.verified.remove(&recorded.claim_id) {
-        None => Err("no verified claim precedes the decision".to_string()),
-        Some((_, v)) => state.evaluate(policies, Some(&recorded.policy_version), &v),
-    };
+    // Derived as the first start after a rebuild does: when identical, its entitlements
+    // count from the decision on (the live path's order), whenever their events follow.
+    let replayed = check.derive(state, policies, &recorded);
+    state.verified.remove(&recorded.claim_id);
     let same = match &replayed {
         Ok(e) => {
             let bytes = serde_json::to_string(&e.decision).expect("serializes");

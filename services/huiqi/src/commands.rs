@@ -242,6 +242,12 @@ pub fn replay(data_dir: &Path, policy_dir: Option<&Path>) -> Result<(String, boo
     for (m, t) in &report.approved_total {
         out.push_str(&format!("  committed {m}: ¥{t}\n"));
     }
+    if report.missing_entitlement_events > 0 {
+        out.push_str(&format!(
+            "  MISSING {} entitlement events after their decisions (a log rebuilt from the stream and not started since: award derives them at its next start)\n",
+            report.missing_entitlement_events
+        ));
+    }
     for d in report.differences.iter().take(10) {
         out.push_str(&format!(
             "  DIFFERENT {}: recorded total {} status {}, replayed {}\n",

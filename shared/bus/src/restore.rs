@@ -53,6 +53,13 @@ pub trait RestoreRules {
     /// How the message `payload` (decoded as `env` when it is a readable event), stored at
     /// `stream_seq`, goes back into the log.
     fn consumed(&self, payload: &[u8], env: Option<&Envelope>, stream_seq: u64) -> Consumed;
+
+    /// Whether the service checks its answers at the first start after a rebuild (award,
+    /// whose answer to one input is several events that may have reached the stream in
+    /// part): the rebuilt log is marked until it has ([`EventLog::mark_answers_unchecked`]).
+    fn checks_answers_after_rebuild(&self) -> bool {
+        false
+    }
 }
 
 /// The rules of a service that records every event it consumes as it arrives (verification's
@@ -291,6 +298,9 @@ pub async fn restore(
     report.first_unanswered = unanswered.into_iter().min();
     let head = log.head()?.0;
     log.set_outbox_cursor(head)?;
+    if rules.checks_answers_after_rebuild() {
+        log.mark_answers_unchecked()?;
+    }
     report.log_records = head;
     Ok(report)
 }

@@ -36,6 +36,8 @@ const FORMAT_LZ4: u8 = 2;
 const COMPRESS_FROM: usize = 256;
 const HEAD_KEY: &[u8] = b"H";
 const CURSOR_KEY: &[u8] = b"C";
+/// Present while a log rebuilt from the stream has not had its answers checked by its service.
+const UNCHECKED_KEY: &[u8] = b"R";
 const LOG: u8 = b'L';
 const INDEX: u8 = b'S';
 const INBOX: u8 = b'I';
@@ -505,6 +507,28 @@ impl EventLog {
     /// derived `Nats-Msg-Id`.
     pub fn set_outbox_cursor(&self, seq: u64) -> Result<(), LogError> {
         self.tree.insert(CURSOR_KEY, &seq.to_be_bytes())?;
+        Ok(())
+    }
+
+    /// Marks the log as rebuilt from the stream with its answers not yet checked: an answer is
+    /// several events published one after another, and the stream may hold only some of them
+    /// (an instance killed mid-way). The service checks at its next start and then calls
+    /// [`EventLog::answers_checked`]; until then every start checks again.
+    pub fn mark_answers_unchecked(&self) -> Result<(), LogError> {
+        self.tree.insert(UNCHECKED_KEY, &[1u8])?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Whether the log was rebuilt and its service has not checked its answers since.
+    pub fn answers_unchecked(&self) -> Result<bool, LogError> {
+        Ok(self.tree.contains_key(UNCHECKED_KEY)?)
+    }
+
+    /// The service has checked the answers of its rebuilt log (and committed what was missing).
+    pub fn answers_checked(&self) -> Result<(), LogError> {
+        self.tree.remove(UNCHECKED_KEY)?;
+        self.db.flush()?;
         Ok(())
     }
 

@@ -251,12 +251,15 @@ async fn an_instance_restarting_on_an_empty_directory_rebuilds_its_log_from_the_
     d.stop_all();
 }
 
-/// An answer published in part: award's decision reached the stream, its payment order did
-/// not (the instance died between the two). Made here by deleting the order from the stream
-/// before payout ever runs. The rebuilt award log holds the decision without its order; at
-/// start award derives the order again under the same id, and the claim is paid — once.
+/// An answer published in part: award's decision reached the stream, its payment order or an
+/// entitlement event did not (the instance died between them). Made here by deleting an order
+/// and an entitlement event from the stream before payout ever runs. The rebuilt award log
+/// holds the decisions without them; at its first start award derives every decision again
+/// and publishes what is missing under the same ids: the claim is paid — once — and the
+/// entitlement event is on the stream again with the same id and data.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_decision_whose_payment_order_never_reached_the_stream_is_ordered_after_a_rebuild() {
+async fn a_decision_whose_order_and_entitlements_never_reached_the_stream_are_derived_after_a_rebuild(
+) {
     let mix = Mix {
         approved: 6,
         too_few: 0,
@@ -285,6 +288,9 @@ async fn a_decision_whose_payment_order_never_reached_the_stream_is_ordered_afte
         })
         .await;
     assert!(ordered, "every approved claim ordered");
+    let entitlements = "huiqi.entitlements.>";
+    let granted = d.count(entitlements).await;
+    assert!(granted > 0, "the approved M1 claims grant data packages");
     d.kill("award");
     let stream = js.get_stream(huiqi_bus::setup::STREAM).await.unwrap();
     let lost = stream
@@ -295,6 +301,31 @@ async fn a_decision_whose_payment_order_never_reached_the_stream_is_ordered_afte
     assert_eq!(
         d.count(huiqi_events::subjects::PAYMENT_ORDERED).await,
         mix.approved - 1
+    );
+    let lost_grant = stream
+        .get_last_raw_message_by_subject(huiqi_events::subjects::ENTITLEMENT_DATA_PACKAGE)
+        .await
+        .expect("the last data-package entitlement");
+    assert!(stream.delete_message(lost_grant.sequence).await.unwrap());
+    assert_eq!(d.count(entitlements).await, granted - 1);
+    // The auditor's replay of such a rebuilt log, before award starts on it, names the gap.
+    let elsewhere = d.dir.path().join("restored");
+    let trust = huiqi_bus::trust::KeySet::trust_path(&d.keys_dir());
+    let (ok, out, err) = d.huiqi(&[
+        "restore",
+        "--service",
+        "award",
+        "--data-dir",
+        &elsewhere.display().to_string(),
+        "--trust-file",
+        &trust.display().to_string(),
+    ]);
+    assert!(ok, "{out}{err}");
+    let (ok, out, err) = d.huiqi(&["replay", "--data-dir", &elsewhere.display().to_string()]);
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("0 different") && out.contains("MISSING 1 entitlement events"),
+        "{out}"
     );
     std::fs::remove_dir_all(d.data_dir().join("award")).expect("award's disk is lost");
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -310,9 +341,34 @@ async fn a_decision_whose_payment_order_never_reached_the_stream_is_ordered_afte
         "every approved claim paid after the rebuild; award:\n{}",
         tail(&d, "award")
     );
+    let regranted = d
+        .wait_until(Duration::from_secs(30), || async {
+            d.count(entitlements).await == granted
+        })
+        .await;
+    assert!(
+        regranted,
+        "the lost entitlement event is published again; award:\n{}",
+        tail(&d, "award")
+    );
+    let again = stream
+        .get_last_raw_message_by_subject(huiqi_events::subjects::ENTITLEMENT_DATA_PACKAGE)
+        .await
+        .expect("the entitlement derived again");
+    let (again, lost_grant) = (
+        huiqi_events::Envelope::decode(&again.payload).unwrap(),
+        huiqi_events::Envelope::decode(&lost_grant.payload).unwrap(),
+    );
+    assert_eq!(
+        (&again.id, &again.ty, again.data.get()),
+        (&lost_grant.id, &lost_grant.ty, lost_grant.data.get()),
+        "the same event (id, type and data; its time is when it was derived)"
+    );
     let log = std::fs::read_to_string(d.log_file("award")).unwrap();
     assert!(
-        log.contains("payment orders missing after their decisions"),
+        log.contains("missing after their decisions")
+            && log.contains("decisions of the rebuilt log derived again")
+            && log.contains("entitlement_events=1"),
         "{}",
         tail(&d, "award")
     );

@@ -1,0 +1,131 @@
+//! The first start of a log rebuilt from the stream: award's answers checked, what is missing
+//! derived again.
+//!
+//! Why: award answers a verified claim with several events of one commit — the decision, the
+//! payment order, the M4/M5 entitlement events — and the relay publishes them one after
+//! another. An instance killed part-way (or whose publish was refused in a cluster election
+//! and never resent) leaves the decision on the stream without the rest. The rebuilt log then
+//! holds the decision, so the claim counts as decided and is never answered again: the
+//! missing payment order is found from the decision alone ([`State::missing_orders`], every
+//! start), but the entitlements cannot be — the slim decision does not list them, and which
+//! numbers and persons get one depends on every grant before it (once per number, once per
+//! person). So, once after a rebuild, every decision is derived again at its place in the log,
+//! with the history folded up to there, as [`crate::replay`] does; the entitlement events it
+//! gives that the log lacks are committed (same derived ids, so a copy that did reach the
+//! stream is dropped by JetStream's de-duplication and readers de-duplicate by id), and their
+//! grants count in the history from their decision on, as they did when it was made.
+
+use crate::{decision_events, service, State};
+use huiqi_eventlog::Pending;
+use huiqi_events::payloads::{AwardDecision, DataPackageEntitlement, ResidentPointsEntitlement};
+use huiqi_events::{types, Envelope};
+use huiqi_policy::{Entitlement, Evaluation, PolicySet};
+use std::collections::{HashMap, HashSet};
+
+/// The check, fed every record of the fold in place of [`State::apply`].
+#[derive(Default)]
+pub struct AnswerCheck {
+    /// Entitlement events the re-derived decisions give, by id (with the order they were
+    /// derived in), not (yet) seen in the log.
+    expected: HashMap<String, (usize, Pending)>,
+    derived: usize,
+    /// Claims whose grants were counted from their re-derived decision: their logged
+    /// entitlement events must not count them again.
+    counted: HashSet<String>,
+    /// Decisions checked, and those that could not be derived again identically.
+    pub decisions: u64,
+    pub differing: Vec<String>,
+}
+
+pub fn is_entitlement(ty: &str) -> bool {
+    ty == types::ENTITLEMENT_DATA_PACKAGE || ty == types::ENTITLEMENT_RESIDENT_POINTS
+}
+
+impl AnswerCheck {
+    /// One record of the fold, in place of [`State::apply`].
+    pub fn apply(
+        &mut self,
+        state: &mut State,
+        policies: &PolicySet,
+        env: &Envelope,
+    ) -> Result<(), String> {
+        match env.ty.as_str() {
+            types::AWARD_DECIDED => {
+                let d: AwardDecision = service::data(env)?;
+                match self.derive(state, policies, &d) {
+                    Ok(e) if e.decision == d => {}
+                    // Not derivable identically (another policy file, facts missing): its
+                    // logged entitlements count as they come, nothing is derived for it.
+                    Ok(_) => self.differing.push(d.claim_id.clone()),
+                    Err(why) => {
+                        self.differing.push(d.claim_id.clone());
+                        tracing::warn!(claim_id = %d.claim_id, why = %huiqi_events::mask_digit_runs(&why), "a decision of the rebuilt log cannot be derived again; its entitlements are taken as logged");
+                    }
+                }
+                state.apply(env)
+            }
+            ty if is_entitlement(ty) => self.entitlement(state, env),
+            _ => state.apply(env),
+        }
+    }
+
+    /// Derives the logged decision `d` again with the state folded up to it (before the
+    /// decision is applied). When the result is `d` itself, its entitlement events are
+    /// expected in the log from here on, and its grants count in the history now — as they did
+    /// when it was made — not when (or whether) their events follow.
+    pub fn derive(
+        &mut self,
+        state: &mut State,
+        policies: &PolicySet,
+        d: &AwardDecision,
+    ) -> Result<Evaluation, String> {
+        self.decisions += 1;
+        let (cause, v) = state
+            .verified
+            .get(&d.claim_id)
+            .cloned()
+            .ok_or_else(|| "no verified claim precedes the decision".to_string())?;
+        let e = state.evaluate(policies, Some(&d.policy_version), &v)?;
+        if e.decision == *d {
+            for p in decision_events(&cause, &v, &e) {
+                if is_entitlement(&p.envelope.ty) {
+                    self.derived += 1;
+                    self.expected
+                        .insert(p.envelope.id.clone(), (self.derived, p));
+                }
+            }
+            let grants: Vec<_> = e.entitlements.iter().map(Entitlement::count).collect();
+            state.history.add(&d.claim_id, &d.applicant_uscc, &grants);
+            self.counted.insert(d.claim_id.clone());
+        }
+        Ok(e)
+    }
+
+    /// A logged entitlement event: expected (no longer missing); its grants count unless its
+    /// decision's derivation counted them already.
+    pub fn entitlement(&mut self, state: &mut State, env: &Envelope) -> Result<(), String> {
+        self.expected.remove(&env.id);
+        let claim = if env.ty == types::ENTITLEMENT_DATA_PACKAGE {
+            service::data::<DataPackageEntitlement>(env)?.claim_id
+        } else {
+            service::data::<ResidentPointsEntitlement>(env)?.claim_id
+        };
+        if self.counted.contains(&claim) {
+            Ok(())
+        } else {
+            state.apply(env)
+        }
+    }
+
+    /// How many derived entitlement events the log lacks (so far).
+    pub fn missing_count(&self) -> usize {
+        self.expected.len()
+    }
+
+    /// The entitlement events the log lacks, in log order of their decisions.
+    pub fn missing(self) -> Vec<Pending> {
+        let mut out: Vec<(usize, Pending)> = self.expected.into_values().collect();
+        out.sort_by_key(|(n, _)| *n);
+        out.into_iter().map(|(_, p)| p).collect()
+    }
+}

@@ -419,6 +419,34 @@ impl Deployment {
 impl Drop for Deployment {
     fn drop(&mut self) {
         self.stop_all();
+        // A failing test's process logs, kept for a look when HUIQI_KEEP_LOGS names a
+        // directory (the temp directory goes with the deployment).
+        if let (true, Some(keep)) = (
+            std::thread::panicking(),
+            std::env::var_os("HUIQI_KEEP_LOGS"),
+        ) {
+            let to = PathBuf::from(keep).join(format!(
+                "{}-{}",
+                std::process::id(),
+                self.dir
+                    .path()
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or("run")
+            ));
+            if std::fs::create_dir_all(&to).is_ok() {
+                for e in std::fs::read_dir(self.dir.path())
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                {
+                    if e.path().extension().is_some_and(|x| x == "log") {
+                        let _ = std::fs::copy(e.path(), to.join(e.file_name()));
+                    }
+                }
+                eprintln!("process logs kept in {}", to.display());
+            }
+        }
     }
 }
 

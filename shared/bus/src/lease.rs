@@ -479,19 +479,29 @@ async fn renew(
                 }
             }
             Ok(Err(e)) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
-                let current = read(&kv, &key).await;
-                // A renewal of ours that timed out here but was committed later: the key is
-                // still ours (nobody wrote since); carry on from its revision. It does not
-                // extend the fence: when it was committed is unknown.
-                if let Ok(Some(e)) = &current {
-                    if e.operation == kv::Operation::Put && decode(&e.value) == mine {
+                let by = match read(&kv, &key).await {
+                    // A renewal of ours that timed out here but was committed later: the key
+                    // is still ours (nobody wrote since); carry on from its revision. It does
+                    // not extend the fence: when it was committed is unknown.
+                    Ok(Some(e))
+                        if e.operation == kv::Operation::Put && decode(&e.value) == mine =>
+                    {
                         revision = e.revision;
                         continue;
                     }
-                }
-                let by = match current {
-                    Ok(Some(e)) => decode(&e.value).holder,
-                    _ => "another instance".to_string(),
+                    Ok(Some(e)) if e.operation == kv::Operation::Put => decode(&e.value).holder,
+                    Ok(_) => "nobody (the lease key was deleted)".to_string(),
+                    // Who holds it cannot be read now (the bucket electing a leader): not
+                    // known to be lost. A failed renewal, then; the next one asks again, and
+                    // the fence runs out meanwhile as for any failure. (Concluding "lost"
+                    // here stopped a holder whose own late renewal was the newer revision.)
+                    Err(e) => {
+                        if failing_since.is_none() {
+                            failing_since = Some(started);
+                            tracing::warn!(lease = %key, error = %e, "lease renewal failed on its revision and the lease cannot be read; work pauses when the lease runs out");
+                        }
+                        continue;
+                    }
                 };
                 tracing::error!(lease = %key, taken_by = %by, "lease taken by another instance: this instance stops without publishing anything more");
                 let _ = tx.send(Holding::Lost { by });

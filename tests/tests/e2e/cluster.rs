@@ -44,7 +44,11 @@ fn lease_story(d: &Deployment, service: &str) -> String {
                         || l.contains("ERROR")
                 })
                 .collect();
-            format!("--- {name}:\n{}", lines.join("\n"))
+            format!(
+                "--- {name}:\n{}\n  (last lines:)\n{}",
+                lines.join("\n"),
+                tail(d, name)
+            )
         })
         .collect::<Vec<_>>()
         .join("\n")

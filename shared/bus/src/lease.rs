@@ -362,7 +362,11 @@ impl Lease {
                             seen = None;
                             false
                         }
-                        Some((rev, since)) if rev == entry.revision => {
+                        // Only while this look was prompt: one that hung (the bucket not
+                        // answering) is a gap in the watch, like a failed one.
+                        Some((rev, since))
+                            if rev == entry.revision && started.elapsed() <= poll * 3 =>
+                        {
                             since.elapsed() >= Duration::from_millis(held.ttl_ms.max(1))
                         }
                         // From when the write was answered: a probe that hung through an
@@ -398,6 +402,12 @@ impl Lease {
                 Ok(Some(a)) => break (a, started),
                 Ok(None) => {}
                 Err(e) => {
+                    // The lapse counts only while this standby watches without a gap: a
+                    // revision last seen before the bucket stopped answering and seen again
+                    // after it came back has not been unmoved for that long on the holder's
+                    // side (it could not renew either). Counting across the gap took a lease
+                    // from a live holder at the first read after a quorum loss (cluster test).
+                    seen = None;
                     tracing::warn!(lease = key, error = %e, "lease bucket cannot answer; trying again")
                 }
             }

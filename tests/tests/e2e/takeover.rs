@@ -112,6 +112,70 @@ async fn one_instance_holds_the_lease_a_standby_waits_for_its_lapse_and_the_old_
     c.release().await;
 }
 
+/// The bucket stops answering for longer than the ttl (its server killed and restarted):
+/// neither holder nor standby can write meanwhile, so the standby must not count that time
+/// as the holder's lapse — it watches again from when the bucket answers, and the holder,
+/// reconnected a moment later than the standby, renews and keeps its lease. (Counting across
+/// the gap, a standby took the lease from a live holder at its first read after a cluster's
+/// quorum loss.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bucket_that_stops_answering_for_longer_than_the_ttl_costs_the_holder_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = NatsServer::start(dir.path(), None).unwrap();
+    let url = server.url().to_string();
+    let ttl = Duration::from_secs(3);
+    // The holder's client retries its connection every 1.5 s, the standby's every 0.1 s.
+    let bucket_retrying_every = |every: Duration| {
+        let url = url.clone();
+        async move {
+            let client = async_nats::ConnectOptions::new()
+                .reconnect_delay_callback(move |_| every)
+                .connect(&url)
+                .await
+                .unwrap();
+            lease::open_bucket(&async_nats::jetstream::new(client), Duration::from_secs(10))
+                .await
+                .unwrap()
+        }
+    };
+    let slow = bucket_retrying_every(Duration::from_millis(1500)).await;
+    let standby = bucket_retrying_every(Duration::from_millis(100)).await;
+    let (a, _) = contend(slow, "host-a:/data/award", ttl).await.unwrap();
+    let a_fence = a.fence();
+    // The standby looks often (its own ttl sets its pace; the lapse is the holder's ttl), so
+    // the last revision it saw before the outage is the holder's last renewal.
+    let b = contend(standby, "host-b:/data/award", Duration::from_millis(500));
+    tokio::time::sleep(ttl).await;
+    assert!(!b.is_finished());
+
+    server.kill();
+    tokio::time::sleep(ttl * 2).await;
+    assert!(
+        !a_fence.held(),
+        "the holder stops acting while it cannot renew"
+    );
+    server
+        .restart()
+        .expect("the server restarts with its store");
+
+    let renewed = matches!(
+        tokio::time::timeout(ttl * 3, a_fence.wait_held(&CancellationToken::new())).await,
+        Ok(true)
+    );
+    tokio::time::sleep(ttl).await;
+    assert!(
+        !b.is_finished(),
+        "the standby took the lease of a holder that was only cut off with it"
+    );
+    assert!(
+        renewed && a_fence.held(),
+        "the holder renews again and acts"
+    );
+    assert!(a_fence.lost_to().is_none());
+    b.abort();
+    a.release().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_standbys_racing_for_a_lapsed_lease_one_wins() {
     let dir = tempfile::tempdir().unwrap();

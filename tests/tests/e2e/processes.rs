@@ -735,13 +735,22 @@ pub(crate) fn lose_and_restore(d: &mut Deployment, service: &'static str) -> Str
     d.kill(service);
     let dir = d.data_dir().join(service);
     std::fs::remove_dir_all(&dir).expect("delete the data directory");
+    let out = restore_into(d, service, &d.data_dir());
+    assert!(out.contains(" 0 refused signatures"), "{out}");
+    d.start(service);
+    out
+}
+
+/// `huiqi restore --service <service>` into `<parent>/<service>` with the deployment's trust
+/// file (the admin's login); it must succeed with the chain intact. Returns its report.
+pub(crate) fn restore_into(d: &Deployment, service: &str, parent: &std::path::Path) -> String {
     let trust = huiqi_bus::trust::KeySet::trust_path(&d.keys_dir());
     let (ok, out, err) = d.huiqi(&[
         "restore",
         "--service",
         service,
         "--data-dir",
-        &d.data_dir().display().to_string(),
+        &parent.display().to_string(),
         "--trust-file",
         &trust.display().to_string(),
     ]);
@@ -750,8 +759,6 @@ pub(crate) fn lose_and_restore(d: &mut Deployment, service: &'static str) -> Str
         "huiqi restore --service {service} failed:\n{out}\n{err}"
     );
     assert!(out.contains("chain intact"), "{out}");
-    assert!(out.contains(" 0 refused signatures"), "{out}");
-    d.start(service);
     out
 }
 
@@ -895,19 +902,7 @@ async fn lost_award_and_payout_directories_are_restored_from_the_stream_without_
         "the stream ends with an anchored head: {}",
         message.subject
     );
-    let elsewhere = d.dir.path().join("restored");
-    let trust = huiqi_bus::trust::KeySet::trust_path(&d.keys_dir());
-    let (ok, out, err) = d.huiqi(&[
-        "restore",
-        "--service",
-        "award",
-        "--data-dir",
-        &elsewhere.display().to_string(),
-        "--trust-file",
-        &trust.display().to_string(),
-    ]);
-    assert!(ok, "{out}{err}");
-    assert!(out.contains("chain intact"), "{out}");
+    restore_into(&d, "award", &d.dir.path().join("restored"));
 }
 
 /// Every answer intake gave, by application id (malformed ones under "").

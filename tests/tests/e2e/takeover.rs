@@ -374,17 +374,7 @@ async fn a_decision_whose_order_and_entitlements_never_reached_the_stream_are_de
     assert_eq!(d.count(entitlements).await, granted - 1);
     // The auditor's replay of such a rebuilt log, before award starts on it, names the gap.
     let elsewhere = d.dir.path().join("restored");
-    let trust = huiqi_bus::trust::KeySet::trust_path(&d.keys_dir());
-    let (ok, out, err) = d.huiqi(&[
-        "restore",
-        "--service",
-        "award",
-        "--data-dir",
-        &elsewhere.display().to_string(),
-        "--trust-file",
-        &trust.display().to_string(),
-    ]);
-    assert!(ok, "{out}{err}");
+    super::processes::restore_into(&d, "award", &elsewhere);
     let (ok, out, err) = d.huiqi(&["replay", "--data-dir", &elsewhere.display().to_string()]);
     assert!(ok, "{out}{err}");
     assert!(

@@ -693,7 +693,7 @@ pub fn replay_with_progress(
         }
         Ok::<(), AwardError>(())
     })?;
-    report.missing_entitlement_events = check.missing_count() as u64;
+    report.missing_entitlement_events = check.missing().len() as u64;
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
 }

@@ -13,8 +13,9 @@
 //!   `ttl/5`. The bucket keeps no time-to-live: nobody compares clocks across machines.
 //! - A standby watches the revision. When it has not moved for the holder's own `ttl` as
 //!   measured on the standby's clock — counting only while the bucket takes writes (the
-//!   standby's own heartbeat key commits), so a bucket electing a new leader after a node
-//!   loss does not cost the holder its lease — the standby takes the key with an update at that
+//!   standby's own heartbeat key commits) and over an unbroken watch (a look that failed or
+//!   hung starts it again), so a bucket electing a new leader after a node loss does not cost
+//!   the holder its lease — the standby takes the key with an update at that
 //!   revision; of two standbys only one update succeeds. A holder that stops cleanly writes
 //!   `state: released`, which a standby takes at once.
 //! - Fencing by time: the holder counts itself holding only until `ttl/2` after the start of
@@ -239,9 +240,8 @@ pub async fn open_bucket(js: &jetstream::Context, limit: Duration) -> Result<kv:
 /// The current entry of `key`, read from the bucket stream's leader. The KV client's own
 /// `entry` uses a direct get when the bucket allows it (buckets made before this did), which
 /// any replica may answer — one still catching up after a restart with a revision several
-/// renewals old. A holder that adopted such a revision failed every renewal on it until a
-/// standby took the lease over (the likely cause of the cluster test's one failure in CI: after its quorum loss the
-/// working payout instance lost its lease to the standby).
+/// renewals old. A holder that adopted such a revision would fail every renewal on it until a
+/// standby took the lease over.
 pub async fn read(kv: &kv::Store, key: &str) -> Result<Option<kv::Entry>, String> {
     let subject = format!("{}{key}", kv.prefix);
     match kv.stream.get_last_raw_message_by_subject(&subject).await {

@@ -185,6 +185,20 @@ impl RestoreRules for Restore {
             inbox: key,
         }
     }
+
+    /// An accepted reply counts only with an opened claim for its claim on the stream (the
+    /// first message of an application opened it; a re-sent one's reply names the same claim).
+    fn requires(&self, proof: &Envelope) -> Option<String> {
+        if proof.ty != types::INTAKE_ACCEPTED {
+            return None;
+        }
+        let accepted: IntakeAccepted = proof.data_as().ok()?;
+        Some(format!("opened:{}", accepted.claim_id))
+    }
+
+    fn provides(&self, produced: &Envelope) -> Option<String> {
+        (produced.ty == types::CLAIM_OPENED).then(|| format!("opened:{}", produced.subject))
+    }
 }
 
 struct Handler {

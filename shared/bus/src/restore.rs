@@ -60,6 +60,21 @@ pub trait RestoreRules {
     fn checks_answers_after_rebuild(&self) -> bool {
         false
     }
+
+    /// What else the answer whose proof is `proof` needs on the stream to count as given: a
+    /// token one of the service's own events provides ([`RestoreRules::provides`]), anywhere
+    /// in the stream. Until it is seen the input stays unanswered (delivered again, answered
+    /// again under the same ids). Intake: an accepted reply counts only with an opened claim
+    /// for its claim — the reply is published after the claim, but a publish refused in an
+    /// election and never resent (the instance killed first) leaves the reply alone.
+    fn requires(&self, _proof: &Envelope) -> Option<String> {
+        None
+    }
+
+    /// The token one of the service's own events provides (see [`RestoreRules::requires`]).
+    fn provides(&self, _produced: &Envelope) -> Option<String> {
+        None
+    }
 }
 
 /// The rules of a service that records every event it consumes as it arrives (verification's
@@ -145,10 +160,26 @@ pub async fn restore(
         .messages()
         .await
         .map_err(|e| err("ordered reader", &e))?;
-    // Consumed inputs waiting for their answer: by proof id, indexes into `held`.
+    // Consumed inputs waiting for their answer: by proof id, indexes into `held`; those
+    // whose proof came but not what it requires, by that token; the tokens provided.
     let mut waiting: HashMap<String, Vec<usize>> = HashMap::new();
+    let mut blocked: HashMap<String, Vec<usize>> = HashMap::new();
+    let mut provided: std::collections::HashSet<String> = Default::default();
     let mut held: Vec<(u64, Option<Commit>)> = Vec::new();
     let mut batch: Vec<Commit> = Vec::new();
+    let release = |held: &mut Vec<(u64, Option<Commit>)>,
+                   i: usize,
+                   batch: &mut Vec<Commit>,
+                   report: &mut RestoreReport| {
+        if let Some(c) = held[i].1.take() {
+            if c.events.is_empty() {
+                report.consumed_inbox_only += 1;
+            } else {
+                report.consumed_recorded += 1;
+            }
+            batch.push(c);
+        }
+    };
     let flush = |batch: &mut Vec<Commit>| -> Result<(), BusError> {
         if !batch.is_empty() {
             log.commit(batch)?;
@@ -207,14 +238,21 @@ pub async fn restore(
                         .and_then(types::upcast)
                         .map_err(|e| err(&format!("stream seq {seq}"), &e))?;
                     {
-                        for i in waiting.remove(&env.id).unwrap_or_default() {
-                            if let Some(c) = held[i].1.take() {
-                                if c.events.is_empty() {
-                                    report.consumed_inbox_only += 1;
-                                } else {
-                                    report.consumed_recorded += 1;
+                        if let Some(token) = rules.provides(&env) {
+                            for i in blocked.remove(&token).unwrap_or_default() {
+                                release(&mut held, i, &mut batch, &mut report);
+                            }
+                            provided.insert(token);
+                        }
+                        let answered = waiting.remove(&env.id).unwrap_or_default();
+                        match rules.requires(&env) {
+                            Some(token) if !answered.is_empty() && !provided.contains(&token) => {
+                                blocked.entry(token).or_default().extend(answered);
+                            }
+                            _ => {
+                                for i in answered {
+                                    release(&mut held, i, &mut batch, &mut report);
                                 }
-                                batch.push(c);
                             }
                         }
                         let mut inbox_id = None;

@@ -436,3 +436,89 @@ async fn a_decision_whose_order_and_entitlements_never_reached_the_stream_are_de
     assert_eq!(awards.len(), mix.approved);
     d.stop_all();
 }
+
+/// Intake's answer published in part: the acceptance reply reached the stream, the opened
+/// claim did not (its publish refused in an election and the instance killed before the
+/// resend; made here by deleting it from the stream). Restore counts the reply only with an
+/// opened claim for its claim, so the application is delivered again after the rebuild and
+/// the claim opened under the same id; it is then verified, decided and paid once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_opened_claim_that_never_reached_the_stream_is_opened_again_after_a_rebuild() {
+    let mix = Mix {
+        approved: 6,
+        too_few: 0,
+        refused_account: 0,
+        bad_id: 0,
+        malformed: 0,
+    };
+    let mut fx = huiqi::gen::Fixtures::default();
+    let (events, _) = super::processes::chaos_inputs(&mut fx, &mix);
+    let mut d = huiqi_e2e::procs::Deployment::new(&fx, true).await;
+    let js = d.js("admin").await;
+    let mut config = huiqi_bus::setup::StreamSettings::default().config();
+    config.duplicate_window = Duration::from_secs(1);
+    js.update_stream(config)
+        .await
+        .expect("shorten the duplicate window");
+    d.start("providers");
+    d.start("intake");
+    submit(&d.js("portal").await, &events).await;
+    let opened = huiqi_events::subjects::CLAIM_OPENED;
+    let answered = d
+        .wait_until(Duration::from_secs(60), || async {
+            d.count(opened).await == mix.approved
+                && d.count("huiqi.intake.accepted.>").await + d.count("huiqi.intake.accepted").await
+                    == mix.approved
+        })
+        .await;
+    assert!(answered, "every application opened and accepted");
+    d.kill("intake");
+    let stream = js.get_stream(huiqi_bus::setup::STREAM).await.unwrap();
+    let lost = stream
+        .get_last_raw_message_by_subject(opened)
+        .await
+        .expect("the last opened claim");
+    assert!(stream.delete_message(lost.sequence).await.unwrap());
+    assert_eq!(d.count(opened).await, mix.approved - 1);
+    std::fs::remove_dir_all(d.data_dir().join("intake")).expect("intake's disk is lost");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    d.start("intake");
+    let reopened = d
+        .wait_until(Duration::from_secs(60), || async {
+            d.count(opened).await == mix.approved
+        })
+        .await;
+    assert!(
+        reopened,
+        "the claim is opened again; intake:\n{}",
+        tail(&d, "intake")
+    );
+    let again = stream
+        .get_last_raw_message_by_subject(opened)
+        .await
+        .expect("the claim opened again");
+    let (again, lost) = (
+        huiqi_events::Envelope::decode(&again.payload).unwrap(),
+        huiqi_events::Envelope::decode(&lost.payload).unwrap(),
+    );
+    assert_eq!(
+        (&again.id, again.data.get()),
+        (&lost.id, lost.data.get()),
+        "the same claim, same id"
+    );
+    let log = std::fs::read_to_string(d.log_file("intake")).unwrap();
+    assert!(log.contains("unanswered=1"), "{}", tail(&d, "intake"));
+    for s in ["verification", "award", "payout"] {
+        d.start(s);
+    }
+    let paid = d
+        .wait_until(Duration::from_secs(120), || async {
+            d.count(huiqi_events::subjects::PAYOUTS_SETTLED).await == mix.approved
+        })
+        .await;
+    assert!(paid, "every claim paid; award:\n{}", tail(&d, "award"));
+    let ledger = huiqi_providers::read_ledger(&d.ledger());
+    let awards: std::collections::BTreeSet<_> = ledger.iter().map(|e| e.award_id.clone()).collect();
+    assert_eq!((ledger.len(), awards.len()), (mix.approved, mix.approved));
+    d.stop_all();
+}

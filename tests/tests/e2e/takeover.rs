@@ -315,14 +315,15 @@ async fn an_instance_restarting_on_an_empty_directory_rebuilds_its_log_from_the_
     d.stop_all();
 }
 
-/// An answer published in part: award's decision reached the stream, its payment order or an
-/// entitlement event did not (the instance died between them). Made here by deleting an order
-/// and an entitlement event from the stream before payout ever runs. The rebuilt award log
-/// holds the decisions without them; at its first start award derives every decision again
-/// and publishes what is missing under the same ids: the claim is paid — once — and the
-/// entitlement event is on the stream again with the same id and data.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_decision_whose_order_and_entitlements_never_reached_the_stream_are_derived_after_a_rebuild(
+/// Six approvable applications and a deployment (not started) whose stream forgets message
+/// ids after 1 s, so an event derived again after a test deleted it is not taken for a resend
+/// of the deleted one (in the real case the first one never reached the stream). Returns the
+/// admin's JetStream login too.
+async fn six_claims_and_a_short_duplicate_window() -> (
+    Mix,
+    Vec<huiqi_events::Envelope>,
+    huiqi_e2e::procs::Deployment,
+    async_nats::jetstream::Context,
 ) {
     let mix = Mix {
         approved: 6,
@@ -333,15 +334,26 @@ async fn a_decision_whose_order_and_entitlements_never_reached_the_stream_are_de
     };
     let mut fx = huiqi::gen::Fixtures::default();
     let (events, _) = super::processes::chaos_inputs(&mut fx, &mix);
-    let mut d = huiqi_e2e::procs::Deployment::new(&fx, true).await;
-    // A short duplicate window, so the order derived again is not taken for a resend of the
-    // deleted one (in the real case the first one never reached the stream).
+    let d = huiqi_e2e::procs::Deployment::new(&fx, true).await;
     let js = d.js("admin").await;
     let mut config = huiqi_bus::setup::StreamSettings::default().config();
     config.duplicate_window = Duration::from_secs(1);
     js.update_stream(config)
         .await
         .expect("shorten the duplicate window");
+    (mix, events, d, js)
+}
+
+/// An answer published in part: award's decision reached the stream, its payment order or an
+/// entitlement event did not (the instance died between them). Made here by deleting an order
+/// and an entitlement event from the stream before payout ever runs. The rebuilt award log
+/// holds the decisions without them; at its first start award derives every decision again
+/// and publishes what is missing under the same ids: the claim is paid — once — and the
+/// entitlement event is on the stream again with the same id and data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decision_whose_order_and_entitlements_never_reached_the_stream_are_derived_after_a_rebuild(
+) {
+    let (mix, events, mut d, js) = six_claims_and_a_short_duplicate_window().await;
     for s in ["providers", "intake", "verification", "award"] {
         d.start(s);
     }
@@ -444,22 +456,7 @@ async fn a_decision_whose_order_and_entitlements_never_reached_the_stream_are_de
 /// the claim opened under the same id; it is then verified, decided and paid once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_opened_claim_that_never_reached_the_stream_is_opened_again_after_a_rebuild() {
-    let mix = Mix {
-        approved: 6,
-        too_few: 0,
-        refused_account: 0,
-        bad_id: 0,
-        malformed: 0,
-    };
-    let mut fx = huiqi::gen::Fixtures::default();
-    let (events, _) = super::processes::chaos_inputs(&mut fx, &mix);
-    let mut d = huiqi_e2e::procs::Deployment::new(&fx, true).await;
-    let js = d.js("admin").await;
-    let mut config = huiqi_bus::setup::StreamSettings::default().config();
-    config.duplicate_window = Duration::from_secs(1);
-    js.update_stream(config)
-        .await
-        .expect("shorten the duplicate window");
+    let (mix, events, mut d, js) = six_claims_and_a_short_duplicate_window().await;
     d.start("providers");
     d.start("intake");
     submit(&d.js("portal").await, &events).await;

@@ -104,7 +104,28 @@ pub async fn build(settings: Settings) -> Result<App, VerificationError> {
             }
             types::CLAIM_VERIFIED => {
                 let v: ClaimVerified = service::data(env)?;
-                jobs.remove(&v.claim_id);
+                // Done only with every check record it promises, in this log or inside it. A
+                // log written live always has them (each is committed before the verified
+                // claim); one rebuilt from the stream may not, when a record's publish was
+                // refused in an election and the instance killed before resending it — award
+                // would wait for it for ever. Such a claim is resumed: the missing checks are
+                // asked again and recorded under the same ids, and the verified claim follows
+                // again (same id).
+                let complete = jobs.get(&v.claim_id).is_none_or(|j| {
+                    v.checks.iter().all(|(check, chunks)| {
+                        (0..*chunks).all(|chunk| {
+                            j.recorded.contains_key(&(*check, chunk))
+                                || v.records
+                                    .iter()
+                                    .any(|r| r.record.check() == *check && r.record.chunk == chunk)
+                        })
+                    })
+                });
+                if complete {
+                    jobs.remove(&v.claim_id);
+                } else {
+                    tracing::warn!(claim_id = %v.claim_id, "verified claim without every check record it promises (an answer published in part before a rebuild): the missing checks are asked again");
+                }
             }
             _ => {}
         }

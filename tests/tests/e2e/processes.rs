@@ -14,7 +14,7 @@ use huiqi_events::{subjects, types, Envelope, Money};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-fn event(app: &huiqi_events::payloads::Application) -> Envelope {
+pub(crate) fn event(app: &huiqi_events::payloads::Application) -> Envelope {
     Envelope::new(
         "test-portal",
         types::APPLICATION_SUBMITTED,

@@ -315,11 +315,14 @@ async fn an_instance_restarting_on_an_empty_directory_rebuilds_its_log_from_the_
     d.stop_all();
 }
 
-/// Six approvable applications and a deployment (not started) whose stream forgets message
+/// Six approvable applications (and, when `large` is given, one of that many persons) and a
+/// deployment (not started) whose stream forgets message
 /// ids after 1 s, so an event derived again after a test deleted it is not taken for a resend
 /// of the deleted one (in the real case the first one never reached the stream). Returns the
 /// admin's JetStream login too.
-async fn six_claims_and_a_short_duplicate_window() -> (
+async fn six_claims_and_a_short_duplicate_window(
+    large: Option<usize>,
+) -> (
     Mix,
     Vec<huiqi_events::Envelope>,
     huiqi_e2e::procs::Deployment,
@@ -333,7 +336,19 @@ async fn six_claims_and_a_short_duplicate_window() -> (
         malformed: 0,
     };
     let mut fx = huiqi::gen::Fixtures::default();
-    let (events, _) = super::processes::chaos_inputs(&mut fx, &mix);
+    let (mut events, _) = super::processes::chaos_inputs(&mut fx, &mix);
+    // And, when asked, one application of `large` qualifying persons, last.
+    if let Some(persons) = large {
+        let app = huiqi::gen::m1_application(
+            &mut fx,
+            "LARGE-00001",
+            &huiqi::gen::uscc(90_001),
+            500_000,
+            persons,
+            0,
+        );
+        events.push(super::processes::event(&app));
+    }
     let d = huiqi_e2e::procs::Deployment::new(&fx, true).await;
     let js = d.js("admin").await;
     let mut config = huiqi_bus::setup::StreamSettings::default().config();
@@ -353,7 +368,7 @@ async fn six_claims_and_a_short_duplicate_window() -> (
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_decision_whose_order_and_entitlements_never_reached_the_stream_are_derived_after_a_rebuild(
 ) {
-    let (mix, events, mut d, js) = six_claims_and_a_short_duplicate_window().await;
+    let (mix, events, mut d, js) = six_claims_and_a_short_duplicate_window(None).await;
     for s in ["providers", "intake", "verification", "award"] {
         d.start(s);
     }
@@ -456,7 +471,7 @@ async fn a_decision_whose_order_and_entitlements_never_reached_the_stream_are_de
 /// the claim opened under the same id; it is then verified, decided and paid once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_opened_claim_that_never_reached_the_stream_is_opened_again_after_a_rebuild() {
-    let (mix, events, mut d, js) = six_claims_and_a_short_duplicate_window().await;
+    let (mix, events, mut d, js) = six_claims_and_a_short_duplicate_window(None).await;
     d.start("providers");
     d.start("intake");
     submit(&d.js("portal").await, &events).await;
@@ -517,5 +532,74 @@ async fn an_opened_claim_that_never_reached_the_stream_is_opened_again_after_a_r
     let ledger = huiqi_providers::read_ledger(&d.ledger());
     let awards: std::collections::BTreeSet<_> = ledger.iter().map(|e| e.award_id.clone()).collect();
     assert_eq!((ledger.len(), awards.len()), (mix.approved, mix.approved));
+    d.stop_all();
+}
+
+/// Verification's answer published in part: a large claim's check records are published one
+/// by one before its verified claim, and one of them never reached the stream (its publish
+/// refused in an election, the instance killed before the resend; made here by deleting it).
+/// Award waits for that record; after verification's rebuild, the verified claim without
+/// every record it promises is resumed: the missing check is asked again and recorded under
+/// the same id, and the claim is decided and paid once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_record_that_never_reached_the_stream_is_asked_again_after_a_rebuild() {
+    // One roster too large for its facts to travel inside the verified claim.
+    let (mix, events, mut d, js) = six_claims_and_a_short_duplicate_window(Some(
+        huiqi_events::payloads::EMBED_FACTS_UP_TO + 1,
+    ))
+    .await;
+    let claims = mix.approved + 1;
+    for s in ["providers", "intake", "verification"] {
+        d.start(s);
+    }
+    submit(&d.js("portal").await, &events).await;
+    let facts = huiqi_events::subjects::FACTS_RECORDED;
+    let verified = d
+        .wait_until(Duration::from_secs(120), || async {
+            d.count(huiqi_events::subjects::CLAIM_VERIFIED).await == claims
+        })
+        .await;
+    assert!(verified, "every claim verified");
+    let recorded = d.count(facts).await;
+    assert!(recorded > 0, "the large claim's records are published");
+    d.kill("verification");
+    let stream = js.get_stream(huiqi_bus::setup::STREAM).await.unwrap();
+    let lost = stream
+        .get_last_raw_message_by_subject(facts)
+        .await
+        .expect("the last check record");
+    assert!(stream.delete_message(lost.sequence).await.unwrap());
+    std::fs::remove_dir_all(d.data_dir().join("verification"))
+        .expect("verification's disk is lost");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    d.start("verification");
+    let again = d
+        .wait_until(Duration::from_secs(60), || async {
+            d.count(facts).await == recorded
+        })
+        .await;
+    assert!(
+        again,
+        "the missing check is recorded again; verification:\n{}",
+        tail(&d, "verification")
+    );
+    let log = std::fs::read_to_string(d.log_file("verification")).unwrap();
+    assert!(
+        log.contains("the missing checks are asked again"),
+        "{}",
+        tail(&d, "verification")
+    );
+    for s in ["award", "payout"] {
+        d.start(s);
+    }
+    let paid = d
+        .wait_until(Duration::from_secs(120), || async {
+            d.count(huiqi_events::subjects::PAYOUTS_SETTLED).await == claims
+        })
+        .await;
+    assert!(paid, "every claim paid; award:\n{}", tail(&d, "award"));
+    let ledger = huiqi_providers::read_ledger(&d.ledger());
+    let awards: std::collections::BTreeSet<_> = ledger.iter().map(|e| e.award_id.clone()).collect();
+    assert_eq!((ledger.len(), awards.len()), (claims, claims));
     d.stop_all();
 }

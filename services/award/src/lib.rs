@@ -430,6 +430,7 @@ pub async fn build(settings: Settings) -> Result<App, AwardError> {
     })?;
     let mut repaired = state.missing_orders();
     let orders = repaired.len();
+    let checked = check.is_some();
     if let Some(c) = check {
         tracing::info!(
             decisions = c.decisions,
@@ -447,7 +448,10 @@ pub async fn build(settings: Settings) -> Result<App, AwardError> {
             }])
             .await?;
     }
-    core.log().answers_checked()?;
+    if checked {
+        // After the commit above: a kill before it checks again at the next start.
+        core.log().answers_checked()?;
+    }
     let spec = huiqi_bus::topology::service_consumer(SERVICE).expect("award has a consumer");
     let handler = Handler {
         writer: core.writer.clone(),

@@ -190,17 +190,15 @@ pub fn bucket_config(replicas: usize) -> stream::Config {
 
 /// Creates the lease bucket when it is missing (admin; also a service on an open bus).
 pub async fn ensure_bucket(js: &jetstream::Context, replicas: usize) -> Result<(), BusError> {
-    if let Ok(mut existing) = js.get_stream(bucket_stream()).await {
+    if let Ok(existing) = js.get_stream(bucket_stream()).await {
         // A bucket made when it allowed direct gets: turned off, so other readers (the
         // operator's tools) see the leader's answer too. The services read the leader anyway.
-        let config = existing.info().await.map(|i| i.config.clone());
-        if let Ok(mut config) = config {
-            if config.allow_direct {
-                config.allow_direct = false;
-                js.update_stream(config)
-                    .await
-                    .map_err(|e| err(&format!("lease bucket {BUCKET}"), &e))?;
-            }
+        let mut config = existing.cached_info().config.clone();
+        if config.allow_direct {
+            config.allow_direct = false;
+            js.update_stream(config)
+                .await
+                .map_err(|e| err(&format!("lease bucket {BUCKET}"), &e))?;
         }
         return Ok(());
     }

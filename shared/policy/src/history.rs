@@ -46,11 +46,16 @@ struct Line {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(from = "Vec<Line>", into = "Vec<Line>")]
 pub struct History {
-    entries: Vec<HashMap<Key, Vec<Entry>>>,
+    entries: Vec<HashMap<Key, Vec<Entry>, Seeded>>,
     len: usize,
     /// (measure, kind, uscc) → the keys under it, ordered.
     scans: BTreeMap<(String, Kind, String), BTreeSet<Key>>,
 }
+
+/// The maps' hasher: foldhash seeded per process (hashbrown's own default). SipHash, std's
+/// default, was a tenth of a replay's time; a per-process seed keeps crafted keys from
+/// colliding on purpose, and nothing depends on hash order (scans are ordered).
+type Seeded = foldhash::quality::RandomState;
 
 /// How many maps the ledger is split into.
 const SHARDS: usize = 256;
@@ -58,7 +63,9 @@ const SHARDS: usize = 256;
 impl Default for History {
     fn default() -> Self {
         History {
-            entries: (0..SHARDS).map(|_| HashMap::new()).collect(),
+            entries: (0..SHARDS)
+                .map(|_| HashMap::with_hasher(Seeded::default()))
+                .collect(),
             len: 0,
             scans: BTreeMap::new(),
         }

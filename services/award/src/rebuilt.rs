@@ -97,25 +97,29 @@ impl AnswerCheck {
         d: &AwardDecision,
     ) -> Result<Evaluation, String> {
         self.decisions += 1;
+        // Moved out and back (the decision's fold takes it), not copied: it holds the whole
+        // verified event.
         let (cause, v) = state
             .verified
-            .get(&d.claim_id)
-            .cloned()
+            .remove(&d.claim_id)
             .ok_or_else(|| "no verified claim precedes the decision".to_string())?;
-        let e = state.evaluate(policies, Some(&d.policy_version), &v)?;
-        if e.decision == *d {
-            for p in decision_events(&cause, &v, &e) {
-                if is_entitlement(&p.envelope.ty) {
-                    self.derived += 1;
-                    self.expected
-                        .insert(p.envelope.id.clone(), (self.derived, p));
+        let e = state.evaluate(policies, Some(&d.policy_version), &v);
+        if let Ok(e) = &e {
+            if e.decision == *d {
+                for p in decision_events(&cause, &v, e) {
+                    if is_entitlement(&p.envelope.ty) {
+                        self.derived += 1;
+                        self.expected
+                            .insert(p.envelope.id.clone(), (self.derived, p));
+                    }
                 }
+                let grants: Vec<_> = e.entitlements.iter().map(Entitlement::count).collect();
+                state.history.add(&d.claim_id, &d.applicant_uscc, &grants);
+                self.counted.insert(d.claim_id.clone());
             }
-            let grants: Vec<_> = e.entitlements.iter().map(Entitlement::count).collect();
-            state.history.add(&d.claim_id, &d.applicant_uscc, &grants);
-            self.counted.insert(d.claim_id.clone());
         }
-        Ok(e)
+        state.verified.insert(d.claim_id.clone(), (cause, v));
+        e
     }
 
     /// A logged entitlement event: expected (no longer missing); its grants count unless its

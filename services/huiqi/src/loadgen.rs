@@ -319,12 +319,12 @@ pub async fn run(settings: &LoadSettings, data_dir: &Path) -> Result<LoadReport,
                 acks.push(submit(&js, id, bytes).await?);
                 while acks.len() >= 1000 {
                     if let Some(r) = acks.next().await {
-                        r.map_err(|err| nats(&err))?;
+                        r?;
                     }
                 }
             }
             while let Some(r) = acks.next().await {
-                r.map_err(|err| nats(&err))?;
+                r?;
             }
         }
         Some(rate) => {
@@ -345,11 +345,11 @@ pub async fn run(settings: &LoadSettings, data_dir: &Path) -> Result<LoadReport,
                     next += 1;
                 }
                 while let Some(Some(r)) = futures_util::FutureExt::now_or_never(acks.next()) {
-                    r.map_err(|err| nats(&err))?;
+                    r?;
                 }
             }
             while let Some(r) = acks.next().await {
-                r.map_err(|err| nats(&err))?;
+                r?;
             }
         }
     }
@@ -670,23 +670,44 @@ async fn probe(
 }
 
 /// Publishes one application as a portal does and returns its (pending) publish ack.
+/// How many times one application is sent when its ack times out (the machine saturated by
+/// the pipeline it feeds can leave the stream's acks late; the stream drops a resend by its
+/// `Nats-Msg-Id`, as it does for a portal's).
+const SUBMIT_ATTEMPTS: u32 = 5;
+
+/// Publishes one application now (in submission order) and returns its ack, which resends the
+/// application under the same id if the ack times out.
 async fn submit(
     js: &async_nats::jetstream::Context,
     id: &str,
     bytes: &[u8],
-) -> Result<
-    <async_nats::jetstream::context::PublishAckFuture as std::future::IntoFuture>::IntoFuture,
-    HuiqiError,
-> {
-    let mut h = async_nats::HeaderMap::new();
-    h.insert("Nats-Msg-Id", id);
-    let ack = js
-        .publish_with_headers(
-            huiqi_events::subjects::APPLICATIONS_SUBMITTED,
-            h,
-            bytes.to_vec().into(),
-        )
-        .await
-        .map_err(|err| nats(&err))?;
-    Ok(std::future::IntoFuture::into_future(ack))
+) -> Result<impl std::future::Future<Output = Result<(), HuiqiError>>, HuiqiError> {
+    let publish = |js: async_nats::jetstream::Context, id: String, bytes: bytes::Bytes| async move {
+        let mut h = async_nats::HeaderMap::new();
+        h.insert("Nats-Msg-Id", id.as_str());
+        js.publish_with_headers(huiqi_events::subjects::APPLICATIONS_SUBMITTED, h, bytes)
+            .await
+            .map_err(|err| nats(&err))
+    };
+    let bytes = bytes::Bytes::copy_from_slice(bytes);
+    let first = publish(js.clone(), id.to_string(), bytes.clone()).await?;
+    let (js, id) = (js.clone(), id.to_string());
+    Ok(async move {
+        let mut ack = first;
+        for attempt in 1.. {
+            match ack.await {
+                Ok(_) => return Ok(()),
+                Err(err)
+                    if attempt < SUBMIT_ATTEMPTS
+                        && err.kind()
+                            == async_nats::jetstream::context::PublishErrorKind::TimedOut =>
+                {
+                    tracing::warn!(application_id = %id, attempt, "submit ack timed out; sending again under the same id");
+                    ack = publish(js.clone(), id.clone(), bytes.clone()).await?;
+                }
+                Err(err) => return Err(nats(&err)),
+            }
+        }
+        unreachable!("the loop returns by its last attempt")
+    })
 }

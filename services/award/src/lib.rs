@@ -314,8 +314,19 @@ pub fn decision_events(cause: &Envelope, v: &ClaimVerified, e: &Evaluation) -> V
         subjects::award_subject(approved, &d.measure),
     ));
     out.extend(order_event(cause, v, d));
-    // M4/M5: one event per recipient organisation (each carrier; the New Resident Service
-    // Center), at most GRANTS_PER_EVENT grants an event.
+    out.extend(entitlement_events(cause, e));
+    out
+}
+
+/// The M4/M5 entitlement events of a decision: one event per recipient organisation (each
+/// carrier; the New Resident Service Center), at most GRANTS_PER_EVENT grants an event. (The
+/// rebuilt-answers check derives only these.)
+pub fn entitlement_events(cause: &Envelope, e: &Evaluation) -> Vec<Pending> {
+    let d = &e.decision;
+    let mut out = Vec::new();
+    if e.entitlements.is_empty() {
+        return out;
+    }
     let award_id = award_id_for(&d.claim_id);
     let mut packages: BTreeMap<&str, Vec<DataPackageGrant>> = BTreeMap::new();
     let mut points: Vec<PointsGrant> = Vec::new();

@@ -15,7 +15,7 @@
 //! stream is dropped by JetStream's de-duplication and readers de-duplicate by id), and their
 //! grants count in the history from their decision on, as they did when it was made.
 
-use crate::{decision_events, service, State};
+use crate::{entitlement_events, service, State};
 use huiqi_eventlog::Pending;
 use huiqi_events::payloads::{AwardDecision, DataPackageEntitlement, ResidentPointsEntitlement};
 use huiqi_events::{types, Envelope};
@@ -106,12 +106,10 @@ impl AnswerCheck {
         let e = state.evaluate(policies, Some(&d.policy_version), &v);
         if let Ok(e) = &e {
             if e.decision == *d {
-                for p in decision_events(&cause, &v, e) {
-                    if is_entitlement(&p.envelope.ty) {
-                        self.derived += 1;
-                        self.expected
-                            .insert(p.envelope.id.clone(), (self.derived, p));
-                    }
+                for p in entitlement_events(&cause, e) {
+                    self.derived += 1;
+                    self.expected
+                        .insert(p.envelope.id.clone(), (self.derived, p));
                 }
                 let grants: Vec<_> = e.entitlements.iter().map(Entitlement::count).collect();
                 state.history.add(&d.claim_id, &d.applicant_uscc, &grants);

@@ -657,6 +657,10 @@ impl ReplayReport {
 
 /// Records handed from the reading thread to the folding one at a time.
 const REPLAY_CHUNK: usize = 1024;
+/// Chunks the reading thread may decode ahead of the folding one: enough to keep both busy;
+/// each holds decoded payloads (a 40-person verified claim is ~20 KB of JSON), so more only
+/// costs memory.
+const REPLAY_CHUNKS_AHEAD: usize = 4;
 
 /// Re-derives every decision in an award log under the policy version it names, with the
 /// history folded up to that point, and compares it with the recorded one to the byte (or, for
@@ -680,7 +684,7 @@ pub fn replay_with_progress(
     let mut check = rebuilt::AnswerCheck::default();
     let mut report = ReplayReport::default();
     std::thread::scope(|scope| {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<_>>(16);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<_>>(REPLAY_CHUNKS_AHEAD);
         scope.spawn(move || {
             let mut chunk = Vec::with_capacity(REPLAY_CHUNK);
             for rec in log.records_from(1) {

@@ -97,8 +97,8 @@ impl AnswerCheck {
         d: &AwardDecision,
     ) -> Result<Evaluation, String> {
         self.decisions += 1;
-        // Moved out and back (the decision's fold takes it), not copied: it holds the whole
-        // verified event.
+        // Taken out for the evaluation and put back (applying the decision removes it next),
+        // not copied: it holds the whole verified event.
         let (cause, v) = state
             .verified
             .remove(&d.claim_id)

@@ -669,7 +669,6 @@ async fn probe(
     })
 }
 
-/// Publishes one application as a portal does and returns its (pending) publish ack.
 /// How many times one application is sent when its ack times out (the machine saturated by
 /// the pipeline it feeds can leave the stream's acks late; the stream drops a resend by its
 /// `Nats-Msg-Id`, as it does for a portal's).
@@ -693,8 +692,8 @@ async fn submit(
     let first = publish(js.clone(), id.to_string(), bytes.clone()).await?;
     let (js, id) = (js.clone(), id.to_string());
     Ok(async move {
-        let mut ack = first;
-        for attempt in 1.. {
+        let (mut ack, mut attempt) = (first, 1);
+        loop {
             match ack.await {
                 Ok(_) => return Ok(()),
                 Err(err)
@@ -704,10 +703,10 @@ async fn submit(
                 {
                     tracing::warn!(application_id = %id, attempt, "submit ack timed out; sending again under the same id");
                     ack = publish(js.clone(), id.clone(), bytes.clone()).await?;
+                    attempt += 1;
                 }
                 Err(err) => return Err(nats(&err)),
             }
         }
-        unreachable!("the loop returns by its last attempt")
     })
 }

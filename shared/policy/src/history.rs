@@ -63,9 +63,7 @@ const SHARDS: usize = 256;
 impl Default for History {
     fn default() -> Self {
         History {
-            entries: (0..SHARDS)
-                .map(|_| HashMap::with_hasher(Seeded::default()))
-                .collect(),
+            entries: (0..SHARDS).map(|_| HashMap::default()).collect(),
             len: 0,
             scans: BTreeMap::new(),
         }

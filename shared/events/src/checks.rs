@@ -183,6 +183,119 @@ pub enum CheckReply {
     PriorBenefits(PriorBenefitsReply),
 }
 
+/// Reads a check's reply as its typed variant, the check being known already.
+struct ReplyOf(Check);
+
+impl<'de> serde::de::DeserializeSeed<'de> for ReplyOf {
+    type Value = CheckReply;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<CheckReply, D::Error> {
+        Ok(match self.0 {
+            Check::Enterprise => CheckReply::Enterprise(Deserialize::deserialize(d)?),
+            Check::SocialInsurance => CheckReply::SocialInsurance(Deserialize::deserialize(d)?),
+            Check::Presence => CheckReply::Presence(Deserialize::deserialize(d)?),
+            Check::ResidencePermit => CheckReply::ResidencePermit(Deserialize::deserialize(d)?),
+            Check::Telecom => CheckReply::Telecom(Deserialize::deserialize(d)?),
+            Check::Statistics => CheckReply::Statistics(Deserialize::deserialize(d)?),
+            Check::ExitEntry => CheckReply::ExitEntry(Deserialize::deserialize(d)?),
+            Check::PriorBenefits => CheckReply::PriorBenefits(Deserialize::deserialize(d)?),
+        })
+    }
+}
+
+/// `CheckRecorded` read in one pass: the reply is decoded straight into its type when `check`
+/// comes before it (as Huiqi writes it); only a record written with `reply` first has its reply
+/// held as a JSON value until `check` is read. Unknown fields are ignored, as the derive did.
+impl<'de> Deserialize<'de> for crate::payloads::CheckRecorded {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{Error, IgnoredAny, MapAccess, Visitor};
+        #[derive(Deserialize)]
+        #[serde(field_identifier, rename_all = "snake_case")]
+        enum Field {
+            ClaimId,
+            Chunk,
+            Chunks,
+            Attempts,
+            Check,
+            Reply,
+            #[serde(other)]
+            Other,
+        }
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = crate::payloads::CheckRecorded;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a recorded check {claim_id, chunk, chunks, attempts, check, reply}")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let (mut claim_id, mut chunk, mut chunks, mut attempts) = (None, None, None, None);
+                let mut check: Option<Check> = None;
+                let mut reply: Option<CheckReply> = None;
+                let mut early: Option<serde_json::Value> = None;
+                fn once<T, E: Error>(slot: &Option<T>, name: &'static str) -> Result<(), E> {
+                    match slot {
+                        Some(_) => Err(E::duplicate_field(name)),
+                        None => Ok(()),
+                    }
+                }
+                while let Some(field) = map.next_key::<Field>()? {
+                    match field {
+                        Field::ClaimId => {
+                            once(&claim_id, "claim_id")?;
+                            claim_id = Some(map.next_value::<String>()?);
+                        }
+                        Field::Chunk => {
+                            once(&chunk, "chunk")?;
+                            chunk = Some(map.next_value::<u32>()?);
+                        }
+                        Field::Chunks => {
+                            once(&chunks, "chunks")?;
+                            chunks = Some(map.next_value::<u32>()?);
+                        }
+                        Field::Attempts => {
+                            once(&attempts, "attempts")?;
+                            attempts = Some(map.next_value::<u32>()?);
+                        }
+                        Field::Check => {
+                            once(&check, "check")?;
+                            check = Some(map.next_value::<Check>()?);
+                        }
+                        Field::Reply => {
+                            if reply.is_some() || early.is_some() {
+                                return Err(A::Error::duplicate_field("reply"));
+                            }
+                            match check {
+                                Some(c) => reply = Some(map.next_value_seed(ReplyOf(c))?),
+                                None => early = Some(map.next_value()?),
+                            }
+                        }
+                        Field::Other => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                let check = check.ok_or_else(|| A::Error::missing_field("check"))?;
+                let reply = match (reply, early) {
+                    (Some(r), _) => r,
+                    (None, Some(v)) => serde::de::DeserializeSeed::deserialize(ReplyOf(check), v)
+                        .map_err(A::Error::custom)?,
+                    (None, None) => return Err(A::Error::missing_field("reply")),
+                };
+                Ok(crate::payloads::CheckRecorded {
+                    claim_id: claim_id.ok_or_else(|| A::Error::missing_field("claim_id"))?,
+                    chunk: chunk.ok_or_else(|| A::Error::missing_field("chunk"))?,
+                    chunks: chunks.ok_or_else(|| A::Error::missing_field("chunks"))?,
+                    attempts: attempts.ok_or_else(|| A::Error::missing_field("attempts"))?,
+                    reply,
+                })
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
 impl CheckReply {
     pub fn check(&self) -> Check {
         match self {
@@ -262,6 +375,50 @@ mod tests {
         assert_eq!(v["reply"]["persons"][0]["stayed_whole_window"], true);
         let back: CheckRecorded = serde_json::from_value(v).unwrap();
         assert_eq!(back, r);
+    }
+
+    #[test]
+    fn a_recorded_check_reads_in_any_field_order_and_names_what_is_wrong() {
+        let typed: CheckRecorded = serde_json::from_str(
+            r#"{"claim_id":"C-1","chunk":0,"chunks":1,"attempts":2,"check":"telecom","reply":{"numbers":[{"phone":"1","carrier":"mobile","city_code":"0577"}]},"later":1}"#,
+        )
+        .unwrap();
+        // The reply before its check (not how Huiqi writes it) reads the same.
+        let reordered: CheckRecorded = serde_json::from_str(
+            r#"{"reply":{"numbers":[{"phone":"1","carrier":"mobile","city_code":"0577"}]},"check":"telecom","attempts":2,"chunks":1,"chunk":0,"claim_id":"C-1"}"#,
+        )
+        .unwrap();
+        assert_eq!(typed, reordered);
+        assert_eq!(typed.check(), Check::Telecom);
+        assert_eq!(typed.attempts, 2);
+        let err = |s: &str| {
+            serde_json::from_str::<CheckRecorded>(s)
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(
+            err(r#"{"claim_id":"C-1","chunk":0,"chunks":1,"attempts":1,"reply":{}}"#)
+                .contains("missing field `check`")
+        );
+        assert!(
+            err(r#"{"claim_id":"C-1","chunk":0,"chunks":1,"attempts":1,"check":"telecom"}"#)
+                .contains("missing field `reply`")
+        );
+        assert!(err(
+            r#"{"chunk":0,"chunks":1,"attempts":1,"check":"telecom","reply":{"numbers":[]}}"#
+        )
+        .contains("missing field `claim_id`"));
+        assert!(err(
+            r#"{"claim_id":"C-1","chunk":0,"chunks":1,"attempts":1,"check":"weather","reply":{}}"#
+        )
+        .contains("unknown variant `weather`"));
+        // A reply that does not fit its check is refused, whichever comes first.
+        assert!(err(r#"{"claim_id":"C-1","chunk":0,"chunks":1,"attempts":1,"check":"presence","reply":{"numbers":[]}}"#)
+            .contains("persons"));
+        assert!(err(r#"{"reply":{"numbers":[]},"claim_id":"C-1","chunk":0,"chunks":1,"attempts":1,"check":"presence"}"#)
+            .contains("persons"));
+        assert!(err(r#"{"claim_id":"C-1","claim_id":"C-2","chunk":0,"chunks":1,"attempts":1,"check":"telecom","reply":{"numbers":[]}}"#)
+            .contains("duplicate field `claim_id`"));
     }
 
     #[test]

@@ -85,10 +85,74 @@ impl Key {
     }
 }
 
-/// One thing a decision adds to the history.
-#[derive(
-    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema,
-)]
+/// The wire shape of [`Count`], flat: what it is read as.
+#[derive(Deserialize)]
+struct CountWire {
+    measure: String,
+    kind: Kind,
+    #[serde(default)]
+    uscc: String,
+    #[serde(default)]
+    item: String,
+    #[serde(default)]
+    person: String,
+    amount: Money,
+}
+
+impl<'de> Deserialize<'de> for Count {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let w = CountWire::deserialize(d)?;
+        Ok(Count {
+            key: Key {
+                measure: w.measure,
+                kind: w.kind,
+                uscc: w.uscc,
+                item: w.item,
+                person: w.person,
+            },
+            amount: w.amount,
+        })
+    }
+}
+
+/// The wire shape of [`Relied`], flat: what it is read as.
+#[derive(Deserialize)]
+struct ReliedWire {
+    measure: String,
+    kind: Kind,
+    #[serde(default)]
+    uscc: String,
+    #[serde(default)]
+    item: String,
+    #[serde(default)]
+    person: String,
+    claim_id: String,
+    amount: Money,
+    effect: String,
+}
+
+impl<'de> Deserialize<'de> for Relied {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let w = ReliedWire::deserialize(d)?;
+        Ok(Relied {
+            key: Key {
+                measure: w.measure,
+                kind: w.kind,
+                uscc: w.uscc,
+                item: w.item,
+                person: w.person,
+            },
+            claim_id: w.claim_id,
+            amount: w.amount,
+            effect: w.effect,
+        })
+    }
+}
+
+/// One thing a decision adds to the history. Its key's fields sit beside `amount` on the wire;
+/// it is read through a flat twin ([`CountWire`]) because serde's derive for a flattened field
+/// buffers the whole object first (decisions carry one count per person).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, schemars::JsonSchema)]
 pub struct Count {
     #[serde(flatten)]
     pub key: Key,
@@ -97,13 +161,51 @@ pub struct Count {
 
 /// An earlier count a decision relied on: which claim counted it, how much, and what it did
 /// to this decision.
-#[derive(
-    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema,
-)]
+/// Read through a flat twin ([`ReliedWire`]), as [`Count`].
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, schemars::JsonSchema)]
 pub struct Relied {
     #[serde(flatten)]
     pub key: Key,
     pub claim_id: String,
     pub amount: Money,
     pub effect: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_and_relied_keep_their_flat_wire_shape() {
+        let count = Count {
+            key: Key::new("M1", Kind::Person).uscc("9133").person("330302"),
+            amount: "500".parse().unwrap(),
+        };
+        let v = serde_json::to_value(&count).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"measure":"M1","kind":"person","uscc":"9133","person":"330302","amount":"500.00"})
+        );
+        assert_eq!(serde_json::from_value::<Count>(v).unwrap(), count);
+        let relied = Relied {
+            key: Key::new("M2", Kind::Award).uscc("9133"),
+            claim_id: "C-1".into(),
+            amount: "20".parse().unwrap(),
+            effect: "cap".into(),
+        };
+        let text = serde_json::to_string(&relied).unwrap();
+        assert_eq!(serde_json::from_str::<Relied>(&text).unwrap(), relied);
+        // Fields a later version adds are ignored; a missing one is named.
+        let extra = r#"{"measure":"M1","kind":"person","person":"1","amount":"1.00","note":"x"}"#;
+        assert_eq!(
+            serde_json::from_str::<Count>(extra).unwrap().key.person,
+            "1"
+        );
+        let missing = serde_json::from_str::<Relied>(
+            r#"{"measure":"M1","kind":"award","amount":"1.00","effect":"x"}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(missing.contains("missing field `claim_id`"), "{missing}");
+    }
 }

@@ -146,19 +146,31 @@ impl Check {
         struct ErrorReply {
             error: serde_json::Value,
         }
-        if let Ok(e) = serde_json::from_slice::<ErrorReply>(bytes) {
-            return Err(format!("provider error: {}", e.error));
+        let provider_error = || {
+            serde_json::from_slice::<ErrorReply>(bytes)
+                .ok()
+                .map(|e| format!("provider error: {}", e.error))
+        };
+        let typed = (|| {
+            Ok::<_, String>(match self {
+                Check::Enterprise => CheckReply::Enterprise(read(bytes)?),
+                Check::SocialInsurance => CheckReply::SocialInsurance(read(bytes)?),
+                Check::Presence => CheckReply::Presence(read(bytes)?),
+                Check::ResidencePermit => CheckReply::ResidencePermit(read(bytes)?),
+                Check::Telecom => CheckReply::Telecom(read(bytes)?),
+                Check::Statistics => CheckReply::Statistics(read(bytes)?),
+                Check::ExitEntry => CheckReply::ExitEntry(read(bytes)?),
+                Check::PriorBenefits => CheckReply::PriorBenefits(read(bytes)?),
+            })
+        })();
+        // A reply with a top-level `error` is an error even if the rest would read; it is
+        // looked for (a second parse) only when the reply failed or names an `error` at all.
+        let mentions_error = bytes.windows(7).any(|w| w == b"\"error\"");
+        match typed {
+            Ok(reply) if !mentions_error => Ok(reply),
+            Ok(reply) => provider_error().map_or(Ok(reply), Err),
+            Err(e) => Err(provider_error().unwrap_or(e)),
         }
-        Ok(match self {
-            Check::Enterprise => CheckReply::Enterprise(read(bytes)?),
-            Check::SocialInsurance => CheckReply::SocialInsurance(read(bytes)?),
-            Check::Presence => CheckReply::Presence(read(bytes)?),
-            Check::ResidencePermit => CheckReply::ResidencePermit(read(bytes)?),
-            Check::Telecom => CheckReply::Telecom(read(bytes)?),
-            Check::Statistics => CheckReply::Statistics(read(bytes)?),
-            Check::ExitEntry => CheckReply::ExitEntry(read(bytes)?),
-            Check::PriorBenefits => CheckReply::PriorBenefits(read(bytes)?),
-        })
     }
 }
 
@@ -427,6 +439,17 @@ mod tests {
             .read_reply(br#"{"error":"down"}"#)
             .unwrap_err()
             .contains("down"));
+        // An error beside fields that would read is still the provider's error.
+        assert!(Check::Telecom
+            .read_reply(br#"{"numbers":[],"error":"partial outage"}"#)
+            .unwrap_err()
+            .contains("partial outage"));
+        // A field value that merely says "error" is not one.
+        assert!(Check::Telecom
+            .read_reply(
+                br#"{"numbers":[{"phone":"\"error\"","carrier":"mobile","city_code":"0577"}]}"#
+            )
+            .is_ok());
         assert!(Check::Presence
             .read_reply(br#"{"persons":[{"id_number":1}]}"#)
             .is_err());

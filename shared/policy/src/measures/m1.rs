@@ -133,8 +133,8 @@ fn decide(b: &mut Builder<'_>) {
             .history
             .get(&person_key)
             .iter()
-            .find(|e| e.by != uscc)
-            .map(|e| e.by.clone())
+            .find(|e| &*e.by != uscc)
+            .map(|e| e.by.to_string())
         {
             b.rely(&person_key, "the person is counted for another enterprise");
             b.deny(

@@ -92,7 +92,7 @@ fn decide(b: &mut Builder<'_>) {
             Some("listed more than once in this application".into())
         } else if let Some(e) = b.history.get(&counted_key(id)).first().cloned() {
             b.rely(&counted_key(id), "a person counts once, for one agency");
-            Some(if e.by == agency {
+            Some(if &*e.by == agency {
                 format!("already counted for this agency in claim {}", e.claim_id)
             } else {
                 format!("already counted under M21 for agency {}", e.by)
@@ -136,7 +136,9 @@ fn decide(b: &mut Builder<'_>) {
         .map(|(k, es)| {
             (
                 k.person.clone(),
-                es.first().map(|e| e.claim_id.clone()).unwrap_or_default(),
+                es.first()
+                    .map(|e| e.claim_id.to_string())
+                    .unwrap_or_default(),
                 b.history.contains(&agency_paid(agency, &k.person)),
             )
         })

@@ -224,7 +224,7 @@ impl<'a> Builder<'a> {
         for e in &entries {
             self.relied.insert(Relied {
                 key: key.clone(),
-                claim_id: e.claim_id.clone(),
+                claim_id: e.claim_id.to_string(),
                 amount: e.amount,
                 effect: effect.to_string(),
             });

@@ -149,9 +149,10 @@ impl<'de> Deserialize<'de> for Relied {
     }
 }
 
-/// One thing a decision adds to the history. Its key's fields sit beside `amount` on the wire;
-/// it is read through a flat twin ([`CountWire`]) because serde's derive for a flattened field
-/// buffers the whole object first (decisions carry one count per person).
+/// One thing a decision adds to the history.
+// Its key's fields sit beside `amount` on the wire; it is read through a flat twin
+// (`CountWire`) because serde's derive for a flattened field buffers the whole object first
+// (decisions carry one count per person). Not in the doc comment: that is the schema's text.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, schemars::JsonSchema)]
 pub struct Count {
     #[serde(flatten)]
@@ -161,7 +162,7 @@ pub struct Count {
 
 /// An earlier count a decision relied on: which claim counted it, how much, and what it did
 /// to this decision.
-/// Read through a flat twin ([`ReliedWire`]), as [`Count`].
+// Read through a flat twin (`ReliedWire`), as `Count`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, schemars::JsonSchema)]
 pub struct Relied {
     #[serde(flatten)]

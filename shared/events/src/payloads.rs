@@ -221,10 +221,11 @@ pub struct ClaimOpened {
 }
 
 /// Verification received one answer from a check provider (one chunk of a batched check),
-/// typed: `{claim_id, check, chunk, chunks, attempts, reply}` on the wire. Read by a
-/// deserializer of its own (`checks.rs`): serde's derive for a flattened tagged enum buffers
-/// the whole record, person lists included, before reading it — a fifth of award's CPU went to
-/// decoding the records inside verified claims that way.
+/// typed: `{claim_id, check, chunk, chunks, attempts, reply}` on the wire.
+// Read by a deserializer of its own (`checks.rs`): serde's derive for a flattened tagged enum
+// buffers the whole record, person lists included, before reading it — a fifth of award's CPU
+// went to decoding the records inside verified claims that way. (Not in the doc comment: that
+// is the published schema's description.)
 #[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct CheckRecorded {
     pub claim_id: String,

@@ -85,9 +85,10 @@ impl Key {
     }
 }
 
-/// The wire shape of [`Count`], flat: what it is read as.
+/// The flat wire shape of [`Count`] and [`Relied`] (a key's fields beside the rest): what they
+/// are read as.
 #[derive(Deserialize)]
-struct CountWire {
+struct FlatWire {
     measure: String,
     kind: Kind,
     #[serde(default)]
@@ -97,61 +98,52 @@ struct CountWire {
     #[serde(default)]
     person: String,
     amount: Money,
+    #[serde(default)]
+    claim_id: Option<String>,
+    #[serde(default)]
+    effect: Option<String>,
+}
+
+impl FlatWire {
+    fn key(&mut self) -> Key {
+        Key {
+            measure: std::mem::take(&mut self.measure),
+            kind: self.kind,
+            uscc: std::mem::take(&mut self.uscc),
+            item: std::mem::take(&mut self.item),
+            person: std::mem::take(&mut self.person),
+        }
+    }
 }
 
 impl<'de> Deserialize<'de> for Count {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let w = CountWire::deserialize(d)?;
+        let mut w = FlatWire::deserialize(d)?;
         Ok(Count {
-            key: Key {
-                measure: w.measure,
-                kind: w.kind,
-                uscc: w.uscc,
-                item: w.item,
-                person: w.person,
-            },
+            key: w.key(),
             amount: w.amount,
         })
     }
 }
 
-/// The wire shape of [`Relied`], flat: what it is read as.
-#[derive(Deserialize)]
-struct ReliedWire {
-    measure: String,
-    kind: Kind,
-    #[serde(default)]
-    uscc: String,
-    #[serde(default)]
-    item: String,
-    #[serde(default)]
-    person: String,
-    claim_id: String,
-    amount: Money,
-    effect: String,
-}
-
 impl<'de> Deserialize<'de> for Relied {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let w = ReliedWire::deserialize(d)?;
+        use serde::de::Error;
+        let mut w = FlatWire::deserialize(d)?;
         Ok(Relied {
-            key: Key {
-                measure: w.measure,
-                kind: w.kind,
-                uscc: w.uscc,
-                item: w.item,
-                person: w.person,
-            },
-            claim_id: w.claim_id,
+            key: w.key(),
+            claim_id: w
+                .claim_id
+                .ok_or_else(|| D::Error::missing_field("claim_id"))?,
             amount: w.amount,
-            effect: w.effect,
+            effect: w.effect.ok_or_else(|| D::Error::missing_field("effect"))?,
         })
     }
 }
 
 /// One thing a decision adds to the history.
 // Its key's fields sit beside `amount` on the wire; it is read through a flat twin
-// (`CountWire`) because serde's derive for a flattened field buffers the whole object first
+// (`FlatWire`) because serde's derive for a flattened field buffers the whole object first
 // (decisions carry one count per person). Not in the doc comment: that is the schema's text.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, schemars::JsonSchema)]
 pub struct Count {
@@ -162,7 +154,7 @@ pub struct Count {
 
 /// An earlier count a decision relied on: which claim counted it, how much, and what it did
 /// to this decision.
-// Read through a flat twin (`ReliedWire`), as `Count`.
+// Read through the flat twin (`FlatWire`), as `Count`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, schemars::JsonSchema)]
 pub struct Relied {
     #[serde(flatten)]

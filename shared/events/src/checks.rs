@@ -139,9 +139,6 @@ impl Check {
     /// Reads a provider's reply bytes as this check's typed reply (the one parse). A reply
     /// `{"error": …}` or one that does not fit the contract is an error naming what is wrong.
     pub fn read_reply(self, bytes: &[u8]) -> Result<CheckReply, String> {
-        fn read<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
-            serde_json::from_slice(bytes).map_err(|e| e.to_string())
-        }
         #[derive(Deserialize)]
         struct ErrorReply {
             error: serde_json::Value,
@@ -151,18 +148,14 @@ impl Check {
                 .ok()
                 .map(|e| format!("provider error: {}", e.error))
         };
+        // The same typed read as a reply inside a recorded check ([`ReplyOf`]).
         let typed = (|| {
-            Ok::<_, String>(match self {
-                Check::Enterprise => CheckReply::Enterprise(read(bytes)?),
-                Check::SocialInsurance => CheckReply::SocialInsurance(read(bytes)?),
-                Check::Presence => CheckReply::Presence(read(bytes)?),
-                Check::ResidencePermit => CheckReply::ResidencePermit(read(bytes)?),
-                Check::Telecom => CheckReply::Telecom(read(bytes)?),
-                Check::Statistics => CheckReply::Statistics(read(bytes)?),
-                Check::ExitEntry => CheckReply::ExitEntry(read(bytes)?),
-                Check::PriorBenefits => CheckReply::PriorBenefits(read(bytes)?),
-            })
-        })();
+            let mut de = serde_json::Deserializer::from_slice(bytes);
+            let reply = serde::de::DeserializeSeed::deserialize(ReplyOf(self), &mut de)?;
+            de.end()?;
+            Ok::<_, serde_json::Error>(reply)
+        })()
+        .map_err(|e| e.to_string());
         // A reply with a top-level `error` is an error even if the rest would read; it is
         // looked for (a second parse) only when the reply failed or names an `error` at all.
         let mentions_error = bytes.windows(7).any(|w| w == b"\"error\"");

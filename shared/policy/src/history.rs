@@ -164,17 +164,14 @@ impl Default for History {
     }
 }
 
-/// The shard of a key: FNV-1a over its fields, fixed (unkeyed) so equal histories shard
-/// alike, and cheap — the map hashes the key again inside the shard.
-fn shard(key: &Key) -> usize {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for part in [&key.person, &key.item, &key.uscc, &key.measure] {
-        for b in part.bytes().chain([0xff]) {
-            h = (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3);
-        }
+/// The shard of a key, from its numbers (a fixed mix, not a string hash: the strings were
+/// hashed once already, to number them). Nothing depends on which shard a key is in.
+fn shard(key: &Packed) -> usize {
+    let mut h: u64 = key.kind as u64;
+    for part in [key.person, key.item, key.uscc, key.measure] {
+        h = (h ^ part as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     }
-    h ^= key.kind as u64;
-    (h % SHARDS as u64) as usize
+    ((h >> 32) % SHARDS as u64) as usize
 }
 
 /// Equal when they hold the same lines (the numbering of the names aside).
@@ -253,7 +250,7 @@ impl History {
             let Some(packed) = self.names.find_packed(&c.key) else {
                 continue;
             };
-            let shard = &mut self.entries[shard(&c.key)];
+            let shard = &mut self.entries[shard(&packed)];
             let Some(es) = shard.get_mut(&packed) else {
                 continue;
             };
@@ -274,7 +271,7 @@ impl History {
 
     fn insert(&mut self, key: &Key, entry: Entry) {
         let packed = self.names.pack(key);
-        let shard = &mut self.entries[shard(key)];
+        let shard = &mut self.entries[shard(&packed)];
         match shard.get_mut(&packed) {
             Some(es) => es.push(entry),
             None => {
@@ -297,7 +294,7 @@ impl History {
     pub fn get(&self, key: &Key) -> &[Entry] {
         self.names
             .find_packed(key)
-            .and_then(|p| self.entries[shard(key)].get(&p))
+            .and_then(|p| self.entries[shard(&p)].get(&p))
             .map(Vec::as_slice)
             .unwrap_or(&[])
     }

@@ -360,11 +360,28 @@ impl Deployment {
 
     /// Every message on the stream whose subject matches `filter`, read from the start with
     /// the admin's login.
+    ///
+    /// The reader is a one-replica consumer that NATS may place on any node holding the
+    /// stream; on a cluster node still catching up after a restart it sees less than the
+    /// leader holds. So the read is repeated (at most 10 times, 2 s apart) until it has as many
+    /// messages as the stream leader counts for `filter`; the last read is returned either way
+    /// and judged as it is.
     pub async fn stream(&self, filter: &str) -> Vec<Seen> {
         let js = self.js("admin").await;
-        crate::read_stream(&js, filter)
-            .await
-            .into_iter()
+        let mut read = Vec::new();
+        for attempt in 1..=10 {
+            let counted = self.count(filter).await;
+            read = crate::read_stream(&js, filter).await;
+            if read.len() >= counted {
+                break;
+            }
+            eprintln!(
+                "read {} of the {counted} messages on {filter} the leader counts (try {attempt})",
+                read.len()
+            );
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+        read.into_iter()
             .map(|m| Seen {
                 subject: m.subject.to_string(),
                 signature: m

@@ -32,7 +32,13 @@ pub struct Replication {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Replica {
+    /// The node's server name, or NATS's placeholder `Server name unknown at this time
+    /// (peerID: …)` when the leader has not heard of the node since it (the leader) started:
+    /// a node that died before a restarted leader came up is listed that way.
     pub name: String,
+    /// The peer id NATS gave in place of a name it does not know (a hash of the server name).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer: Option<String>,
     pub current: bool,
     pub offline: bool,
     /// Operations it is behind the leader.
@@ -120,6 +126,7 @@ pub async fn status(options: &NatsOptions) -> Result<StatusReport, HuiqiError> {
                     .iter()
                     .map(|r| Replica {
                         name: r.name.clone(),
+                        peer: unnamed_peer(&r.name).map(str::to_string),
                         current: r.current,
                         offline: r.offline,
                         lag: r.lag.unwrap_or(0),
@@ -363,6 +370,15 @@ pub fn render_services(services: &[ServiceStatus]) -> String {
     format!("{t}\n")
 }
 
+/// The peer id in NATS's placeholder for a replica whose server name the leader has not
+/// learned (`Server name unknown at this time (peerID: isnMgF9k)`), None for a real name.
+fn unnamed_peer(name: &str) -> Option<&str> {
+    name.strip_prefix("Server name unknown")?
+        .split_once("peerID: ")?
+        .1
+        .strip_suffix(')')
+}
+
 impl StatusReport {
     /// The tables an operator reads.
     pub fn render(&self) -> String {
@@ -386,7 +402,10 @@ impl StatusReport {
                             r.lag, r.active_secs
                         )
                     };
-                    format!("{} {state}", r.name)
+                    match &r.peer {
+                        Some(peer) => format!("node unknown to the leader (peer {peer}) {state}"),
+                        None => format!("{} {state}", r.name),
+                    }
                 })
                 .collect();
             out.push_str(&format!(
@@ -462,5 +481,20 @@ impl StatusReport {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unnamed_peer;
+
+    #[test]
+    fn a_replica_the_leader_cannot_name_is_known_by_its_peer_id() {
+        assert_eq!(
+            unnamed_peer("Server name unknown at this time (peerID: isnMgF9k)"),
+            Some("isnMgF9k")
+        );
+        assert_eq!(unnamed_peer("huiqi-1"), None);
+        assert_eq!(unnamed_peer("peerID: x)"), None);
     }
 }

@@ -170,8 +170,11 @@ async fn a_cluster_loses_its_stream_leader_and_working_instances_and_pays_each_a
         assert!(d.running(&format!("{s}-standby")), "{s}-standby exited");
     }
 
-    // The operator sees the dead node in `huiqi status`: not current behind the new leader.
+    // The operator sees the dead node in `huiqi status`: not current behind the new leader. A
+    // leader that was itself restarted while the node was down has never heard its name and
+    // lists it by peer id (seen in CI: the second node killed above became the leader).
     let victim_name = NatsCluster::node_name(victim);
+    let victim_peer = NatsCluster::peer_id(victim);
     let (ok, json, err) = d.huiqi(&["status", "--json"]);
     assert!(ok, "{err}");
     let status: serde_json::Value = serde_json::from_str(&json).unwrap();
@@ -181,8 +184,8 @@ async fn a_cluster_loses_its_stream_leader_and_working_instances_and_pays_each_a
         .as_array()
         .unwrap()
         .iter()
-        .find(|r| r["name"] == victim_name.as_str())
-        .unwrap_or_else(|| panic!("{victim_name} listed: {cluster}"));
+        .find(|r| r["name"] == victim_name.as_str() || r["peer"] == victim_peer.as_str())
+        .unwrap_or_else(|| panic!("{victim_name} (peer {victim_peer}) listed: {cluster}"));
     assert_eq!(dead["current"], false, "{cluster}");
 
     // The dead node comes back and catches up with the stream.

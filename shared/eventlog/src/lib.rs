@@ -20,12 +20,25 @@
 //!   start because it could not be read; the skip is also logged as an event, so it is audited.
 //! - **Exact bytes**: an event received from the stream is logged with the bytes it was signed
 //!   over ([`Pending::raw`]), so the log and the stream hold the same event byte for byte.
+//! - **Record bodies in segment files, not in sled's B-tree.** sled 0.34 keeps values inline in
+//!   its leaf nodes and rewrites a whole leaf (copy-on-write, every few inserts) as it grows:
+//!   with records of kilobytes that rewriting was most of the log's cost (the profile of a
+//!   40-person loadgen: sled ~13% of all CPU). So a commit appends its records to the active
+//!   segment file (`segments/<n>.seg`, a new one after 64 MiB), syncs it, and only then puts the
+//!   17-byte reference (segment, offset, length) under the record's `L` key in the same atomic
+//!   sled batch as before. A crash before the sled batch leaves unreferenced bytes at the end
+//!   of a segment, which nothing reads; a reference always points at synced bytes. Logs
+//!   written before (records inline in sled) read as they are, and a tamper drill's inline
+//!   record is read the same way: the hash chain is over the record's content wherever it is.
 
 use huiqi_events::Envelope;
 use sha2::{Digest, Sha256};
-use std::collections::HashSet;
-use std::path::Path;
-use std::sync::Mutex;
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 pub type Hash = [u8; 32];
 
@@ -34,6 +47,15 @@ pub type Hash = [u8; 32];
 const FORMAT: u8 = 1;
 const FORMAT_LZ4: u8 = 2;
 const COMPRESS_FROM: usize = 256;
+/// An `L` value that is a reference to a record in a segment file:
+/// `FORMAT_REF ‖ segment u32 ‖ offset u64 ‖ length u32` (big-endian).
+const FORMAT_REF: u8 = 3;
+const REF_LEN: usize = 17;
+/// A new segment file is started when the active one would pass this size.
+const SEGMENT_BYTES: u64 = 64 << 20;
+const SEGMENTS_DIR: &str = "segments";
+/// How much of a segment a sequential reader (replay, audit, relay) reads at once.
+const READ_AHEAD: usize = 1 << 20;
 const HEAD_KEY: &[u8] = b"H";
 const CURSOR_KEY: &[u8] = b"C";
 /// Present while a log rebuilt from the stream has not had its answers checked by its service.
@@ -72,6 +94,12 @@ pub enum LogError {
     Corrupt { seq: u64, reason: String },
     #[error("log metadata is unreadable: {0}")]
     Meta(String),
+    #[error("segment file {path}: {source}")]
+    Segment {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// An event to append; `publish` names the NATS subject the relay must publish it on.
@@ -184,10 +212,11 @@ fn chain_hash(prev: &Hash, seq: u64, publish: &[u8], event: &[u8]) -> Hash {
     h.finalize().into()
 }
 
-fn encode_record(prev: &Hash, hash: &Hash, publish: &[u8], event: &[u8]) -> Vec<u8> {
+/// Appends the record's encoding to `v`.
+fn encode_record(v: &mut Vec<u8>, prev: &Hash, hash: &Hash, publish: &[u8], event: &[u8]) {
     let compressed = (event.len() >= COMPRESS_FROM).then(|| lz4_flex::compress_prepend_size(event));
     let body: &[u8] = compressed.as_deref().unwrap_or(event);
-    let mut v = Vec::with_capacity(1 + 64 + 4 + publish.len() + body.len());
+    v.reserve(1 + 64 + 4 + publish.len() + body.len());
     v.push(if compressed.is_some() {
         FORMAT_LZ4
     } else {
@@ -198,7 +227,134 @@ fn encode_record(prev: &Hash, hash: &Hash, publish: &[u8], event: &[u8]) -> Vec<
     v.extend_from_slice(&(publish.len() as u32).to_be_bytes());
     v.extend_from_slice(publish);
     v.extend_from_slice(body);
-    v
+}
+
+/// Where a record's bytes are in the segment files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Location {
+    segment: u32,
+    offset: u64,
+    len: u32,
+}
+
+impl Location {
+    fn encode(&self) -> [u8; REF_LEN] {
+        let mut v = [FORMAT_REF; REF_LEN];
+        v[1..5].copy_from_slice(&self.segment.to_be_bytes());
+        v[5..13].copy_from_slice(&self.offset.to_be_bytes());
+        v[13..17].copy_from_slice(&self.len.to_be_bytes());
+        v
+    }
+
+    /// The location an `L` value refers to, None for a record held inline.
+    fn decode(seq: u64, v: &[u8]) -> Result<Option<Location>, LogError> {
+        if v.first() != Some(&FORMAT_REF) {
+            return Ok(None);
+        }
+        if v.len() != REF_LEN {
+            return Err(LogError::Corrupt {
+                seq,
+                reason: format!("a segment reference of {} bytes, not {REF_LEN}", v.len()),
+            });
+        }
+        Ok(Some(Location {
+            segment: u32::from_be_bytes(v[1..5].try_into().expect("4 bytes")),
+            offset: u64::from_be_bytes(v[5..13].try_into().expect("8 bytes")),
+            len: u32::from_be_bytes(v[13..17].try_into().expect("4 bytes")),
+        }))
+    }
+}
+
+fn segment_path(dir: &Path, segment: u32) -> PathBuf {
+    dir.join(format!("{segment:08}.seg"))
+}
+
+fn segment_error(path: &Path, source: std::io::Error) -> LogError {
+    LogError::Segment {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// The segment file commits append to (opened at the first commit).
+struct SegmentWriter {
+    segment: u32,
+    file: File,
+    path: PathBuf,
+    /// Where the next record goes: the file's length.
+    end: u64,
+}
+
+impl SegmentWriter {
+    /// Opens the highest-numbered segment in `dir` for appending, or creates the first.
+    fn open(dir: &Path) -> Result<SegmentWriter, LogError> {
+        std::fs::create_dir_all(dir).map_err(|e| segment_error(dir, e))?;
+        let mut last = None;
+        for entry in std::fs::read_dir(dir).map_err(|e| segment_error(dir, e))? {
+            let entry = entry.map_err(|e| segment_error(dir, e))?;
+            let name = entry.file_name();
+            if let Some(n) = name
+                .to_str()
+                .and_then(|n| n.strip_suffix(".seg"))
+                .and_then(|n| n.parse::<u32>().ok())
+            {
+                last = last.max(Some(n));
+            }
+        }
+        SegmentWriter::create(dir, last.unwrap_or(1))
+    }
+
+    fn create(dir: &Path, segment: u32) -> Result<SegmentWriter, LogError> {
+        let path = segment_path(dir, segment);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| segment_error(&path, e))?;
+        let end = file.metadata().map_err(|e| segment_error(&path, e))?.len();
+        // The new file's name must survive a power loss as its contents will.
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| segment_error(dir, e))?;
+        Ok(SegmentWriter {
+            segment,
+            file,
+            path,
+            end,
+        })
+    }
+
+    /// Appends `bytes` and syncs them to disk; returns the offset they start at. On an error
+    /// (a full disk) the file is cut back to where it was, so nothing half-written stays.
+    fn append(&mut self, dir: &Path, limit: u64, bytes: &[u8]) -> Result<(u32, u64), LogError> {
+        if self.end > 0 && self.end + bytes.len() as u64 > limit {
+            *self = SegmentWriter::create(dir, self.segment + 1)?;
+        }
+        let at = self.end;
+        match self
+            .file
+            .write_all(bytes)
+            .and_then(|()| self.file.sync_data())
+        {
+            Ok(()) => {
+                self.end += bytes.len() as u64;
+                Ok((self.segment, at))
+            }
+            Err(e) => {
+                let _ = self.file.set_len(at);
+                Err(segment_error(&self.path, e))
+            }
+        }
+    }
+}
+
+/// A window of one segment file read ahead, so sequential readers make one read per
+/// [`READ_AHEAD`] bytes instead of one per record.
+#[derive(Default)]
+struct Window {
+    segment: u32,
+    start: u64,
+    bytes: Vec<u8>,
 }
 
 /// The raw parts of a stored record, before the event JSON is decoded (the event bytes
@@ -295,22 +451,153 @@ fn skipped_key(seq: u64) -> [u8; 9] {
     k
 }
 
-/// Adds one event to a batch after `seq`/`prev`, moving both on.
-fn append(out: &mut sled::Batch, seq: &mut u64, prev: &mut Hash, p: &Pending) {
-    *seq += 1;
-    let publish = p.publish.as_deref().unwrap_or("").as_bytes();
-    let encoded;
-    let event: &[u8] = match &p.raw {
-        Some(raw) => raw,
-        None => {
-            encoded = p.envelope.encode();
-            &encoded
+/// Records encoded for one atomic commit: their bytes, one after another, go to a segment file;
+/// their references and index keys into the sled batch.
+#[derive(Default)]
+struct Appending {
+    bytes: Vec<u8>,
+    /// (seq, start in `bytes`, length)
+    records: Vec<(u64, usize, usize)>,
+}
+
+impl Appending {
+    /// Adds one event after `seq`/`prev`, moving both on; its index key goes into `out`.
+    fn add(&mut self, out: &mut sled::Batch, seq: &mut u64, prev: &mut Hash, p: &Pending) {
+        *seq += 1;
+        let publish = p.publish.as_deref().unwrap_or("").as_bytes();
+        let encoded;
+        let event: &[u8] = match &p.raw {
+            Some(raw) => raw,
+            None => {
+                encoded = p.envelope.encode();
+                &encoded
+            }
+        };
+        let hash = chain_hash(prev, *seq, publish, event);
+        let start = self.bytes.len();
+        encode_record(&mut self.bytes, prev, &hash, publish, event);
+        self.records.push((*seq, start, self.bytes.len() - start));
+        out.insert(index_key(&p.envelope.subject, *seq), &[]);
+        *prev = hash;
+    }
+
+    /// Writes the records to the active segment (synced) and puts their references into `out`.
+    fn write(self, segments: &Segments, out: &mut sled::Batch) -> Result<(), LogError> {
+        if self.records.is_empty() {
+            return Ok(());
         }
-    };
-    let hash = chain_hash(prev, *seq, publish, event);
-    out.insert(&log_key(*seq), encode_record(prev, &hash, publish, event));
-    out.insert(index_key(&p.envelope.subject, *seq), &[]);
-    *prev = hash;
+        let mut writer = segments
+            .writer
+            .lock()
+            .map_err(|_| LogError::Meta("a segment write panicked".into()))?;
+        if writer.is_none() {
+            *writer = Some(SegmentWriter::open(&segments.dir)?);
+        }
+        let w = writer.as_mut().expect("opened above");
+        let (segment, at) = w.append(&segments.dir, segments.limit, &self.bytes)?;
+        for (seq, start, len) in self.records {
+            let location = Location {
+                segment,
+                offset: at + start as u64,
+                len: len as u32,
+            };
+            out.insert(&log_key(seq), &location.encode());
+        }
+        Ok(())
+    }
+}
+
+/// The segment files of one log: where commits append record bodies and readers find them.
+struct Segments {
+    dir: PathBuf,
+    /// A new segment is started when the active one would pass this size ([`SEGMENT_BYTES`]).
+    limit: u64,
+    writer: Mutex<Option<SegmentWriter>>,
+    /// Open files for reading, by segment number.
+    files: Mutex<HashMap<u32, Arc<File>>>,
+}
+
+impl Segments {
+    fn file(&self, seq: u64, segment: u32) -> Result<Arc<File>, LogError> {
+        let mut files = self
+            .files
+            .lock()
+            .map_err(|_| LogError::Meta("a segment read panicked".into()))?;
+        if let Some(f) = files.get(&segment) {
+            return Ok(f.clone());
+        }
+        let path = segment_path(&self.dir, segment);
+        let f = Arc::new(File::open(&path).map_err(|e| LogError::Corrupt {
+            seq,
+            reason: format!("its segment file {} cannot be opened: {e}", path.display()),
+        })?);
+        files.insert(segment, f.clone());
+        Ok(f)
+    }
+
+    /// Reads `len` bytes (at least) at `offset` of `segment` into `window`, with `ahead` bytes
+    /// more when the file has them.
+    fn fill(
+        &self,
+        seq: u64,
+        at: Location,
+        ahead: usize,
+        window: &mut Window,
+    ) -> Result<(), LogError> {
+        let file = self.file(seq, at.segment)?;
+        let want = at.len as usize + ahead;
+        window.bytes.clear();
+        window.bytes.resize(want, 0);
+        let mut got = 0;
+        while got < want {
+            match file.read_at(&mut window.bytes[got..], at.offset + got as u64) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    return Err(LogError::Corrupt {
+                        seq,
+                        reason: format!("its segment {} cannot be read: {e}", at.segment),
+                    })
+                }
+            }
+        }
+        window.bytes.truncate(got);
+        window.segment = at.segment;
+        window.start = at.offset;
+        if got < at.len as usize {
+            return Err(LogError::Corrupt {
+                seq,
+                reason: format!(
+                    "segment {} ends before the record (offset {}, {} bytes)",
+                    at.segment, at.offset, at.len
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// The record an `L` value holds: the value itself for a record stored inline, else its
+    /// bytes in the segment, read through `window` (which reads `ahead` bytes more).
+    fn load<'a>(
+        &self,
+        seq: u64,
+        value: &'a [u8],
+        window: &'a mut Window,
+        ahead: usize,
+    ) -> Result<&'a [u8], LogError> {
+        let Some(at) = Location::decode(seq, value)? else {
+            return Ok(value);
+        };
+        let inside = window.segment == at.segment
+            && at.offset >= window.start
+            && at.offset + u64::from(at.len) <= window.start + window.bytes.len() as u64;
+        if !inside {
+            self.fill(seq, at, ahead, window)?;
+        }
+        let from = (at.offset - window.start) as usize;
+        Ok(&window.bytes[from..from + at.len as usize])
+    }
 }
 
 fn index_key(subject: &str, seq: u64) -> Vec<u8> {
@@ -325,11 +612,13 @@ fn index_key(subject: &str, seq: u64) -> Vec<u8> {
 pub struct EventLog {
     db: sled::Db,
     tree: sled::Tree,
+    segments: Segments,
     writing: Mutex<()>,
 }
 
 impl EventLog {
     /// Opens (or creates) the log in `dir`. sled locks the directory: one process at a time.
+    /// The segment files are in `dir/segments`, created at the first commit.
     pub fn open(dir: &Path) -> Result<Self, LogError> {
         let db = sled::Config::new()
             .path(dir)
@@ -338,8 +627,25 @@ impl EventLog {
         Ok(EventLog {
             tree: db.open_tree("events")?,
             db,
+            segments: Segments {
+                dir: dir.join(SEGMENTS_DIR),
+                limit: SEGMENT_BYTES,
+                writer: Mutex::new(None),
+                files: Mutex::new(HashMap::new()),
+            },
             writing: Mutex::new(()),
         })
+    }
+
+    /// The bytes of record `seq` given its `L` value (see [`Segments::load`]).
+    fn load<'a>(
+        &self,
+        seq: u64,
+        value: &'a [u8],
+        window: &'a mut Window,
+        ahead: usize,
+    ) -> Result<&'a [u8], LogError> {
+        self.segments.load(seq, value, window, ahead)
     }
 
     /// Applies a batch of commits as one atomic sled batch, then flushes to disk. When this
@@ -351,6 +657,7 @@ impl EventLog {
             .map_err(|_| LogError::Meta("a commit panicked".into()))?;
         let (mut seq, mut prev) = self.head()?;
         let mut out = sled::Batch::default();
+        let mut appending = Appending::default();
         let mut marked: HashSet<&str> = HashSet::new();
         let mut applied = Vec::with_capacity(batch.len());
         for commit in batch {
@@ -364,13 +671,14 @@ impl EventLog {
             }
             let first = seq + 1;
             for p in &commit.events {
-                append(&mut out, &mut seq, &mut prev, p);
+                appending.add(&mut out, &mut seq, &mut prev, p);
             }
             applied.push(Applied::Appended {
                 first,
                 count: commit.events.len() as u64,
             });
         }
+        appending.write(&self.segments, &mut out)?;
         out.insert(HEAD_KEY, encode_head(seq, &prev));
         self.tree.apply_batch(out)?;
         self.db.flush()?;
@@ -387,7 +695,9 @@ impl EventLog {
         let (mut head, mut prev) = self.head()?;
         let mut out = sled::Batch::default();
         out.insert(skipped_key(seq).to_vec(), reason.as_bytes());
-        append(&mut out, &mut head, &mut prev, &event);
+        let mut appending = Appending::default();
+        appending.add(&mut out, &mut head, &mut prev, &event);
+        appending.write(&self.segments, &mut out)?;
         out.insert(HEAD_KEY, encode_head(head, &prev));
         self.tree.apply_batch(out)?;
         self.db.flush()?;
@@ -421,12 +731,13 @@ impl EventLog {
 
     /// Records with `seq >= from`, in order.
     pub fn records_from(&self, from: u64) -> impl Iterator<Item = Result<Record, LogError>> + '_ {
+        let mut window = Window::default();
         self.tree
             .range(log_key(from)..log_key(u64::MAX))
-            .map(|item| {
+            .map(move |item| {
                 let (k, v) = item?;
                 let seq = seq_of(&k)?;
-                decode_record(seq, &v)
+                decode_record(seq, self.load(seq, &v, &mut window, READ_AHEAD)?)
             })
     }
 
@@ -440,11 +751,12 @@ impl EventLog {
         }
         let mut out = Vec::new();
         let mut last = from.saturating_sub(1);
+        let mut window = Window::default();
         for item in self.tree.range(log_key(from)..log_key(u64::MAX)) {
             let (k, v) = item?;
             let seq = seq_of(&k)?;
             last = seq;
-            let raw = split_record(seq, &v)?;
+            let raw = split_record(seq, self.load(seq, &v, &mut window, READ_AHEAD)?)?;
             if !raw.publish.is_empty() {
                 let subject =
                     String::from_utf8(raw.publish.to_vec()).map_err(|_| LogError::Corrupt {
@@ -476,6 +788,7 @@ impl EventLog {
         prefix.extend_from_slice(subject.as_bytes());
         prefix.push(0);
         let mut out = Vec::new();
+        let mut window = Window::default();
         for item in self.tree.scan_prefix(&prefix) {
             let (k, _) = item?;
             let seq = u64::from_be_bytes(
@@ -484,7 +797,11 @@ impl EventLog {
                     .map_err(|_| LogError::Meta("index key has the wrong length".into()))?,
             );
             if let Some(v) = self.tree.get(log_key(seq))? {
-                out.push(decode_record(seq, &v)?);
+                // A claim's records are near each other: a little read-ahead covers several.
+                out.push(decode_record(
+                    seq,
+                    self.load(seq, &v, &mut window, 64 * 1024)?,
+                )?);
             }
         }
         Ok(out)
@@ -537,6 +854,7 @@ impl EventLog {
         let mut report = AuditReport::default();
         let mut prev: Hash = [0u8; 32];
         let mut expected_seq = 1u64;
+        let mut window = Window::default();
         for item in self.tree.scan_prefix([LOG]) {
             let (k, v) = item?;
             let Ok(seq) = seq_of(&k) else {
@@ -550,8 +868,17 @@ impl EventLog {
                     "sequence gap: expected record {expected_seq}, found {seq} (records deleted?)"
                 ));
             }
-            report.bytes += v.len() as u64;
-            match split_record(seq, &v) {
+            let bytes = match self.load(seq, &v, &mut window, READ_AHEAD) {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    report.problems.push(e.to_string());
+                    report.records += 1;
+                    expected_seq = seq + 1;
+                    continue;
+                }
+            };
+            report.bytes += bytes.len() as u64;
+            match split_record(seq, bytes) {
                 Err(e) => report.problems.push(e.to_string()),
                 Ok(raw) => {
                     if raw.prev != prev {
@@ -587,12 +914,17 @@ impl EventLog {
         Ok(report)
     }
 
-    /// For tests and tamper drills: the raw bytes of a record.
+    /// For tests and tamper drills: the raw bytes of a record (wherever it is stored).
     pub fn raw_record(&self, seq: u64) -> Result<Option<Vec<u8>>, LogError> {
-        Ok(self.tree.get(log_key(seq))?.map(|v| v.to_vec()))
+        let Some(v) = self.tree.get(log_key(seq))? else {
+            return Ok(None);
+        };
+        let mut window = Window::default();
+        Ok(Some(self.load(seq, &v, &mut window, 0)?.to_vec()))
     }
 
-    /// For tests and tamper drills: overwrite or remove a raw record, bypassing the chain.
+    /// For tests and tamper drills: overwrite (stored inline, as logs before the segment files
+    /// held every record) or remove a raw record, bypassing the chain.
     pub fn tamper(&self, seq: u64, bytes: Option<Vec<u8>>) -> Result<(), LogError> {
         match bytes {
             Some(b) => self.tree.insert(log_key(seq), b)?,
@@ -746,6 +1078,145 @@ mod tests {
         bad[n - 5] ^= 0x40;
         log.tamper(1, Some(bad)).unwrap();
         assert!(!log.audit().unwrap().is_clean());
+    }
+
+    #[test]
+    fn record_bodies_live_in_segment_files_and_sled_holds_references() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = EventLog::open(dir.path()).unwrap();
+        log.segments.limit = 2_000;
+        let mut sent = Vec::new();
+        for i in 0..40 {
+            let e = ev(&format!("C-{}", i % 3), i);
+            sent.push(e.clone());
+            log.commit(&[commit(Some(&format!("in-{i}")), vec![e])])
+                .unwrap();
+        }
+        // sled holds a 17-byte reference per record, the segments the bodies; several
+        // segments, none much past the limit.
+        let value = log.tree.get(log_key(7)).unwrap().unwrap();
+        assert_eq!(value.len(), REF_LEN);
+        assert_eq!(value[0], FORMAT_REF);
+        let segments: Vec<_> = std::fs::read_dir(dir.path().join(SEGMENTS_DIR))
+            .unwrap()
+            .map(|e| e.unwrap().metadata().unwrap().len())
+            .collect();
+        assert!(segments.len() >= 3, "{segments:?}");
+        assert!(segments.iter().all(|n| *n <= 2_000 + 300), "{segments:?}");
+        drop(log);
+
+        let log = EventLog::open(dir.path()).unwrap();
+        let back: Vec<Envelope> = log
+            .records_from(1)
+            .map(|r| r.unwrap().envelope)
+            .collect();
+        assert_eq!(back, sent);
+        let c1: Vec<u64> = log
+            .subject_records("C-1")
+            .unwrap()
+            .iter()
+            .map(|r| r.seq)
+            .collect();
+        assert_eq!(c1, (1..=40).filter(|s| (s - 1) % 3 == 1).collect::<Vec<_>>());
+        let (out, last) = log.outbox_from(38, 10).unwrap();
+        assert_eq!((out.len(), last), (3, 40));
+        assert_eq!(out[2].event, sent[39].encode());
+        let report = log.audit().unwrap();
+        assert!(report.is_clean(), "{:?}", report.problems);
+        assert_eq!(report.records, 40);
+    }
+
+    #[test]
+    fn bytes_a_crash_left_unreferenced_are_never_read_and_the_log_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let log = EventLog::open(dir.path()).unwrap();
+            log.commit(&[commit(Some("in-1"), vec![ev("C-1", 1), ev("C-1", 2)])])
+                .unwrap();
+        }
+        // A crash after the segment write and before the sled batch: bytes no key refers to.
+        let segment = segment_path(&dir.path().join(SEGMENTS_DIR), 1);
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&segment)
+            .unwrap();
+        f.write_all(b"\x01half a record that no reference points at")
+            .unwrap();
+        drop(f);
+        let log = EventLog::open(dir.path()).unwrap();
+        assert_eq!(log.head().unwrap().0, 2);
+        log.commit(&[commit(Some("in-2"), vec![ev("C-1", 3)])])
+            .unwrap();
+        let ns: Vec<u64> = log
+            .records_from(1)
+            .map(|r| r.unwrap().envelope.data.value()["n"].as_u64().unwrap())
+            .collect();
+        assert_eq!(ns, vec![1, 2, 3]);
+        assert!(log.audit().unwrap().is_clean());
+    }
+
+    #[test]
+    fn a_lost_or_cut_segment_is_reported_per_record_not_read_as_something_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = EventLog::open(dir.path()).unwrap();
+        log.segments.limit = 1_000;
+        for i in 0..12 {
+            log.commit(&[commit(None, vec![ev("C-1", i)])]).unwrap();
+        }
+        drop(log);
+        let segments = dir.path().join(SEGMENTS_DIR);
+        std::fs::remove_file(segment_path(&segments, 2)).unwrap();
+        let one = segment_path(&segments, 1);
+        let len = std::fs::metadata(&one).unwrap().len();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&one)
+            .unwrap()
+            .set_len(len - 10)
+            .unwrap();
+        let log = EventLog::open(dir.path()).unwrap();
+        let report = log.audit().unwrap();
+        assert!(
+            report.problems.iter().any(|p| p.contains("cannot be opened")),
+            "{:?}",
+            report.problems
+        );
+        assert!(
+            report.problems.iter().any(|p| p.contains("ends before the record")),
+            "{:?}",
+            report.problems
+        );
+        let read: Vec<_> = log.records_from(1).collect();
+        assert!(read.iter().any(Result::is_err));
+        assert!(matches!(read[0], Ok(_)), "{:?}", read[0]);
+    }
+
+    #[test]
+    fn a_log_with_records_inline_in_sled_reads_and_audits_as_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = EventLog::open(dir.path()).unwrap();
+        for i in 0..4 {
+            log.commit(&[commit(None, vec![ev("C-1", i)])]).unwrap();
+        }
+        // As logs were written before the segment files: every record's bytes under its key.
+        for seq in 1..=4 {
+            let raw = log.raw_record(seq).unwrap().unwrap();
+            log.tamper(seq, Some(raw)).unwrap();
+            assert_ne!(log.tree.get(log_key(seq)).unwrap().unwrap()[0], FORMAT_REF);
+        }
+        drop(log);
+        std::fs::remove_dir_all(dir.path().join(SEGMENTS_DIR)).unwrap();
+        let log = EventLog::open(dir.path()).unwrap();
+        let ns: Vec<u64> = log
+            .records_from(1)
+            .map(|r| r.unwrap().envelope.data.value()["n"].as_u64().unwrap())
+            .collect();
+        assert_eq!(ns, vec![0, 1, 2, 3]);
+        assert!(log.audit().unwrap().is_clean());
+        // And it goes on with new records in segments.
+        log.commit(&[commit(None, vec![ev("C-1", 4)])]).unwrap();
+        assert_eq!(log.records_from(1).count(), 5);
+        assert!(log.audit().unwrap().is_clean());
     }
 
     #[test]

@@ -655,17 +655,6 @@ impl EventLog {
         })
     }
 
-    /// The bytes of record `seq` given its `L` value (see [`Segments::load`]).
-    fn load<'a>(
-        &self,
-        seq: u64,
-        value: &'a [u8],
-        window: &'a mut Window,
-        ahead: usize,
-    ) -> Result<&'a [u8], LogError> {
-        self.segments.load(seq, value, window, ahead)
-    }
-
     /// Applies a batch of commits as one atomic sled batch, then flushes to disk. When this
     /// returns `Ok`, every message in the batch may be acked.
     pub fn commit(&self, batch: &[Commit]) -> Result<Vec<Applied>, LogError> {
@@ -755,7 +744,7 @@ impl EventLog {
             .map(move |item| {
                 let (k, v) = item?;
                 let seq = seq_of(&k)?;
-                decode_record(seq, self.load(seq, &v, &mut window, READ_AHEAD)?)
+                decode_record(seq, self.segments.load(seq, &v, &mut window, READ_AHEAD)?)
             })
     }
 
@@ -774,7 +763,7 @@ impl EventLog {
             let (k, v) = item?;
             let seq = seq_of(&k)?;
             last = seq;
-            let raw = split_record(seq, self.load(seq, &v, &mut window, READ_AHEAD)?)?;
+            let raw = split_record(seq, self.segments.load(seq, &v, &mut window, READ_AHEAD)?)?;
             if !raw.publish.is_empty() {
                 let subject =
                     String::from_utf8(raw.publish.to_vec()).map_err(|_| LogError::Corrupt {
@@ -818,7 +807,7 @@ impl EventLog {
                 // A claim's records are near each other: a little read-ahead covers several.
                 out.push(decode_record(
                     seq,
-                    self.load(seq, &v, &mut window, 64 * 1024)?,
+                    self.segments.load(seq, &v, &mut window, 64 * 1024)?,
                 )?);
             }
         }
@@ -886,7 +875,7 @@ impl EventLog {
                     "sequence gap: expected record {expected_seq}, found {seq} (records deleted?)"
                 ));
             }
-            let bytes = match self.load(seq, &v, &mut window, READ_AHEAD) {
+            let bytes = match self.segments.load(seq, &v, &mut window, READ_AHEAD) {
                 Ok(bytes) => bytes,
                 Err(e) => {
                     report.problems.push(e.to_string());
@@ -938,7 +927,7 @@ impl EventLog {
             return Ok(None);
         };
         let mut window = Window::default();
-        Ok(Some(self.load(seq, &v, &mut window, 0)?.to_vec()))
+        Ok(Some(self.segments.load(seq, &v, &mut window, 0)?.to_vec()))
     }
 
     /// For tests and tamper drills: overwrite (stored inline, as logs before the segment files

@@ -482,14 +482,16 @@ impl Appending {
     }
 
     /// Writes the records to the active segment (synced) and puts their references into `out`.
-    fn write(self, segments: &Segments, out: &mut sled::Batch) -> Result<(), LogError> {
+    /// `writer` is the one behind the log's commit lock (opened here at the first commit).
+    fn write(
+        self,
+        segments: &Segments,
+        writer: &mut Option<SegmentWriter>,
+        out: &mut sled::Batch,
+    ) -> Result<(), LogError> {
         if self.records.is_empty() {
             return Ok(());
         }
-        let mut writer = segments
-            .writer
-            .lock()
-            .map_err(|_| LogError::Meta("a segment write panicked".into()))?;
         if writer.is_none() {
             *writer = Some(SegmentWriter::open(&segments.dir)?);
         }
@@ -512,7 +514,6 @@ struct Segments {
     dir: PathBuf,
     /// A new segment is started when the active one would pass this size ([`SEGMENT_BYTES`]).
     limit: u64,
-    writer: Mutex<Option<SegmentWriter>>,
     /// Open files for reading, by segment number.
     files: Mutex<HashMap<u32, Arc<File>>>,
 }
@@ -545,7 +546,12 @@ impl Segments {
         window: &mut Window,
     ) -> Result<(), LogError> {
         let file = self.file(seq, at.segment)?;
-        let want = at.len as usize + ahead;
+        // Never past the file's end: the relay reads the newest records, at the end of the
+        // active segment, on every round.
+        let size = file.metadata().map(|m| m.len()).unwrap_or(u64::MAX);
+        let want = (u64::from(at.len) + ahead as u64)
+            .min(size.saturating_sub(at.offset))
+            .max(u64::from(at.len)) as usize;
         window.bytes.clear();
         window.bytes.resize(want, 0);
         let mut got = 0;
@@ -613,7 +619,8 @@ pub struct EventLog {
     db: sled::Db,
     tree: sled::Tree,
     segments: Segments,
-    writing: Mutex<()>,
+    /// Serialises commits; holds the segment file they append to.
+    writing: Mutex<Option<SegmentWriter>>,
 }
 
 impl EventLog {
@@ -648,17 +655,16 @@ impl EventLog {
             segments: Segments {
                 dir: dir.join(SEGMENTS_DIR),
                 limit: SEGMENT_BYTES,
-                writer: Mutex::new(None),
                 files: Mutex::new(HashMap::new()),
             },
-            writing: Mutex::new(()),
+            writing: Mutex::new(None),
         })
     }
 
     /// Applies a batch of commits as one atomic sled batch, then flushes to disk. When this
     /// returns `Ok`, every message in the batch may be acked.
     pub fn commit(&self, batch: &[Commit]) -> Result<Vec<Applied>, LogError> {
-        let _one_writer = self
+        let mut writer = self
             .writing
             .lock()
             .map_err(|_| LogError::Meta("a commit panicked".into()))?;
@@ -685,7 +691,7 @@ impl EventLog {
                 count: commit.events.len() as u64,
             });
         }
-        appending.write(&self.segments, &mut out)?;
+        appending.write(&self.segments, &mut writer, &mut out)?;
         out.insert(HEAD_KEY, encode_head(seq, &prev));
         self.tree.apply_batch(out)?;
         self.db.flush()?;
@@ -695,7 +701,7 @@ impl EventLog {
     /// Marks record `seq` as skipped (an operator's explicit decision) and appends `event`
     /// recording it, in one atomic batch.
     pub fn skip(&self, seq: u64, reason: &str, event: Pending) -> Result<(), LogError> {
-        let _one_writer = self
+        let mut writer = self
             .writing
             .lock()
             .map_err(|_| LogError::Meta("a commit panicked".into()))?;
@@ -704,7 +710,7 @@ impl EventLog {
         out.insert(skipped_key(seq).to_vec(), reason.as_bytes());
         let mut appending = Appending::default();
         appending.add(&mut out, &mut head, &mut prev, &event);
-        appending.write(&self.segments, &mut out)?;
+        appending.write(&self.segments, &mut writer, &mut out)?;
         out.insert(HEAD_KEY, encode_head(head, &prev));
         self.tree.apply_batch(out)?;
         self.db.flush()?;

@@ -263,28 +263,65 @@ pub async fn health_reports(client: &async_nats::Client) -> Vec<ServiceStatus> {
 
 /// One service's report.
 pub async fn health(client: &async_nats::Client, service: &str) -> Result<Report, HuiqiError> {
-    ask(client, service, false).await
+    ask(client, service, b"").await
 }
 
+/// How long a live audit may take before the caller gives up.
+const LIVE_AUDIT_LIMIT: Duration = Duration::from_secs(600);
+
 /// One service's report with a live audit of its log (the service recomputes its hash chain
-/// while it runs; allow for the log's size).
+/// while it runs). The service answers every request at once — it may answer only within
+/// `SERVICE_ANSWER_WINDOW` — so the audit is started by one request and its result asked for
+/// every half second after, for at most [`LIVE_AUDIT_LIMIT`].
 pub async fn live_audit(client: &async_nats::Client, service: &str) -> Result<Report, HuiqiError> {
-    ask(client, service, true).await
+    let started = ask(client, service, br#"{"audit": true}"#).await?;
+    let run = started.audit_run.ok_or_else(|| {
+        HuiqiError::Input(format!(
+            "{service} did not start a live audit (is it an older version?)"
+        ))
+    })?;
+    let deadline = tokio::time::Instant::now() + LIVE_AUDIT_LIMIT;
+    let body = format!("{{\"audit_run\": {run}}}");
+    let mut unanswered = 0;
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if tokio::time::Instant::now() > deadline {
+            return Err(HuiqiError::Nats(format!(
+                "{service}'s live audit (run {run}) did not finish within {} s",
+                LIVE_AUDIT_LIMIT.as_secs()
+            )));
+        }
+        let r = match ask(client, service, body.as_bytes()).await {
+            Ok(r) => r,
+            // A busy service may miss one answer; three in a row is an outage.
+            Err(e) if unanswered < 2 => {
+                unanswered += 1;
+                tracing::debug!(service, error = %e, "live audit poll unanswered");
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        unanswered = 0;
+        match (r.audit_run, &r.audit) {
+            (Some(_), Some(_)) => return Ok(r),
+            (Some(_), None) => continue,
+            (None, _) => {
+                return Err(HuiqiError::Nats(format!(
+                    "{service} no longer knows its live audit run {run} (it restarted?); run the audit again"
+                )))
+            }
+        }
+    }
 }
 
 async fn ask(
     client: &async_nats::Client,
     service: &str,
-    audit: bool,
+    body: &[u8],
 ) -> Result<Report, HuiqiError> {
-    let body = if audit {
-        &b"{\"audit\": true}"[..]
-    } else {
-        &b""[..]
-    };
     let req = async_nats::Request::new()
-        .payload(bytes::Bytes::from_static(body))
-        .timeout(Some(Duration::from_secs(if audit { 600 } else { 2 })));
+        .payload(bytes::Bytes::copy_from_slice(body))
+        .timeout(Some(Duration::from_secs(2)));
     let reply = client
         .send_request(huiqi_bus::health::health_subject(service), req)
         .await

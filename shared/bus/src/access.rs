@@ -53,12 +53,45 @@ pub fn users_with(portals: &[String]) -> Vec<String> {
 }
 
 /// A user's permissions: subjects it may publish to and subscribe to, and whether it may
-/// answer requests (publish to the reply subject of a request it received).
+/// answer requests (publish to the reply subject of a request it received), and for how long.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Permissions {
     pub publish: Vec<String>,
     pub subscribe: Vec<String>,
-    pub allow_responses: bool,
+    pub allow_responses: Option<Responses>,
+}
+
+/// How a user may answer the requests it receives: once each, within `expires` of receiving it
+/// (nats-server's `allow_responses: { max, expires }`).
+///
+/// Why the window is short and never nats-server's default (`allow_responses: true`, two
+/// minutes): the server remembers the reply subject of **every** message it delivers to such a
+/// user, JetStream deliveries included (their reply is the ack subject), until the window ends;
+/// past 4,096 remembered subjects it walks all of them on every delivery to that connection.
+/// A service's consumer receives about one delivery per claim, so with two minutes a service at
+/// 250 claims/s held ~13,000 subjects after 53 s and nats-server's CPU went to that walk
+/// (70% of its profile), stalling the pipeline (README, "Throughput"). With a window of
+/// [`SERVICE_ANSWER_WINDOW`] the set stays under 4,096 up to ~1,300 deliveries a second per
+/// connection; past that, partitions spread a service over several connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Responses {
+    /// Answers per request.
+    pub max: u32,
+    pub expires: std::time::Duration,
+}
+
+/// How long a service may take to answer a health or `$SRV` request: longer than the 2 s
+/// `huiqi status` waits, short enough to keep nats-server's reply set small (see [`Responses`]).
+pub const SERVICE_ANSWER_WINDOW: std::time::Duration = std::time::Duration::from_secs(3);
+/// How long the simulator may take to answer a check or treasury request: the 5 s a caller
+/// waits per attempt (`RetryPolicy::default`).
+pub const PROVIDER_ANSWER_WINDOW: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long the query responder may take: a claim's audit may run long (`huiqi query --audit`
+/// waits 600 s), and queries are few.
+pub const QUERY_ANSWER_WINDOW: std::time::Duration = std::time::Duration::from_secs(600);
+
+fn answers_within(expires: std::time::Duration) -> Option<Responses> {
+    Some(Responses { max: 1, expires })
 }
 
 /// The reply prefix of a user.
@@ -146,7 +179,7 @@ fn recovery_publish() -> Vec<String> {
 /// The permissions of `user` (None for an unknown user).
 pub fn permissions(user: &str) -> Option<Permissions> {
     let inbox = format!("{}.>", inbox_prefix(user));
-    let p = |publish: Vec<String>, mut subscribe: Vec<String>, allow_responses: bool| {
+    let p = |publish: Vec<String>, mut subscribe: Vec<String>, allow_responses| {
         subscribe.push(inbox.clone());
         Some(Permissions {
             publish,
@@ -159,7 +192,7 @@ pub fn permissions(user: &str) -> Option<Permissions> {
         "admin" => Some(Permissions {
             publish: vec![">".into()],
             subscribe: vec![">".into()],
-            allow_responses: false,
+            allow_responses: None,
         }),
         // Each service also answers its health subject and the NATS micro-service
         // endpoints ($SRV.PING/INFO/STATS, as `huiqi-<service>`).
@@ -173,7 +206,7 @@ pub fn permissions(user: &str) -> Option<Permissions> {
                 format!("$SRV.*.huiqi-{user}"),
                 format!("$SRV.*.huiqi-{user}.*"),
             ],
-            true,
+            answers_within(SERVICE_ANSWER_WINDOW),
         ),
         "portal" => p(
             vec![
@@ -181,7 +214,7 @@ pub fn permissions(user: &str) -> Option<Permissions> {
                 format!("$JS.API.STREAM.INFO.{STREAM}"),
             ],
             strs(&[s::INTAKE_ACCEPTED, s::INTAKE_REJECTED]),
-            false,
+            None,
         ),
         "bureau" => {
             let mut publish = vec![format!("$JS.API.STREAM.INFO.{STREAM}")];
@@ -191,7 +224,7 @@ pub fn permissions(user: &str) -> Option<Permissions> {
             p(
                 publish,
                 strs(&["huiqi.awards.>", "huiqi.payouts.>", "huiqi.entitlements.>"]),
-                false,
+                None,
             )
         }
         "operator" => p(
@@ -208,11 +241,19 @@ pub fn permissions(user: &str) -> Option<Permissions> {
                 "$SRV.>".into(),
             ],
             vec![],
-            false,
+            None,
         ),
-        "simulator" => p(vec![], strs(&["huiqi.checks.*", s::TREASURY_PAY]), true),
-        "recovery" => p(recovery_publish(), vec![], false),
-        "query" => p(vec![], strs(&[s::QUERY_CLAIM]), true),
+        "simulator" => p(
+            vec![],
+            strs(&["huiqi.checks.*", s::TREASURY_PAY]),
+            answers_within(PROVIDER_ANSWER_WINDOW),
+        ),
+        "recovery" => p(recovery_publish(), vec![], None),
+        "query" => p(
+            vec![],
+            strs(&[s::QUERY_CLAIM]),
+            answers_within(QUERY_ANSWER_WINDOW),
+        ),
         // A named portal: publishes only on its own submit subject and reads only its own
         // answers, through its durable consumer `portal-<name>` (provisioned by the admin).
         u => {
@@ -222,7 +263,7 @@ pub fn permissions(user: &str) -> Option<Permissions> {
                 format!("$JS.API.STREAM.INFO.{STREAM}"),
             ];
             publish.extend(consumer_api(u));
-            p(publish, vec![], false)
+            p(publish, vec![], None)
         }
     }
 }
@@ -262,8 +303,12 @@ pub fn server_config(
             "          subscribe: {{ allow: {} }}\n",
             list(&p.subscribe)
         ));
-        if p.allow_responses {
-            out.push_str("          allow_responses: true\n");
+        if let Some(r) = p.allow_responses {
+            out.push_str(&format!(
+                "          allow_responses: {{ max: {}, expires: \"{}s\" }}\n",
+                r.max,
+                r.expires.as_secs()
+            ));
         }
         out.push_str("      } }\n");
     }

@@ -126,10 +126,94 @@ pub struct Report {
     pub relay_backlog: u64,
     pub log_records: u64,
     pub providers: Vec<serde_json::Value>,
-    /// The live audit of the service's log (its hash chain recomputed while it runs), when the
-    /// request asked for it with `{"audit": true}`.
+    /// The live audit of the service's log (its hash chain recomputed while it runs), once the
+    /// run the request names (`{"audit_run": N}`) has finished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audit: Option<LiveAudit>,
+    /// The live audit run this answer is about: started (or joined) by `{"audit": true}`,
+    /// asked after with `{"audit_run": N}`. Absent in the answer to `{"audit_run": N}` when
+    /// this instance does not know run N (it restarted since).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_run: Option<u64>,
+}
+
+/// Live audits of one service's log. An audit of a large log takes longer than a service may
+/// take to answer a request ([`crate::access::SERVICE_ANSWER_WINDOW`]), so a request starts one
+/// (or joins the one running) and is answered at once with its run number; later requests ask
+/// for that run's result. The last few results are kept.
+#[derive(Default)]
+struct Audits {
+    last_run: u64,
+    running: Option<u64>,
+    done: std::collections::VecDeque<(u64, LiveAudit)>,
+}
+
+const AUDITS_KEPT: usize = 8;
+
+/// What a health request asks for, beyond the report.
+enum Ask {
+    Report,
+    StartAudit,
+    AuditResult(u64),
+}
+
+fn ask_of(payload: &[u8]) -> Ask {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(payload) else {
+        return Ask::Report;
+    };
+    if let Some(n) = v["audit_run"].as_u64() {
+        Ask::AuditResult(n)
+    } else if v["audit"] == true {
+        Ask::StartAudit
+    } else {
+        Ask::Report
+    }
+}
+
+fn audited(
+    result: Result<
+        Result<huiqi_eventlog::AuditReport, huiqi_eventlog::LogError>,
+        tokio::task::JoinError,
+    >,
+) -> LiveAudit {
+    let failed = |problem: String| LiveAudit {
+        records: 0,
+        bytes: 0,
+        head_hash: String::new(),
+        problems: vec![problem],
+    };
+    match result {
+        Ok(Ok(a)) => LiveAudit {
+            records: a.records,
+            bytes: a.bytes,
+            head_hash: a.head_hash,
+            problems: a.problems,
+        },
+        Ok(Err(e)) => failed(format!("the log could not be read: {e}")),
+        Err(e) => failed(format!("audit task failed: {e}")),
+    }
+}
+
+/// Starts an audit of `log` unless one is running; the run's number.
+fn start_audit(audits: &Arc<Mutex<Audits>>, log: &Arc<huiqi_eventlog::EventLog>) -> u64 {
+    let mut a = audits.lock().expect("audit lock");
+    if let Some(run) = a.running {
+        return run;
+    }
+    a.last_run += 1;
+    let run = a.last_run;
+    a.running = Some(run);
+    let (audits, log) = (audits.clone(), log.clone());
+    tokio::spawn(async move {
+        let result = audited(tokio::task::spawn_blocking(move || log.audit()).await);
+        let mut a = audits.lock().expect("audit lock");
+        a.running = None;
+        a.done.push_back((run, result));
+        while a.done.len() > AUDITS_KEPT {
+            a.done.pop_front();
+        }
+    });
+    run
 }
 
 /// A log's chain, audited by the running service itself (sled lets one process open a log;
@@ -170,6 +254,7 @@ pub fn report(service: &str, log: &huiqi_eventlog::EventLog) -> Report {
             .map(|p| serde_json::to_value(p).expect("serializes"))
             .collect(),
         audit: None,
+        audit_run: None,
     }
 }
 
@@ -209,6 +294,7 @@ pub async fn serve(
             return;
         }
     };
+    let audits = Arc::new(Mutex::new(Audits::default()));
     loop {
         let req = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -216,31 +302,18 @@ pub async fn serve(
         };
         let Some(req) = req else { break };
         let mut r = report(&service, &log);
-        let wants_audit = serde_json::from_slice::<serde_json::Value>(&req.message.payload)
-            .is_ok_and(|v| v["audit"] == true);
-        if wants_audit {
-            let log = log.clone();
-            let audited = tokio::task::spawn_blocking(move || log.audit()).await;
-            r.audit = Some(match audited {
-                Ok(Ok(a)) => LiveAudit {
-                    records: a.records,
-                    bytes: a.bytes,
-                    head_hash: a.head_hash,
-                    problems: a.problems,
-                },
-                Ok(Err(e)) => LiveAudit {
-                    records: 0,
-                    bytes: 0,
-                    head_hash: String::new(),
-                    problems: vec![format!("the log could not be read: {e}")],
-                },
-                Err(e) => LiveAudit {
-                    records: 0,
-                    bytes: 0,
-                    head_hash: String::new(),
-                    problems: vec![format!("audit task failed: {e}")],
-                },
-            });
+        match ask_of(&req.message.payload) {
+            Ask::Report => {}
+            Ask::StartAudit => r.audit_run = Some(start_audit(&audits, &log)),
+            Ask::AuditResult(run) => {
+                let a = audits.lock().expect("audit lock");
+                if let Some((_, result)) = a.done.iter().find(|(n, _)| *n == run) {
+                    r.audit = Some(result.clone());
+                    r.audit_run = Some(run);
+                } else if a.running == Some(run) {
+                    r.audit_run = Some(run);
+                }
+            }
         }
         let body = serde_json::to_vec(&r).expect("serializes");
         if let Err(e) = req.respond(Ok(body.into())).await {

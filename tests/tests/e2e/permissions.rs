@@ -610,3 +610,100 @@ async fn every_user_may_do_only_its_job() {
     assert_eq!(info.config.name, "HUIQI");
     drop(server);
 }
+
+/// Every user that may answer requests may answer each one once and only within a bounded
+/// window: nats-server remembers the reply subject of every message it delivers to such a user
+/// (JetStream deliveries included) for the window, and with its default of two minutes the
+/// remembered set of a busy service made nats-server walk tens of thousands of entries per
+/// delivery (the steady-load stall, README "Throughput"). Shown on a real server: award answers
+/// a health request at once, and its answer to a second one, sent after the window, is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_answers_a_request_only_within_its_answer_window() {
+    use futures_util::StreamExt;
+    for user in USERS {
+        if let Some(r) = access::permissions(user).unwrap().allow_responses {
+            assert_eq!(r.max, 1, "{user} answers each request once");
+            assert!(
+                r.expires <= access::QUERY_ANSWER_WINDOW,
+                "{user}'s answer window is bounded"
+            );
+        }
+    }
+    let services_window = access::permissions("award")
+        .unwrap()
+        .allow_responses
+        .expect("a service answers health requests")
+        .expires;
+    assert_eq!(services_window, access::SERVICE_ANSWER_WINDOW);
+
+    let dir = tempfile::tempdir().unwrap();
+    let users = NatsUsers::generate();
+    let server =
+        NatsServer::start_with_config_file(dir.path(), &shipped(), env_of(&users)).expect("start");
+    let url = server.url().to_string();
+    let mut award = Probe::connect(&url, &users, "award").await;
+    let operator = Probe::connect(&url, &users, "operator").await;
+    let subject = huiqi_bus::health::health_subject("award");
+    let mut requests = award.client.subscribe(subject.clone()).await.unwrap();
+    award.client.flush().await.unwrap();
+
+    let ask = |client: async_nats::Client, subject: String| async move {
+        client
+            .send_request(
+                subject,
+                async_nats::Request::new()
+                    .payload("{}".into())
+                    .timeout(Some(access::SERVICE_ANSWER_WINDOW * 3)),
+            )
+            .await
+    };
+
+    // Answered at once: delivered.
+    let asked = tokio::spawn(ask(operator.client.clone(), subject.clone()));
+    let req = tokio::time::timeout(Duration::from_secs(10), requests.next())
+        .await
+        .expect("the request arrives")
+        .unwrap();
+    while award.errors.try_recv().is_ok() {}
+    award
+        .client
+        .publish(req.reply.clone().unwrap(), "now".into())
+        .await
+        .unwrap();
+    award.client.flush().await.unwrap();
+    assert!(!award.denied().await, "an answer at once is allowed");
+    let reply = asked.await.unwrap().expect("the prompt answer arrives");
+    assert_eq!(&reply.payload[..], b"now");
+
+    // A second answer to the same request is refused (once each).
+    award
+        .client
+        .publish(req.reply.unwrap(), "again".into())
+        .await
+        .unwrap();
+    award.client.flush().await.unwrap();
+    assert!(award.denied().await, "a request is answered once");
+
+    // Answered after the window: refused, and the asker never hears it.
+    let asked = tokio::spawn(ask(operator.client.clone(), subject.clone()));
+    let req = tokio::time::timeout(Duration::from_secs(10), requests.next())
+        .await
+        .expect("the request arrives")
+        .unwrap();
+    tokio::time::sleep(access::SERVICE_ANSWER_WINDOW + Duration::from_millis(500)).await;
+    while award.errors.try_recv().is_ok() {}
+    award
+        .client
+        .publish(req.reply.unwrap(), "late".into())
+        .await
+        .unwrap();
+    award.client.flush().await.unwrap();
+    assert!(
+        award.denied().await,
+        "an answer after the window is refused"
+    );
+    assert!(
+        asked.await.unwrap().is_err(),
+        "the asker does not get the late answer"
+    );
+}

@@ -330,3 +330,27 @@ pub fn serve_metrics(addr: std::net::SocketAddr) -> Result<(), String> {
         .install()
         .map_err(|e| format!("metrics endpoint on {addr}: {e}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{ask_of, Ask};
+
+    #[test]
+    fn a_health_request_asks_for_a_report_an_audit_or_an_audits_result() {
+        assert!(matches!(ask_of(b""), Ask::Report));
+        assert!(matches!(ask_of(b"not json"), Ask::Report));
+        assert!(matches!(ask_of(br#"{"audit": false}"#), Ask::Report));
+        assert!(matches!(ask_of(br#"{"audit": "yes"}"#), Ask::Report));
+        assert!(matches!(ask_of(br#"{"audit": true}"#), Ask::StartAudit));
+        assert!(matches!(
+            ask_of(br#"{"audit_run": 7}"#),
+            Ask::AuditResult(7)
+        ));
+        // A result is asked by number; a malformed number is just a report.
+        assert!(matches!(ask_of(br#"{"audit_run": -1}"#), Ask::Report));
+        assert!(matches!(
+            ask_of(br#"{"audit": true, "audit_run": 3}"#),
+            Ask::AuditResult(3)
+        ));
+    }
+}

@@ -294,7 +294,15 @@ pub async fn serve(
             return;
         }
     };
-    let audits = Arc::new(Mutex::new(Audits::default()));
+    // Run numbers start from the clock, so a number asked after a restart of the service is
+    // not mistaken for a run of the new instance.
+    let audits = Arc::new(Mutex::new(Audits {
+        last_run: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(0),
+        ..Audits::default()
+    }));
     loop {
         let req = tokio::select! {
             _ = shutdown.cancelled() => break,

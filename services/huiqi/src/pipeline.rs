@@ -63,7 +63,7 @@ impl UpSettings {
             provider_latency: Duration::ZERO,
             provider_error_every: 0,
             provider_drop_every: 0,
-            request_timeout: Duration::from_secs(5),
+            request_timeout: huiqi_bus::request::ATTEMPT_TIMEOUT,
             stream: StreamSettings::default(),
             policy_dir: None,
             portals: Vec::new(),

@@ -70,7 +70,7 @@ pub struct Permissions {
 /// past 4,096 remembered subjects it walks all of them on every delivery to that connection.
 /// A service's consumer receives about one delivery per claim, so with two minutes a service at
 /// 250 claims/s held ~13,000 subjects after 53 s and nats-server's CPU went to that walk
-/// (70% of its profile), stalling the pipeline (README, "Throughput"). With a window of
+/// (70% of its profile), stalling the pipeline (README, "Performance"). With a window of
 /// [`SERVICE_ANSWER_WINDOW`] the set stays under 4,096 up to ~1,300 deliveries a second per
 /// connection; past that, partitions spread a service over several connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,12 +83,12 @@ pub struct Responses {
 /// How long a service may take to answer a health or `$SRV` request: longer than the 2 s
 /// `huiqi status` waits, short enough to keep nats-server's reply set small (see [`Responses`]).
 pub const SERVICE_ANSWER_WINDOW: std::time::Duration = std::time::Duration::from_secs(3);
-/// How long the simulator may take to answer a check or treasury request: the 5 s a caller
-/// waits per attempt (`RetryPolicy::default`).
-pub const PROVIDER_ANSWER_WINDOW: std::time::Duration = std::time::Duration::from_secs(5);
-/// How long the query responder may take: a claim's audit may run long (`huiqi query --audit`
-/// waits 600 s), and queries are few.
-pub const QUERY_ANSWER_WINDOW: std::time::Duration = std::time::Duration::from_secs(600);
+/// How long the simulator may take to answer a check or treasury request: as long as a caller
+/// waits per attempt ([`crate::request::ATTEMPT_TIMEOUT`]); a later answer reaches nobody.
+pub const PROVIDER_ANSWER_WINDOW: std::time::Duration = crate::request::ATTEMPT_TIMEOUT;
+/// How long the query responder may take: as long as `huiqi query` waits per attempt (the
+/// same [`crate::request::ATTEMPT_TIMEOUT`]).
+pub const QUERY_ANSWER_WINDOW: std::time::Duration = crate::request::ATTEMPT_TIMEOUT;
 
 fn answers_within(expires: std::time::Duration) -> Option<Responses> {
     Some(Responses { max: 1, expires })

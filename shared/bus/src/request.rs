@@ -8,6 +8,10 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
+/// How long one request waits for its answer by default: a provider, the treasury, the query
+/// responder. The answering users' windows (`access::PROVIDER_ANSWER_WINDOW`) are this long.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
     pub timeout: Duration,
@@ -20,7 +24,7 @@ pub struct RetryPolicy {
 impl Default for RetryPolicy {
     fn default() -> Self {
         RetryPolicy {
-            timeout: Duration::from_secs(5),
+            timeout: ATTEMPT_TIMEOUT,
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(10),
             max_attempts: None,

@@ -220,18 +220,22 @@ impl Probe {
     async fn allowed(&mut self, act: Act) -> bool {
         while self.errors.try_recv().is_ok() {}
         match act {
-            Act::Publish(subject) => {
-                let _ = self.client.publish(subject, "{}".into()).await;
-            }
+            Act::Publish(subject) => self.publish_allowed(subject, "{}").await,
             Act::Subscribe(subject) => {
                 // Kept alive until the verdict is in; unsubscribed on drop.
                 let sub = self.client.subscribe(subject).await.expect("subscribe");
                 self.client.flush().await.expect("flush");
                 let denied = self.denied().await;
                 drop(sub);
-                return !denied;
+                !denied
             }
         }
+    }
+
+    /// Whether the server let `body` be published on `subject` (a reply subject, say).
+    async fn publish_allowed(&mut self, subject: &str, body: &'static str) -> bool {
+        while self.errors.try_recv().is_ok() {}
+        let _ = self.client.publish(subject.to_string(), body.into()).await;
         self.client.flush().await.expect("flush");
         !self.denied().await
     }
@@ -611,15 +615,26 @@ async fn every_user_may_do_only_its_job() {
     drop(server);
 }
 
+/// The reply subject of the next request `requests` receives.
+async fn next_reply(requests: &mut async_nats::Subscriber) -> String {
+    use futures_util::StreamExt;
+    let req = tokio::time::timeout(Duration::from_secs(10), requests.next())
+        .await
+        .expect("the request arrives")
+        .unwrap();
+    req.reply
+        .expect("a request has a reply subject")
+        .to_string()
+}
+
 /// Every user that may answer requests may answer each one once and only within a bounded
 /// window: nats-server remembers the reply subject of every message it delivers to such a user
 /// (JetStream deliveries included) for the window, and with its default of two minutes the
 /// remembered set of a busy service made nats-server walk tens of thousands of entries per
-/// delivery (the steady-load stall, README "Throughput"). Shown on a real server: award answers
+/// delivery (the steady-load stall, README "Performance"). Shown on a real server: award answers
 /// a health request at once, and its answer to a second one, sent after the window, is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_answers_a_request_only_within_its_answer_window() {
-    use futures_util::StreamExt;
     for user in USERS {
         if let Some(r) = access::permissions(user).unwrap().allow_responses {
             assert_eq!(r.max, 1, "{user} answers each request once");
@@ -660,46 +675,26 @@ async fn a_service_answers_a_request_only_within_its_answer_window() {
 
     // Answered at once: delivered.
     let asked = tokio::spawn(ask(operator.client.clone(), subject.clone()));
-    let req = tokio::time::timeout(Duration::from_secs(10), requests.next())
-        .await
-        .expect("the request arrives")
-        .unwrap();
-    while award.errors.try_recv().is_ok() {}
-    award
-        .client
-        .publish(req.reply.clone().unwrap(), "now".into())
-        .await
-        .unwrap();
-    award.client.flush().await.unwrap();
-    assert!(!award.denied().await, "an answer at once is allowed");
+    let reply_to = next_reply(&mut requests).await;
+    assert!(
+        award.publish_allowed(&reply_to, "now").await,
+        "an answer at once is allowed"
+    );
     let reply = asked.await.unwrap().expect("the prompt answer arrives");
     assert_eq!(&reply.payload[..], b"now");
 
     // A second answer to the same request is refused (once each).
-    award
-        .client
-        .publish(req.reply.unwrap(), "again".into())
-        .await
-        .unwrap();
-    award.client.flush().await.unwrap();
-    assert!(award.denied().await, "a request is answered once");
+    assert!(
+        !award.publish_allowed(&reply_to, "again").await,
+        "a request is answered once"
+    );
 
     // Answered after the window: refused, and the asker never hears it.
     let asked = tokio::spawn(ask(operator.client.clone(), subject.clone()));
-    let req = tokio::time::timeout(Duration::from_secs(10), requests.next())
-        .await
-        .expect("the request arrives")
-        .unwrap();
+    let reply_to = next_reply(&mut requests).await;
     tokio::time::sleep(access::SERVICE_ANSWER_WINDOW + Duration::from_millis(500)).await;
-    while award.errors.try_recv().is_ok() {}
-    award
-        .client
-        .publish(req.reply.unwrap(), "late".into())
-        .await
-        .unwrap();
-    award.client.flush().await.unwrap();
     assert!(
-        award.denied().await,
+        !award.publish_allowed(&reply_to, "late").await,
         "an answer after the window is refused"
     );
     assert!(

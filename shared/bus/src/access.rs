@@ -107,7 +107,7 @@ fn consumer_api(durable: &str) -> Vec<String> {
     ]
 }
 
-fn service_publish(service: &str) -> Vec<String> {
+fn service_publish(service: &str, partitions: u16) -> Vec<String> {
     let own: &[&str] = match service {
         "intake" => &[
             s::INTAKE_ACCEPTED,
@@ -128,19 +128,34 @@ fn service_publish(service: &str) -> Vec<String> {
         "payout" => &[s::PAYOUTS_SETTLED, s::PAYOUTS_FAILED, s::TREASURY_PAY],
         _ => &[],
     };
-    let mut out: Vec<String> = own.iter().map(|x| x.to_string()).collect();
+    let split = partitions > 1;
+    let mut out: Vec<String> = Vec::new();
+    for x in own {
+        out.push(x.to_string());
+        // Split, internal subjects carry the partition as a last token (huiqi_events::partition).
+        if split && x.starts_with("huiqi.internal.") {
+            out.push(format!("{x}.*"));
+        }
+    }
     out.push(s::parked_subject(service));
     out.push(s::heads_subject(service));
+    if split && topology::is_partitioned(service) {
+        out.push(format!("{}.*", s::heads_subject(service)));
+    }
     out.push(format!("$JS.API.STREAM.INFO.{STREAM}"));
-    out.extend(consumer_api(service));
+    // NATS matches whole tokens, so `award-p*` cannot be one pattern: each consumer is named.
+    for durable in topology::service_durables(service, partitions) {
+        out.extend(consumer_api(&durable));
+    }
     out.extend(lease_api(service));
     out
 }
 
 /// The stream subjects `service` may publish its events on (its own, portal-scoped replies,
 /// parked records, anchored heads): where a restore looks for what it published.
+/// Split or not: a deployment's intake may route to partitions.
 pub fn event_subjects(service: &str) -> Vec<String> {
-    service_publish(service)
+    service_publish(service, 2)
         .into_iter()
         .filter(|x| !x.starts_with('$'))
         .collect()
@@ -161,7 +176,7 @@ fn lease_api(service: &str) -> Vec<String> {
 /// What a standby taking over needs to rebuild a service's log (crate::service): read the
 /// whole stream through its own ordered readers and rewind the four services' consumers. It
 /// publishes no event, acknowledges nothing and touches no stream.
-fn recovery_publish() -> Vec<String> {
+fn recovery_publish(partitions: u16) -> Vec<String> {
     let mut out = vec![
         format!("$JS.API.STREAM.INFO.{STREAM}"),
         format!("$JS.API.CONSUMER.CREATE.{STREAM}"),
@@ -171,13 +186,16 @@ fn recovery_publish() -> Vec<String> {
         format!("$JS.API.CONSUMER.MSG.NEXT.{STREAM}.*"),
     ];
     for (service, _) in topology::SERVICE_CONSUMERS {
-        out.push(format!("$JS.API.CONSUMER.DELETE.{STREAM}.{service}"));
+        for durable in topology::service_durables(service, partitions) {
+            out.push(format!("$JS.API.CONSUMER.DELETE.{STREAM}.{durable}"));
+        }
     }
     out
 }
 
-/// The permissions of `user` (None for an unknown user).
-pub fn permissions(user: &str) -> Option<Permissions> {
+/// The permissions of `user` (None for an unknown user) in a deployment of `partitions`
+/// (huiqi_events::partition; 1 = unsplit).
+pub fn permissions(user: &str, partitions: u16) -> Option<Permissions> {
     let inbox = format!("{}.>", inbox_prefix(user));
     let p = |publish: Vec<String>, mut subscribe: Vec<String>, allow_responses| {
         subscribe.push(inbox.clone());
@@ -197,15 +215,22 @@ pub fn permissions(user: &str) -> Option<Permissions> {
         // Each service also answers its health subject and the NATS micro-service
         // endpoints ($SRV.PING/INFO/STATS, as `huiqi-<service>`).
         "intake" | "verification" | "award" | "payout" => p(
-            service_publish(user),
-            vec![
-                crate::health::health_subject(user),
-                "$SRV.PING".into(),
-                "$SRV.INFO".into(),
-                "$SRV.STATS".into(),
-                format!("$SRV.*.huiqi-{user}"),
-                format!("$SRV.*.huiqi-{user}.*"),
-            ],
+            service_publish(user, partitions),
+            {
+                let mut sub = vec![crate::health::health_subject(user)];
+                // Split, each partition's worker answers `huiqi.health.<service>.<index>`.
+                if partitions > 1 && topology::is_partitioned(user) {
+                    sub.push(format!("{}.*", crate::health::health_subject(user)));
+                }
+                sub.extend([
+                    "$SRV.PING".into(),
+                    "$SRV.INFO".into(),
+                    "$SRV.STATS".into(),
+                    format!("$SRV.*.huiqi-{user}"),
+                    format!("$SRV.*.huiqi-{user}.*"),
+                ]);
+                sub
+            },
             answers_within(SERVICE_ANSWER_WINDOW),
         ),
         "portal" => p(
@@ -237,7 +262,7 @@ pub fn permissions(user: &str) -> Option<Permissions> {
                 format!("$JS.API.STREAM.INFO.{}", crate::lease::bucket_stream()),
                 format!("$JS.API.STREAM.MSG.GET.{}", crate::lease::bucket_stream()),
                 s::QUERY_CLAIM.to_string(),
-                "huiqi.health.*".into(),
+                "huiqi.health.>".into(),
                 "$SRV.>".into(),
             ],
             vec![],
@@ -248,7 +273,7 @@ pub fn permissions(user: &str) -> Option<Permissions> {
             strs(&["huiqi.checks.*", s::TREASURY_PAY]),
             answers_within(PROVIDER_ANSWER_WINDOW),
         ),
-        "recovery" => p(recovery_publish(), vec![], None),
+        "recovery" => p(recovery_publish(partitions), vec![], None),
         "query" => p(
             vec![],
             strs(&[s::QUERY_CLAIM]),
@@ -281,6 +306,7 @@ pub fn server_config(
     store_dir: &str,
     header: &str,
     users: &[String],
+    partitions: u16,
     nkey: impl Fn(&str) -> String,
 ) -> String {
     let mut out = String::new();
@@ -292,7 +318,7 @@ pub fn server_config(
     ));
     out.push_str("accounts {\n  HUIQI {\n    jetstream: enabled\n    users: [\n");
     for user in users {
-        let p = permissions(user).expect("every listed user has permissions");
+        let p = permissions(user, partitions).expect("every listed user has permissions");
         out.push_str(&format!("      # {user}\n"));
         out.push_str(&format!("      {{ nkey: {}, permissions: {{\n", nkey(user)));
         out.push_str(&format!(
@@ -362,12 +388,12 @@ pub fn cluster_block(node: &ClusterNode) -> String {
 /// route URLs (with that password; a node skips the route to itself) from
 /// `$HUIQI_NATS_ROUTE_1`…`3`.
 pub fn shipped_cluster_config() -> String {
-    cluster_config_with_portals(&[])
+    cluster_config_with_portals(&[], 1)
 }
 
 /// The cluster node configuration with a user per named portal
 /// (`huiqi nats-config --cluster --portal P`).
-pub fn cluster_config_with_portals(portals: &[String]) -> String {
+pub fn cluster_config_with_portals(portals: &[String], partitions: u16) -> String {
     let mut out = deployed_config(
         "Huiqi's nats-server configuration for one node of the 3-node cluster of\n\
          docker-compose.yml: the users and permissions of deploy/nats-server.conf, and at the end\n\
@@ -377,6 +403,7 @@ pub fn cluster_config_with_portals(portals: &[String]) -> String {
          from shared/bus/src/access.rs (a test keeps the two equal; edit the Rust, not this file).\n\
          Each user's public nkey comes from the environment (HUIQI_NKEY_<USER>, nats/users.env).",
         portals,
+        partitions,
     );
     out.push_str(&cluster_block(&ClusterNode {
         server_name: "$HUIQI_NATS_SERVER_NAME".into(),
@@ -420,11 +447,12 @@ pub fn nkey_variable(user: &str) -> String {
 
 /// The shipped `deploy/nats-server.conf`, exactly.
 pub fn shipped_config() -> String {
-    config_with_portals(&[])
+    config_with_portals(&[], 1)
 }
 
-/// The shipped configuration with a user per named portal (`huiqi nats-config --portal P`).
-pub fn config_with_portals(portals: &[String]) -> String {
+/// The shipped configuration with a user per named portal (`huiqi nats-config --portal P`),
+/// for a deployment of `partitions` (`--partitions N`: each service's consumers are named).
+pub fn config_with_portals(portals: &[String], partitions: u16) -> String {
     deployed_config(
         "Huiqi's nats-server configuration: JetStream, 8 MB messages, one nkey user per service and\n\
          role with least-privilege permissions. Generated by `huiqi nats-config` from\n\
@@ -433,17 +461,26 @@ pub fn config_with_portals(portals: &[String]) -> String {
          `huiqi keys generate --out DIR` writes them to DIR/nats/users.env and each user's seed\n\
          to DIR/nats/<user>.seed.",
         portals,
+        partitions,
     )
 }
 
 /// A deployed server's configuration (listening on every interface, its store under
 /// /var/lib/nats, each user's public nkey from the environment) with this header.
-fn deployed_config(header: &str, portals: &[String]) -> String {
+fn deployed_config(header: &str, portals: &[String], partitions: u16) -> String {
+    let header = if partitions > 1 {
+        format!(
+            "{header}\nFor a deployment of {partitions} partitions (`--partitions {partitions}`)."
+        )
+    } else {
+        header.to_string()
+    };
     server_config(
         "0.0.0.0:4222",
         "/var/lib/nats",
-        header,
+        &header,
         &users_with(portals),
+        partitions,
         |u| format!("${}", nkey_variable(u)),
     )
 }
@@ -451,6 +488,9 @@ fn deployed_config(header: &str, portals: &[String]) -> String {
 /// The NATS user keys of a deployment: one nkey per user, seeds on disk under `nats/`.
 pub struct NatsUsers {
     pub seeds: Vec<(String, String)>,
+    /// The deployment's partitions, which the users' permissions name (not stored with the
+    /// keys: the configuration is rendered for it). 1 unless set.
+    pub partitions: u16,
 }
 
 impl NatsUsers {
@@ -468,7 +508,14 @@ impl NatsUsers {
                     (u, kp.seed().expect("new key has a seed"))
                 })
                 .collect(),
+            partitions: 1,
         }
+    }
+
+    /// The same keys for a deployment of `partitions`.
+    pub fn with_partitions(mut self, partitions: u16) -> Self {
+        self.partitions = partitions;
+        self
     }
 
     pub fn seed_path(dir: &Path, user: &str) -> PathBuf {
@@ -526,7 +573,7 @@ impl NatsUsers {
             .filter_map(|e| {
                 let n = e.file_name().to_string_lossy().to_string();
                 let user = n.strip_suffix(".seed")?.to_string();
-                permissions(&user).is_some().then_some(user)
+                permissions(&user, 1).is_some().then_some(user)
             })
             .filter(|u| u.starts_with("portal-"))
             .collect();
@@ -548,7 +595,10 @@ impl NatsUsers {
             })?;
             seeds.push((u.to_string(), seed));
         }
-        Ok(NatsUsers { seeds })
+        Ok(NatsUsers {
+            seeds,
+            partitions: 1,
+        })
     }
 
     /// Loads the key set under `dir`, generating it when missing and adding a key for each
@@ -622,7 +672,7 @@ mod tests {
     #[test]
     fn only_award_publishes_payment_orders_and_only_admin_touches_the_api_broadly() {
         for user in USERS {
-            let p = permissions(user).unwrap();
+            let p = permissions(user, 1).unwrap();
             let orders = p
                 .publish
                 .iter()
@@ -656,5 +706,50 @@ mod tests {
                 .any(|x| x.starts_with("huiqi.internal") || x == ">");
             assert_eq!(internal_read, *user == "admin", "{user}");
         }
+    }
+
+    #[test]
+    fn split_services_use_only_their_own_partitions_consumers() {
+        use crate::topology::subject_matches;
+        let award = permissions("award", 2).unwrap().publish;
+        for durable in ["award-p0", "award-p1"] {
+            assert!(award.contains(&format!("$JS.API.CONSUMER.MSG.NEXT.{STREAM}.{durable}")));
+        }
+        // Not the unsplit consumer, nor another service's, nor a partition that does not exist.
+        for other in ["award", "payout-p0", "award-p2"] {
+            let consumer_api =
+                |x: &&String| x.starts_with("$JS.API.CONSUMER.") || x.starts_with("$JS.ACK.");
+            assert!(
+                !award
+                    .iter()
+                    .filter(consumer_api)
+                    .any(|x| x.ends_with(&format!(".{other}")) || x.contains(&format!(".{other}."))),
+                "{other}"
+            );
+        }
+        let p1 = huiqi_events::Partition::new(1, 2).unwrap();
+        assert!(award
+            .iter()
+            .any(|f| subject_matches(f, &p1.subject(s::PAYMENT_ORDERED))));
+        assert!(!award
+            .iter()
+            .any(|f| subject_matches(f, &p1.subject(s::CLAIM_VERIFIED))));
+        let intake = permissions("intake", 2).unwrap();
+        assert!(intake
+            .publish
+            .iter()
+            .any(|f| subject_matches(f, &p1.subject(s::CLAIM_OPENED))));
+        // Intake is not split: its one consumer, as unsplit.
+        assert!(intake
+            .publish
+            .contains(&format!("$JS.API.CONSUMER.MSG.NEXT.{STREAM}.intake")));
+        let recovery = permissions("recovery", 2).unwrap().publish;
+        assert!(recovery.contains(&format!("$JS.API.CONSUMER.DELETE.{STREAM}.payout-p1")));
+        // Unsplit, nothing changes: no partition names at all.
+        assert!(!permissions("award", 1)
+            .unwrap()
+            .publish
+            .iter()
+            .any(|x| x.contains("-p")));
     }
 }

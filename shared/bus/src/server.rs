@@ -82,6 +82,7 @@ impl NatsServer {
                 &store.display().to_string(),
                 "Private server of huiqi up (generated; the listen address is overridden).",
                 &users.users(),
+                users.partitions,
                 |u| format!("{:?}", users.public_key(u).expect("every user has a key")),
             ),
         }

@@ -81,6 +81,11 @@ pub struct StreamSettings {
         default_value_t = 120
     )]
     pub duplicate_window_secs: u64,
+    /// How many partitions the claim-processing services' work is split into (one durable
+    /// consumer per partition and service; docs/SCALING.md). Fixed for a deployment's life.
+    #[arg(long = "partitions", env = "HUIQI_PARTITIONS", default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(1..=huiqi_events::partition::MAX_PARTITIONS as i64))]
+    pub partitions: u16,
 }
 
 impl Default for StreamSettings {
@@ -92,6 +97,7 @@ impl Default for StreamSettings {
             max_messages: -1,
             max_message_size: 8 * 1024 * 1024,
             duplicate_window_secs: 120,
+            partitions: 1,
         }
     }
 }
@@ -240,7 +246,7 @@ pub async fn wait_for_jetstream(js: &jetstream::Context, limit: Duration) -> Res
 pub async fn provision(js: &jetstream::Context, settings: &StreamSettings) -> Result<(), BusError> {
     wait_for_jetstream(js, std::time::Duration::from_secs(60)).await?;
     ensure_stream(js, settings).await?;
-    for spec in crate::topology::all_consumers() {
+    for spec in crate::topology::all_consumers(settings.partitions) {
         ensure_consumer(js, &spec).await?;
     }
     // Which instance of each service works: as many copies as the stream.

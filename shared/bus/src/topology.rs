@@ -5,6 +5,7 @@
 
 use crate::consumer::ConsumerSpec;
 use huiqi_events::subjects as s;
+use huiqi_events::Partition;
 
 /// Each service's durable consumer: (service = durable name, filter subject).
 pub const SERVICE_CONSUMERS: &[(&str, &str)] = &[
@@ -22,19 +23,61 @@ pub const BUREAU_CONSUMERS: &[(&str, &str)] = &[
     ("bureau-entitlements", "huiqi.entitlements.>"),
 ];
 
-/// The consumer settings of a service (None for an unknown service).
+/// The consumer settings of a service (None for an unknown service), unsplit.
 pub fn service_consumer(service: &str) -> Option<ConsumerSpec> {
-    SERVICE_CONSUMERS
-        .iter()
-        .find(|(name, _)| *name == service)
-        .map(|(name, filter)| ConsumerSpec::new(name, filter))
+    service_consumer_in(service, Partition::ONLY)
 }
 
-/// Every durable consumer an admin provisions.
-pub fn all_consumers() -> Vec<ConsumerSpec> {
+/// Whether a service's work is split into partitions (all but intake: portals publish on one
+/// fixed subject, so intake reads one consumer and routes each claim to its partition).
+pub fn is_partitioned(service: &str) -> bool {
+    matches!(service, "verification" | "award" | "payout")
+}
+
+/// The partitions a service runs as in a deployment of `count`: every one for a partitioned
+/// service, the one unsplit consumer for intake.
+pub fn partitions_of(service: &str, count: u16) -> Vec<Partition> {
+    if is_partitioned(service) {
+        Partition::all(count).collect()
+    } else {
+        vec![Partition::ONLY]
+    }
+}
+
+/// A service's consumer in one partition: `<service>-p<i>` reading only that partition's
+/// subjects (`….<i>`); the unsplit consumer for [`Partition::ONLY`] or an unpartitioned service.
+pub fn service_consumer_in(service: &str, partition: Partition) -> Option<ConsumerSpec> {
+    let (name, filter) = SERVICE_CONSUMERS
+        .iter()
+        .find(|(name, _)| *name == service)?;
+    if !partition.is_split() || !is_partitioned(service) {
+        return Some(ConsumerSpec::new(name, filter));
+    }
+    // Award reads two subjects (facts, verified): one token for the kind, then the partition.
+    let filter = match filter.strip_suffix(".>") {
+        Some(prefix) => format!("{prefix}.*.{}", partition.index()),
+        None => partition.subject(filter),
+    };
+    Some(ConsumerSpec::new(&partition.durable(name), &filter))
+}
+
+/// Every durable name a service's consumers have in a deployment of `count` partitions.
+pub fn service_durables(service: &str, count: u16) -> Vec<String> {
+    partitions_of(service, count)
+        .into_iter()
+        .map(|p| p.durable(service))
+        .collect()
+}
+
+/// Every durable consumer an admin provisions for a deployment of `partitions`.
+pub fn all_consumers(partitions: u16) -> Vec<ConsumerSpec> {
     SERVICE_CONSUMERS
         .iter()
-        .map(|(name, filter)| ConsumerSpec::new(name, filter))
+        .flat_map(|(name, _)| {
+            partitions_of(name, partitions)
+                .into_iter()
+                .filter_map(|p| service_consumer_in(name, p))
+        })
         .chain(
             BUREAU_CONSUMERS
                 .iter()
@@ -76,7 +119,53 @@ pub fn subject_matches(filter: &str, subject: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::subject_matches;
+    use super::*;
+
+    #[test]
+    fn split_consumers_read_only_their_partition() {
+        let p1 = Partition::new(1, 2).unwrap();
+        let award = service_consumer_in("award", p1).unwrap();
+        assert_eq!(award.durable, "award-p1");
+        assert!(subject_matches(
+            &award.filter,
+            &p1.subject(s::CLAIM_VERIFIED)
+        ));
+        assert!(subject_matches(
+            &award.filter,
+            &p1.subject(s::FACTS_RECORDED)
+        ));
+        let p0 = Partition::new(0, 2).unwrap();
+        assert!(!subject_matches(
+            &award.filter,
+            &p0.subject(s::CLAIM_VERIFIED)
+        ));
+        assert!(!subject_matches(&award.filter, s::CLAIM_VERIFIED));
+        let payout = service_consumer_in("payout", p1).unwrap();
+        assert_eq!(
+            (payout.durable.as_str(), payout.filter.as_str()),
+            ("payout-p1", "huiqi.internal.payments.ordered.1")
+        );
+        // Intake is never split; unsplit names are today's.
+        assert_eq!(service_consumer_in("intake", p1).unwrap().durable, "intake");
+        assert_eq!(
+            service_consumer("award").unwrap().filter,
+            s::VERIFICATION_ALL
+        );
+        let names: Vec<String> = all_consumers(2).into_iter().map(|c| c.durable).collect();
+        for n in [
+            "intake",
+            "verification-p0",
+            "verification-p1",
+            "award-p0",
+            "award-p1",
+            "payout-p0",
+            "payout-p1",
+            "bureau-awards",
+        ] {
+            assert!(names.contains(&n.to_string()), "{n} in {names:?}");
+        }
+        assert!(!names.contains(&"award".to_string()));
+    }
 
     #[test]
     fn filters_match_like_nats() {

@@ -12,6 +12,7 @@ pub mod checks;
 pub mod envelope;
 pub mod history;
 pub mod money;
+pub mod partition;
 pub mod payloads;
 pub mod schema;
 pub mod subjects;
@@ -19,6 +20,7 @@ pub mod types;
 
 pub use envelope::{derived_id, Data, Envelope, EnvelopeError};
 pub use money::Money;
+pub use partition::Partition;
 
 /// Escapes control characters (newlines, carriage returns, ANSI escapes, …) so that a value
 /// taken from the outside can never start a forged log line or drive a terminal. Printable

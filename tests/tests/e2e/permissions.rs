@@ -601,7 +601,7 @@ async fn every_user_may_do_only_its_job() {
         !consumers.contains("payout"),
         "recovery's delete took effect"
     );
-    for c in huiqi_bus::topology::all_consumers() {
+    for c in huiqi_bus::topology::all_consumers(1) {
         if c.durable == "payout" {
             continue;
         }
@@ -636,7 +636,7 @@ async fn next_reply(requests: &mut async_nats::Subscriber) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_answers_a_request_only_within_its_answer_window() {
     for user in USERS {
-        if let Some(r) = access::permissions(user).unwrap().allow_responses {
+        if let Some(r) = access::permissions(user, 1).unwrap().allow_responses {
             assert_eq!(r.max, 1, "{user} answers each request once");
             assert!(
                 r.expires <= access::QUERY_ANSWER_WINDOW,
@@ -644,7 +644,7 @@ async fn a_service_answers_a_request_only_within_its_answer_window() {
             );
         }
     }
-    let services_window = access::permissions("award")
+    let services_window = access::permissions("award", 1)
         .unwrap()
         .allow_responses
         .expect("a service answers health requests")

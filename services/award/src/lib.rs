@@ -31,11 +31,20 @@ pub const SERVICE: &str = "award";
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub service: ServiceConfig,
+    /// Decide in a split deployment although the rules that reach across applicants — a
+    /// person once per measure, M21's person for one agency — are enforced only inside each
+    /// partition: the reservation that makes them hold across partitions is not built
+    /// (docs/SCALING.md, step 6). Off, a split award refuses to start. Only for load where no
+    /// person is in two applicants' claims (`huiqi loadgen --partitions`); never in production.
+    pub unchecked_cross_partition_rules: bool,
 }
 
 impl Settings {
     pub fn new(service: ServiceConfig) -> Self {
-        Settings { service }
+        Settings {
+            service,
+            unchecked_cross_partition_rules: false,
+        }
     }
 }
 
@@ -429,6 +438,13 @@ impl RestoreRules for Restore {
 }
 
 pub async fn build(settings: Settings) -> Result<App, AwardError> {
+    let partition = settings.service.partition;
+    if partition.is_split() && !settings.unchecked_cross_partition_rules {
+        return Err(AwardError::Refused(format!(
+            "award partition {partition}: deciding in {} partitions would apply \"a person once per measure\" (and M21's \"a person counts once, for one agency\") inside each partition only, so a person in two applicants' claims could be paid twice; the cross-partition reservation is not built yet (docs/SCALING.md, step 6): run with 1 partition",
+            partition.count()
+        )));
+    }
     let core = Core::start(SERVICE, &settings.service, &Restore {}).await?;
     let policies = PolicySet::load(settings.service.policy_dir.as_deref())?;
     let mut state = State::default();
@@ -465,7 +481,7 @@ pub async fn build(settings: Settings) -> Result<App, AwardError> {
         // After the commit above: a kill before it checks again at the next start.
         core.log().answers_checked()?;
     }
-    let spec = huiqi_bus::topology::service_consumer(SERVICE).expect("award has a consumer");
+    let spec = core.consumer_spec();
     let handler = Handler {
         writer: core.writer.clone(),
         state,

@@ -21,12 +21,18 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     args.service.init_telemetry("info")?;
-    let config = args.service.config(huiqi_award::SERVICE)?;
-    let app = huiqi_award::build(huiqi_award::Settings::new(config))
-        .await
-        .context("starting award")?;
-    app.run(huiqi_bus::service::shutdown_signal())
-        .await
-        .context("award stopped")?;
-    Ok(())
+    // One worker per partition this process holds (one for intake or an unsplit deployment).
+    let configs = args.service.configs(huiqi_award::SERVICE)?;
+    huiqi_bus::service::run_workers(
+        configs,
+        huiqi_bus::service::shutdown_signal(),
+        |config| async move {
+            let partition = config.partition;
+            huiqi_award::build(huiqi_award::Settings::new(config))
+                .await
+                .with_context(|| format!("starting award (partition {partition})"))
+        },
+        |app, shutdown| async move { app.run(shutdown).await.context("award stopped") },
+    )
+    .await
 }

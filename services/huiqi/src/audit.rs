@@ -22,7 +22,7 @@ fn open(data_dir: &Path, service: &str) -> Result<Option<EventLog>, HuiqiError> 
     if !dir.is_dir() {
         return Ok(None);
     }
-    Ok(Some(EventLog::open(&dir)?))
+    Ok(Some(crate::commands::open_log(&dir)?))
 }
 
 fn unreadable(service: &str, seq: u64, e: impl std::fmt::Display) -> HuiqiError {

@@ -120,7 +120,7 @@ pub fn audit_logs(data_dir: &Path) -> Result<Vec<LogAudit>, HuiqiError> {
         };
         if a.present {
             let spinner = crate::progress::spinner(&format!("auditing {service}"));
-            let log = EventLog::open(&dir)?;
+            let log = open_log(&dir)?;
             let r = log.audit()?;
             spinner.finish_and_clear();
             a.records = r.records;
@@ -197,6 +197,21 @@ pub fn set_log_dirs(dirs: &[(String, PathBuf)]) -> Result<(), HuiqiError> {
 }
 
 /// A directory the command reads must exist (opening a sled log would create it).
+/// Opens one service's log for the offline tools. A split service keeps one log per partition
+/// (`<dir>/p<i>`); opening `<dir>` itself would create an empty log there and report nothing,
+/// so that is refused with the way to name one partition's log. (Tools over every partition
+/// at once are docs/SCALING.md's step 5, not built.)
+pub fn open_log(dir: &Path) -> Result<EventLog, HuiqiError> {
+    if dir.join("p0").is_dir() && !dir.join("db").exists() {
+        return Err(HuiqiError::Input(format!(
+            "{} holds a partitioned service's logs (p0, p1, …), one per partition; the offline tools read one log at a time: name one with --log-dir SERVICE={}/p<i>",
+            dir.display(),
+            dir.display()
+        )));
+    }
+    Ok(EventLog::open(dir)?)
+}
+
 fn existing_dir(dir: &Path) -> Result<(), HuiqiError> {
     if dir.is_dir() {
         Ok(())
@@ -214,7 +229,7 @@ pub fn replay_report(
     policy_dir: Option<&Path>,
 ) -> Result<huiqi_award::ReplayReport, HuiqiError> {
     existing_dir(&service_dir(data_dir, "award"))?;
-    let log = EventLog::open(&service_dir(data_dir, "award"))?;
+    let log = open_log(&service_dir(data_dir, "award"))?;
     let policies = PolicySet::load(policy_dir).map_err(|e| HuiqiError::Input(e.to_string()))?;
     let total = log.head().map(|h| h.0).unwrap_or(0);
     let bar = crate::progress::bar(total, "replaying the award log");
@@ -615,11 +630,13 @@ fn restore_rules(service: &str) -> Option<&'static dyn huiqi_bus::restore::Resto
 /// `huiqi restore`: rebuilds each named service's log under `data_dir/<service>` from the
 /// stream (read with `options`, which must be able to read the whole stream: the admin),
 /// checking every signature against `trust`. The services must be stopped; each target
-/// directory must hold no log.
+/// directory must hold no log. In a deployment of `partitions`, a split service's partitions
+/// are rebuilt one by one, each into `data_dir/<service>/p<i>` and its own consumer rewound.
 pub async fn restore(
     options: &NatsOptions,
     data_dir: &Path,
     services: &[String],
+    partitions: u16,
     trust: &huiqi_bus::trust::TrustStore,
 ) -> Result<String, HuiqiError> {
     let nats = |e: &dyn std::fmt::Display| HuiqiError::Nats(e.to_string());
@@ -636,30 +653,45 @@ pub async fn restore(
                 SERVICES.join(", ")
             ))
         })?;
-        let dir = data_dir.join(service);
-        let log = EventLog::open(&dir)?;
-        let started = Instant::now();
-        let bar = crate::progress::bar(0, &format!("restoring {service}"));
-        let report =
-            huiqi_bus::restore::restore(&js, service, &log, trust, rules, &mut |read, total| {
-                bar.set_length(total);
-                bar.set_position(read);
-                tracing::debug!(service = %service, read, total, "restoring");
-            })
+        for partition in huiqi_bus::topology::partitions_of(service, partitions) {
+            let dir = partition.dir(&data_dir.join(service));
+            let name = if partition.is_split() {
+                partition.durable(service)
+            } else {
+                service.clone()
+            };
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| HuiqiError::Io(dir.display().to_string(), e))?;
+            let log = open_log(&dir)?;
+            let started = Instant::now();
+            let bar = crate::progress::bar(0, &format!("restoring {name}"));
+            let report = huiqi_bus::restore::restore(
+                &js,
+                service,
+                partition,
+                &log,
+                trust,
+                rules,
+                &mut |read, total| {
+                    bar.set_length(total);
+                    bar.set_position(read);
+                    tracing::debug!(service = %name, read, total, "restoring");
+                },
+            )
             .await
             .map_err(|e| HuiqiError::Input(e.to_string()))?;
-        bar.finish_and_clear();
-        let audit = log.audit()?;
-        if let Some(from) = report.first_unanswered {
-            huiqi_bus::restore::rewind_consumer(&js, service, from)
-                .await
-                .map_err(|e| HuiqiError::Nats(e.to_string()))?;
+            bar.finish_and_clear();
+            let audit = log.audit()?;
+            if let Some(from) = report.first_unanswered {
+                huiqi_bus::restore::rewind_consumer(&js, service, partition, from)
+                    .await
+                    .map_err(|e| HuiqiError::Nats(e.to_string()))?;
+                out.push_str(&format!(
+                    "{name:<13} consumer rewound to stream sequence {from}: inputs without an answer on the stream are delivered again\n"
+                ));
+            }
             out.push_str(&format!(
-                "{service:<13} consumer rewound to stream sequence {from}: inputs without an answer on the stream are delivered again\n"
-            ));
-        }
-        out.push_str(&format!(
-            "{service:<13} {} log records from {} stream messages in {:.1} s: {} it published, {} it consumed recorded, {} answered inputs marked, {} unanswered left for redelivery, {} refused signatures; chain {}\n",
+            "{name:<13} {} log records from {} stream messages in {:.1} s: {} it published, {} it consumed recorded, {} answered inputs marked, {} unanswered left for redelivery, {} refused signatures; chain {}\n",
             report.log_records,
             report.stream_messages,
             started.elapsed().as_secs_f64(),
@@ -670,11 +702,12 @@ pub async fn restore(
             report.refused_signatures,
             if audit.is_clean() { "intact" } else { "BROKEN" },
         ));
-        for e in &report.refused_examples {
-            out.push_str(&format!(
-                "    refused: {}\n",
-                huiqi_events::escape_control(e)
-            ));
+            for e in &report.refused_examples {
+                out.push_str(&format!(
+                    "    refused: {}\n",
+                    huiqi_events::escape_control(e)
+                ));
+            }
         }
     }
     Ok(out)
@@ -705,7 +738,7 @@ pub async fn setup(
         stream.max_bytes,
         stream.max_messages,
         stream.duplicate_window_secs,
-        huiqi_bus::topology::all_consumers()
+        huiqi_bus::topology::all_consumers(stream.partitions)
             .iter()
             .map(|c| c.durable.clone())
             .chain(portals.iter().map(|p| huiqi_bus::access::portal_user(p)))
@@ -794,7 +827,7 @@ pub fn whatif(
     version: &str,
 ) -> Result<huiqi_award::WhatIfReport, HuiqiError> {
     existing_dir(&service_dir(data_dir, "award"))?;
-    let log = EventLog::open(&service_dir(data_dir, "award"))?;
+    let log = open_log(&service_dir(data_dir, "award"))?;
     let policies = PolicySet::load(policy_dir).map_err(|e| HuiqiError::Input(e.to_string()))?;
     huiqi_award::whatif(&log, &policies, version).map_err(|e| HuiqiError::Input(e.to_string()))
 }
@@ -855,7 +888,7 @@ pub fn supplement(
     confirm: Option<&str>,
 ) -> Result<huiqi_award::SupplementOutcome, HuiqiError> {
     existing_dir(&service_dir(data_dir, "award"))?;
-    let log = EventLog::open(&service_dir(data_dir, "award"))?;
+    let log = open_log(&service_dir(data_dir, "award"))?;
     let policies = PolicySet::load(policy_dir).map_err(|e| HuiqiError::Input(e.to_string()))?;
     let out = huiqi_award::supplement(&log, &policies, version, confirm)
         .map_err(|e| HuiqiError::Input(e.to_string()))?;

@@ -41,6 +41,10 @@ pub struct LoadSettings {
     pub probe: bool,
     /// Nodes of the private NATS (1, or a cluster of 3 or 5 with the stream at R3).
     pub cluster: usize,
+    /// Partitions of verification, award and payout, each a worker of its own in this one
+    /// process. The generated claims share no person, so the cross-applicant person rules that
+    /// split award does not enforce across partitions cannot bind (huiqi_award::Settings).
+    pub partitions: u16,
 }
 
 /// What one service put on the stream and in its log, per claim.
@@ -205,14 +209,14 @@ fn producer(subject: &str) -> &'static str {
     if subject == huiqi_events::subjects::APPLICATIONS_SUBMITTED {
         "portal"
     } else if subject.starts_with("huiqi.intake.")
-        || subject == huiqi_events::subjects::CLAIM_OPENED
+        || subject.starts_with(huiqi_events::subjects::CLAIM_OPENED)
     {
         "intake"
     } else if subject.starts_with("huiqi.internal.verification.") {
         "verification"
     } else if subject.starts_with("huiqi.awards.")
         || subject.starts_with("huiqi.entitlements.")
-        || subject == huiqi_events::subjects::PAYMENT_ORDERED
+        || subject.starts_with(huiqi_events::subjects::PAYMENT_ORDERED)
     {
         "award"
     } else if subject.starts_with("huiqi.payouts.") {
@@ -277,6 +281,8 @@ pub async fn run(settings: &LoadSettings, data_dir: &Path) -> Result<LoadReport,
     drop(fx);
     let mut up = UpSettings::new(&data_dir.join("run"), Some(&fixtures));
     up.cluster = settings.cluster;
+    up.stream.partitions = settings.partitions;
+    up.unchecked_cross_partition_rules = settings.partitions > 1;
     let mut pipeline = Pipeline::start(&up).await?;
     let nats_pids: Vec<u32> = match pipeline.cluster() {
         Some(c) => c.nodes().iter().filter_map(|n| n.pid()).collect(),
@@ -478,11 +484,13 @@ pub async fn run(settings: &LoadSettings, data_dir: &Path) -> Result<LoadReport,
     let rss_self = peak_rss_mb("self");
     let claims = n.max(1) as f64;
     for service in ["intake", "verification", "award", "payout"] {
-        let log = huiqi_eventlog::EventLog::open(&up.data_dir.join(service))?;
-        let audit = log.audit()?;
         let s = per_service.entry(service.to_string()).or_default();
-        s.log_records_per_claim = audit.records as f64;
-        s.log_bytes_per_claim = audit.bytes as f64;
+        for p in huiqi_bus::topology::partitions_of(service, settings.partitions) {
+            let log = huiqi_eventlog::EventLog::open(&p.dir(&up.data_dir.join(service)))?;
+            let audit = log.audit()?;
+            s.log_records_per_claim += audit.records as f64;
+            s.log_bytes_per_claim += audit.bytes as f64;
+        }
     }
     for s in per_service.values_mut() {
         s.stream_messages_per_claim /= claims;
@@ -533,7 +541,7 @@ pub async fn run(settings: &LoadSettings, data_dir: &Path) -> Result<LoadReport,
     });
     Ok(LoadReport {
         mode: format!(
-            "{}{}",
+            "{}{}{}",
             match settings.rate {
                 None => "all at once".to_string(),
                 Some(r) => format!("open loop at {r} claims/s"),
@@ -541,6 +549,10 @@ pub async fn run(settings: &LoadSettings, data_dir: &Path) -> Result<LoadReport,
             match settings.cluster {
                 0 | 1 => String::new(),
                 n => format!(", on a {n}-node NATS cluster (stream R3)"),
+            },
+            match settings.partitions {
+                0 | 1 => String::new(),
+                n => format!(", {n} partitions"),
             }
         ),
         applications: n,

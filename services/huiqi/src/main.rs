@@ -158,6 +158,11 @@ enum Command {
         /// The trust file whose keys vouch for the stream's events.
         #[arg(long, env = "HUIQI_TRUST_FILE")]
         trust_file: PathBuf,
+        /// The deployment's partitions: a split service's are rebuilt one by one, each into
+        /// `<data-dir>/<service>/p<i>`.
+        #[arg(long, env = "HUIQI_PARTITIONS", default_value_t = 1,
+              value_parser = clap::value_parser!(u16).range(1..=huiqi_events::partition::MAX_PARTITIONS as i64))]
+        partitions: u16,
     },
     /// Key material for a deployment.
     Keys {
@@ -192,6 +197,11 @@ enum Command {
         /// the same users, plus server name, routes and route password from the environment.
         #[arg(long)]
         cluster: bool,
+        /// The deployment's partitions (as given to `huiqi setup`): each split service's
+        /// consumers `<service>-p<i>` are named in its permissions.
+        #[arg(long, env = "HUIQI_PARTITIONS", default_value_t = 1,
+              value_parser = clap::value_parser!(u16).range(1..=huiqi_events::partition::MAX_PARTITIONS as i64))]
+        partitions: u16,
     },
     /// Decide an application offline; prints the award event's data.
     Evaluate {
@@ -290,6 +300,11 @@ enum Command {
         /// measure what replication costs.
         #[arg(long, default_value_t = 1, value_parser = parse_cluster)]
         cluster: usize,
+        /// Split verification, award and payout into this many partitions, a worker each in
+        /// this process (award then decides on several cores).
+        #[arg(long, default_value_t = 1,
+              value_parser = clap::value_parser!(u16).range(1..=huiqi_events::partition::MAX_PARTITIONS as i64))]
+        partitions: u16,
     },
 }
 
@@ -581,6 +596,7 @@ async fn run() -> anyhow::Result<()> {
             all,
             data_dir,
             trust_file,
+            partitions,
         } => {
             init_tracing("info");
             let trust = huiqi_bus::trust::TrustStore::from_file(&trust_file)?;
@@ -594,7 +610,8 @@ async fn run() -> anyhow::Result<()> {
             };
             print!(
                 "{}",
-                huiqi::commands::restore(&nats.options(), &data_dir, &services, &trust).await?
+                huiqi::commands::restore(&nats.options(), &data_dir, &services, partitions, &trust)
+                    .await?
             );
         }
         Command::Keys {
@@ -631,14 +648,21 @@ async fn run() -> anyhow::Result<()> {
         Command::Contract { out } => {
             print!("{}", huiqi::commands::write_contract(&out)?);
         }
-        Command::NatsConfig { portals, cluster } => {
+        Command::NatsConfig {
+            portals,
+            cluster,
+            partitions,
+        } => {
             if cluster {
                 print!(
                     "{}",
-                    huiqi_bus::access::cluster_config_with_portals(&portals)
+                    huiqi_bus::access::cluster_config_with_portals(&portals, partitions)
                 );
             } else {
-                print!("{}", huiqi_bus::access::config_with_portals(&portals));
+                print!(
+                    "{}",
+                    huiqi_bus::access::config_with_portals(&portals, partitions)
+                );
             }
         }
         Command::Evaluate {
@@ -847,6 +871,7 @@ async fn run() -> anyhow::Result<()> {
             data_dir,
             timeout_secs,
             cluster,
+            partitions,
         } => {
             init_tracing("warn");
             let (dir, _keep) = temp_or(data_dir)?;
@@ -861,6 +886,7 @@ async fn run() -> anyhow::Result<()> {
                 timeout: Duration::from_secs(timeout_secs),
                 probe,
                 cluster,
+                partitions,
             };
             let report = huiqi::loadgen::run(&settings, &dir).await?;
             println!("{report}");

@@ -49,6 +49,9 @@ pub struct UpSettings {
     pub portals: Vec<String>,
     /// How often each service anchors its log head on the stream (and once at stop).
     pub anchor_every: Duration,
+    /// Let award decide split (`stream.partitions` > 1) although the cross-applicant person
+    /// rules hold only inside each partition (huiqi_award::Settings): loadgen only.
+    pub unchecked_cross_partition_rules: bool,
 }
 
 impl UpSettings {
@@ -68,6 +71,7 @@ impl UpSettings {
             policy_dir: None,
             portals: Vec::new(),
             anchor_every: Duration::from_secs(60),
+            unchecked_cross_partition_rules: false,
         }
     }
 
@@ -144,7 +148,8 @@ impl Pipeline {
             None => {
                 let users = Arc::new(
                     NatsUsers::load_or_generate(&keys_dir, &s.portals)
-                        .map_err(|e| HuiqiError::Start("NATS user keys", e.to_string()))?,
+                        .map_err(|e| HuiqiError::Start("NATS user keys", e.to_string()))?
+                        .with_partitions(s.stream.partitions),
                 );
                 let dir = s.data_dir.join("nats");
                 let server = if s.cluster > 1 {
@@ -201,7 +206,28 @@ impl Pipeline {
             let mut config = ServiceConfig::new(nats, s.data_dir.join(name), key, trust.clone());
             config.policy_dir = s.policy_dir.clone();
             config.anchor_every = s.anchor_every;
+            // A worker that finds its directory lost rebuilds it from the stream (the
+            // `recovery` login; this process holds every key anyway).
+            let mut recovery = logins.options("recovery");
+            if recovery.inbox_prefix.is_none() {
+                recovery.inbox_prefix = Some(huiqi_bus::access::inbox_prefix("recovery"));
+            }
+            config.lease.recovery = Some(recovery);
+            // Intake routes by the count; split services get a worker per partition below.
+            config.partition = huiqi_events::Partition::new(0, s.stream.partitions)
+                .map_err(|e| HuiqiError::Start("partitions", e))?;
             Ok(config)
+        };
+        // One worker per partition of a split service, each its own connection, consumer,
+        // lease and log (`<data_dir>/<service>/p<i>`).
+        let workers = |name: &str| -> Result<Vec<ServiceConfig>, HuiqiError> {
+            let base = config(name)?;
+            Ok(
+                huiqi_bus::topology::partitions_of(name, s.stream.partitions)
+                    .into_iter()
+                    .map(|p| base.for_partition(name, p))
+                    .collect(),
+            )
         };
 
         if let Some(fixtures) = &s.fixtures_dir {
@@ -220,21 +246,38 @@ impl Pipeline {
         let intake = huiqi_intake::build(huiqi_intake::Settings::new(config("intake")?))
             .await
             .map_err(|e| HuiqiError::Start("intake", e.to_string()))?;
-        let mut vs = huiqi_verification::Settings::new(config("verification")?);
-        vs.retry = retry.clone();
-        let verification = huiqi_verification::build(vs)
-            .await
-            .map_err(|e| HuiqiError::Start("verification", e.to_string()))?;
-        let award = huiqi_award::build(huiqi_award::Settings::new(config("award")?))
-            .await
-            .map_err(|e| HuiqiError::Start("award", e.to_string()))?;
-        let mut pays = huiqi_payout::Settings::new(config("payout")?);
-        pays.retry = retry;
-        let payout = huiqi_payout::build(pays)
-            .await
-            .map_err(|e| HuiqiError::Start("payout", e.to_string()))?;
+        let mut logs = vec![intake.log()];
+        let mut verifications = Vec::new();
+        for c in workers("verification")? {
+            let mut vs = huiqi_verification::Settings::new(c);
+            vs.retry = retry.clone();
+            let app = huiqi_verification::build(vs)
+                .await
+                .map_err(|e| HuiqiError::Start("verification", e.to_string()))?;
+            logs.push(app.log());
+            verifications.push(app);
+        }
+        let mut awards = Vec::new();
+        for c in workers("award")? {
+            let mut settings = huiqi_award::Settings::new(c);
+            settings.unchecked_cross_partition_rules = s.unchecked_cross_partition_rules;
+            let app = huiqi_award::build(settings)
+                .await
+                .map_err(|e| HuiqiError::Start("award", e.to_string()))?;
+            logs.push(app.log());
+            awards.push(app);
+        }
+        let mut payouts = Vec::new();
+        for c in workers("payout")? {
+            let mut pays = huiqi_payout::Settings::new(c);
+            pays.retry = retry.clone();
+            let app = huiqi_payout::build(pays)
+                .await
+                .map_err(|e| HuiqiError::Start("payout", e.to_string()))?;
+            logs.push(app.log());
+            payouts.push(app);
+        }
 
-        let logs = vec![intake.log(), verification.log(), award.log(), payout.log()];
         let query_client = logins
             .options("query")
             .connect("huiqi-query")
@@ -244,17 +287,23 @@ impl Pipeline {
         tasks.spawn(async move { ("query", crate::query::serve(query_client, logs, sd).await) });
         let sd = shutdown.clone();
         tasks.spawn(async move { ("intake", intake.run(sd).await.map_err(|e| e.to_string())) });
-        let sd = shutdown.clone();
-        tasks.spawn(async move {
-            (
-                "verification",
-                verification.run(sd).await.map_err(|e| e.to_string()),
-            )
-        });
-        let sd = shutdown.clone();
-        tasks.spawn(async move { ("award", award.run(sd).await.map_err(|e| e.to_string())) });
-        let sd = shutdown.clone();
-        tasks.spawn(async move { ("payout", payout.run(sd).await.map_err(|e| e.to_string())) });
+        for verification in verifications {
+            let sd = shutdown.clone();
+            tasks.spawn(async move {
+                (
+                    "verification",
+                    verification.run(sd).await.map_err(|e| e.to_string()),
+                )
+            });
+        }
+        for award in awards {
+            let sd = shutdown.clone();
+            tasks.spawn(async move { ("award", award.run(sd).await.map_err(|e| e.to_string())) });
+        }
+        for payout in payouts {
+            let sd = shutdown.clone();
+            tasks.spawn(async move { ("payout", payout.run(sd).await.map_err(|e| e.to_string())) });
+        }
         tracing::info!(nats = %url, data_dir = %s.data_dir.display(), "huiqi pipeline running");
         Ok(Pipeline {
             url,

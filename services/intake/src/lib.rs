@@ -143,13 +143,14 @@ pub async fn build(settings: Settings) -> Result<App, IntakeError> {
     let core = Core::start(SERVICE, &settings.service, &Restore {}).await?;
     let mut state = State::default();
     core.fold(|rec| state.apply(&rec.envelope))?;
-    let spec = huiqi_bus::topology::service_consumer(SERVICE).expect("intake has a consumer");
+    let spec = core.consumer_spec();
     let handler = Handler {
         writer: core.writer.clone(),
         state,
         policies: PolicySet::load(settings.service.policy_dir.as_deref())?,
         max_persons: settings.max_persons,
         max_application_bytes: settings.max_application_bytes,
+        partitions: settings.service.partition.count(),
     };
     Ok(App {
         service: Consuming::new(core, spec, handler, Signatures::Optional).await?,
@@ -207,6 +208,8 @@ struct Handler {
     policies: PolicySet,
     max_persons: usize,
     max_application_bytes: usize,
+    /// The deployment's partitions: each opened claim goes to its applicant's.
+    partitions: u16,
 }
 
 /// The outcome of reading one message.
@@ -477,6 +480,12 @@ impl Handler {
                         if errors.is_empty() {
                             let claim_id = claim_id_for(&id);
                             tracing::info!(application_id = %escape_control(&id), %claim_id, correlation_id = %escape_control(env.correlationid.as_deref().unwrap_or(&env.id)), causation_id = %escape_control(&env.id), measure = %escape_control(&app.measure), persons = app.person_ids().len(), "claim opened");
+                            // Every claim of one applicant in one partition, so the per-
+                            // enterprise rules stay inside one worker's history.
+                            let partition = huiqi_events::Partition::of_applicant(
+                                &app.applicant.uscc,
+                                self.partitions,
+                            );
                             let opened = ClaimOpened {
                                 claim_id: claim_id.clone(),
                                 application: *app,
@@ -492,7 +501,10 @@ impl Handler {
                             )
                             .expect("serializes")
                             .caused_by(&env);
-                            events.push(Pending::publish(e, subjects::CLAIM_OPENED));
+                            events.push(Pending::publish(
+                                e,
+                                partition.subject(subjects::CLAIM_OPENED),
+                            ));
                             // The reply last: a rebuild counts the application answered when
                             // its reply is on the stream, and the relay publishes a commit's
                             // events in order, so the opened claim is there before it.

@@ -143,7 +143,7 @@ pub async fn build(settings: Settings) -> Result<App, PayoutError> {
             "resuming payments without a recorded outcome"
         );
     }
-    let spec = huiqi_bus::topology::service_consumer(SERVICE).expect("payout has a consumer");
+    let spec = core.consumer_spec();
     let (tx, rx) = mpsc::unbounded_channel();
     let handler = Handler {
         service: SERVICE,

@@ -21,12 +21,18 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     args.service.init_telemetry("info")?;
-    let config = args.service.config(huiqi_payout::SERVICE)?;
-    let app = huiqi_payout::build(huiqi_payout::Settings::new(config))
-        .await
-        .context("starting payout")?;
-    app.run(huiqi_bus::service::shutdown_signal())
-        .await
-        .context("payout stopped")?;
-    Ok(())
+    // One worker per partition this process holds (one for intake or an unsplit deployment).
+    let configs = args.service.configs(huiqi_payout::SERVICE)?;
+    huiqi_bus::service::run_workers(
+        configs,
+        huiqi_bus::service::shutdown_signal(),
+        |config| async move {
+            let partition = config.partition;
+            huiqi_payout::build(huiqi_payout::Settings::new(config))
+                .await
+                .with_context(|| format!("starting payout (partition {partition})"))
+        },
+        |app, shutdown| async move { app.run(shutdown).await.context("payout stopped") },
+    )
+    .await
 }

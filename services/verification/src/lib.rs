@@ -135,7 +135,7 @@ pub async fn build(settings: Settings) -> Result<App, VerificationError> {
     if !resume.is_empty() {
         tracing::info!(claims = resume.len(), "resuming claims left unverified");
     }
-    let spec = huiqi_bus::topology::service_consumer(SERVICE).expect("verification has a consumer");
+    let spec = core.consumer_spec();
     let (tx, rx) = mpsc::unbounded_channel();
     let handler = Handler {
         service: SERVICE,

@@ -21,12 +21,18 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     args.service.init_telemetry("info")?;
-    let config = args.service.config(huiqi_verification::SERVICE)?;
-    let app = huiqi_verification::build(huiqi_verification::Settings::new(config))
-        .await
-        .context("starting verification")?;
-    app.run(huiqi_bus::service::shutdown_signal())
-        .await
-        .context("verification stopped")?;
-    Ok(())
+    // One worker per partition this process holds (one for intake or an unsplit deployment).
+    let configs = args.service.configs(huiqi_verification::SERVICE)?;
+    huiqi_bus::service::run_workers(
+        configs,
+        huiqi_bus::service::shutdown_signal(),
+        |config| async move {
+            let partition = config.partition;
+            huiqi_verification::build(huiqi_verification::Settings::new(config))
+                .await
+                .with_context(|| format!("starting verification (partition {partition})"))
+        },
+        |app, shutdown| async move { app.run(shutdown).await.context("verification stopped") },
+    )
+    .await
 }

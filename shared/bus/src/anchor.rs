@@ -11,7 +11,7 @@ use crate::BusError;
 use async_nats::jetstream;
 use huiqi_eventlog::EventLog;
 use huiqi_events::payloads::LogHead;
-use huiqi_events::{subjects, types, Envelope};
+use huiqi_events::{subjects, types, Envelope, Partition};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -22,8 +22,10 @@ pub fn hex(hash: &[u8]) -> String {
 }
 
 /// The signed head event of `service` at `seq` (its id derives from the sequence, so
-/// publishing the same head twice is dropped by the stream's duplicate window).
-pub fn head_event(service: &str, seq: u64, hash: &[u8]) -> Envelope {
+/// publishing the same head twice is dropped by the stream's duplicate window). A split
+/// service's partitions each have their own log, so the partition is part of the id (two
+/// partitions at the same sequence must not look like one head published twice).
+pub fn head_event(service: &str, partition: Partition, seq: u64, hash: &[u8]) -> Envelope {
     let data = LogHead {
         service: service.to_string(),
         log_sequence: seq,
@@ -32,7 +34,7 @@ pub fn head_event(service: &str, seq: u64, hash: &[u8]) -> Envelope {
     Envelope::derived(
         service,
         types::LOG_HEAD,
-        service,
+        &partition.durable(service),
         &data,
         &format!("head-{seq}"),
         "0",
@@ -44,6 +46,7 @@ pub fn head_event(service: &str, seq: u64, hash: &[u8]) -> Envelope {
 pub async fn publish_head(
     js: &jetstream::Context,
     service: &str,
+    partition: Partition,
     log: &EventLog,
     key: &SigningKey,
 ) -> Result<u64, BusError> {
@@ -51,16 +54,18 @@ pub async fn publish_head(
     if seq == 0 {
         return Ok(0);
     }
-    let env = head_event(service, seq, &hash);
+    let env = head_event(service, partition, seq, &hash);
+    // Split: `huiqi.heads.<service>.<index>`, one subject per partition's log.
+    let subject = partition.subject(&subjects::heads_subject(service));
     let bytes = env.encode();
     let mut headers = async_nats::HeaderMap::new();
     headers.insert("Nats-Msg-Id", env.id.as_str());
     headers.insert(SIGNATURE_HEADER, key.sign(&bytes).as_str());
     let fail = |e: &dyn std::fmt::Display| BusError::Publish {
-        subject: subjects::heads_subject(service),
+        subject: subject.clone(),
         message: e.to_string(),
     };
-    js.publish_with_headers(subjects::heads_subject(service), headers, bytes.into())
+    js.publish_with_headers(subject.clone(), headers, bytes.into())
         .await
         .map_err(|e| fail(&e))?
         .await
@@ -68,13 +73,20 @@ pub async fn publish_head(
     Ok(seq)
 }
 
+/// Whose log head is anchored, and where: one service's worker for one partition.
+pub struct Anchoring {
+    pub js: jetstream::Context,
+    pub service: String,
+    pub partition: Partition,
+    pub key: Arc<SigningKey>,
+    /// How often the head is published while it moves.
+    pub every: Duration,
+}
+
 /// Publishes the head every `every` while it moves, and once more when `stop` fires.
 pub async fn run(
-    js: jetstream::Context,
-    service: String,
+    a: Anchoring,
     log: Arc<EventLog>,
-    key: Arc<SigningKey>,
-    every: Duration,
     stop: CancellationToken,
     fence: crate::lease::Fence,
 ) {
@@ -82,15 +94,15 @@ pub async fn run(
     loop {
         let stopping = tokio::select! {
             _ = stop.cancelled() => true,
-            _ = tokio::time::sleep(every) => false,
+            _ = tokio::time::sleep(a.every) => false,
         };
         let moved = log.head().map(|(seq, _)| seq > anchored).unwrap_or(false);
         // An instance that no longer holds its lease has no head worth anchoring.
         if moved && fence.held() {
-            match publish_head(&js, &service, &log, &key).await {
+            match publish_head(&a.js, &a.service, a.partition, &log, &a.key).await {
                 Ok(seq) => anchored = seq,
                 Err(e) => {
-                    tracing::warn!(service = %service, error = %e, "log head not anchored; trying again later")
+                    tracing::warn!(service = %a.service, partition = %a.partition, error = %e, "log head not anchored; trying again later")
                 }
             }
         }

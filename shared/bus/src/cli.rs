@@ -60,6 +60,15 @@ pub struct ServiceArgs {
     /// with an error (a restart of the same instance never needs it).
     #[arg(long, env = "HUIQI_RECOVERY_NKEY_FILE")]
     pub recovery_nkey: Option<PathBuf>,
+    /// How many partitions the deployment's claim work is split into (as given to
+    /// `huiqi setup` and `huiqi nats-config`); intake routes claims by it.
+    #[arg(long = "partitions", env = "HUIQI_PARTITIONS", default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(1..=huiqi_events::partition::MAX_PARTITIONS as i64))]
+    pub partitions: u16,
+    /// Which partitions this process works on (e.g. `0,2`); default all of them. Each is a
+    /// worker with its own consumer, lease and log directory (`<data-dir>/<service>/p<i>`).
+    #[arg(long = "partition", env = "HUIQI_PARTITION_SET", value_delimiter = ',')]
+    pub partition: Vec<u16>,
 }
 
 /// What is missing or wrong in a service's start-up configuration.
@@ -81,6 +90,29 @@ impl ServiceArgs {
             tracing::info!(%addr, "metrics at http://{addr}/metrics");
         }
         Ok(())
+    }
+
+    /// One configuration per partition of `service` this process works on (one for intake,
+    /// which is never split, and for an unsplit deployment): see [`Self::config`].
+    pub fn configs(&self, service: &str) -> Result<Vec<ServiceConfig>, ConfigError> {
+        let base = self.config(service)?;
+        let all = crate::topology::partitions_of(service, self.partitions);
+        if self.partition.is_empty() || !crate::topology::is_partitioned(service) {
+            return Ok(all
+                .into_iter()
+                .map(|p| base.for_partition(service, p))
+                .collect());
+        }
+        let mut held = self.partition.clone();
+        held.sort_unstable();
+        held.dedup();
+        held.into_iter()
+            .map(|i| {
+                huiqi_events::Partition::new(i, self.partitions)
+                    .map(|p| base.for_partition(service, p))
+                    .map_err(|e| ConfigError::Missing(format!("--partition {i}: {e}")))
+            })
+            .collect()
     }
 
     /// The configuration of `service`: its NATS login (replies under `_INBOX_<service>` unless
@@ -121,6 +153,9 @@ impl ServiceArgs {
         config.anchor_every = Duration::from_secs(self.anchor_every_secs.max(1));
         config.lease.instance = self.instance.clone();
         config.lease.ttl = Duration::from_secs(self.lease_ttl_secs.max(1));
+        // Intake's routing reads the count; split services get their index in `configs`.
+        config.partition = huiqi_events::Partition::new(0, self.partitions)
+            .map_err(|e| ConfigError::Missing(format!("--partitions: {e}")))?;
         config.lease.recovery = self.recovery_nkey.as_ref().map(|path| {
             let mut o = self.nats.options();
             o.creds_file = None;

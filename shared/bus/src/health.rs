@@ -268,10 +268,14 @@ fn provider_of(service: &str, subject: &str) -> bool {
 }
 
 /// Answers `huiqi.health.<service>` and `$SRV.PING/INFO/STATS` (as NATS micro-service
-/// `huiqi-<service>`) until `shutdown`. Not being allowed to is logged, not fatal.
+/// `huiqi-<service>`) until `shutdown`. Not being allowed to is logged, not fatal. A split
+/// service's worker also answers `huiqi.health.<service>.<index>` for its partition alone;
+/// on the service's subject the workers form a queue group, so one of them answers with its
+/// own partition's report (what `huiqi status` shows until it asks per partition).
 pub async fn serve(
     client: async_nats::Client,
     service: String,
+    partition: huiqi_events::Partition,
     log: Arc<huiqi_eventlog::EventLog>,
     shutdown: CancellationToken,
 ) {
@@ -287,12 +291,31 @@ pub async fn serve(
             return;
         }
     };
-    let mut endpoint = match svc.group("huiqi.health").endpoint(service.clone()).await {
+    let endpoint = match svc.group("huiqi.health").endpoint(service.clone()).await {
         Ok(e) => e,
         Err(e) => {
             tracing::warn!(service = %service, error = %e, "health endpoint not started");
             return;
         }
+    };
+    let own = if partition.is_split() {
+        match svc
+            .group(health_subject(&service))
+            .endpoint(partition.index().to_string())
+            .await
+        {
+            Ok(e) => Some(e),
+            Err(e) => {
+                tracing::warn!(service = %service, %partition, error = %e, "partition health endpoint not started");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let mut endpoint = match own {
+        Some(own) => futures_util::stream::select(endpoint, own).boxed(),
+        None => endpoint.boxed(),
     };
     // Run numbers start from the clock, so a number asked after a restart of the service is
     // not mistaken for a run of the new instance.

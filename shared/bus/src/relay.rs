@@ -14,7 +14,9 @@ use async_nats::jetstream;
 use async_nats::HeaderMap;
 use huiqi_eventlog::{Commit, EventLog, Outgoing, Pending};
 use huiqi_events::payloads::EventUnpublishable;
-use huiqi_events::{subjects, types, Envelope};
+use huiqi_events::{subjects, types, Envelope, Partition};
+
+const INTERNAL: &str = "huiqi.internal.";
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -38,6 +40,7 @@ pub struct Relay {
     service: String,
     key: Arc<SigningKey>,
     fence: crate::lease::Fence,
+    partition: Partition,
 }
 
 impl Relay {
@@ -55,7 +58,17 @@ impl Relay {
             service: service.to_string(),
             key,
             fence: crate::lease::Fence::always(),
+            partition: Partition::ONLY,
         }
+    }
+
+    /// A split service's worker: its events on `huiqi.internal.*` subjects go out on its
+    /// partition's (`….<index>`), where the next service's worker for the same partition reads
+    /// them; the log keeps the subject as the service named it, so the code that decides never
+    /// needs to know the partition. Contract subjects are never changed.
+    pub fn in_partition(mut self, partition: Partition) -> Self {
+        self.partition = partition;
+        self
     }
 
     /// Publishes only while `fence` holds: an instance whose lease ran out or was taken must
@@ -135,6 +148,11 @@ impl Relay {
                 event,
             } = out;
             let size = event.len();
+            let subject = if self.partition.is_split() && subject.starts_with(INTERNAL) {
+                self.partition.subject(&subject)
+            } else {
+                subject
+            };
             match self
                 .js
                 .publish_with_headers(subject.clone(), headers, event.into())

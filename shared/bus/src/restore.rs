@@ -13,6 +13,13 @@
 //!   durable consumer has not had it acked and delivers it again, and the service answers it
 //!   then, under the same derived ids.
 //!
+//! A split service's partition (huiqi_events::partition) is rebuilt alone: its inputs are those
+//! on its consumer's subjects (`….<index>`), and of what the service produced only what belongs
+//! to the partition — on internal subjects by their last token; on contract subjects (awards,
+//! entitlements, payouts), which carry none, by their cause: every answer names the input it
+//! answers (`causationid`), and that input precedes it on the stream. Parked records go by the
+//! subject of the message they park.
+//!
 //! Events whose signature does not verify are counted and left out. Because derived event ids
 //! are deterministic, a restored service that re-derives anything republishes nothing new.
 
@@ -25,7 +32,7 @@ use async_nats::jetstream;
 use futures_util::StreamExt;
 use huiqi_eventlog::{Commit, EventLog, Pending};
 use huiqi_events::payloads::MessageParked;
-use huiqi_events::{types, Envelope};
+use huiqi_events::{types, Envelope, Partition};
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -123,6 +130,7 @@ fn err(what: &str, e: &dyn std::fmt::Display) -> BusError {
 pub async fn restore(
     js: &jetstream::Context,
     service: &str,
+    partition: Partition,
     log: &EventLog,
     trust: &TrustStore,
     rules: &dyn RestoreRules,
@@ -137,11 +145,14 @@ pub async fn restore(
             ),
         });
     }
-    let filter = topology::SERVICE_CONSUMERS
-        .iter()
-        .find(|(s, _)| *s == service)
-        .map(|(_, f)| *f)
+    let filter = topology::service_consumer_in(service, partition)
+        .map(|spec| spec.filter)
         .ok_or_else(|| err("restore", &format!("unknown service `{service}`")))?;
+    let filter = filter.as_str();
+    let split = partition.is_split() && topology::is_partitioned(service);
+    // Split: the ids of this partition's inputs and of what it produced, so an answer on a
+    // contract subject is kept only when its cause is one of them.
+    let mut ours: std::collections::HashSet<String> = Default::default();
     let own = crate::access::event_subjects(service);
     let mut stream = js.get_stream(STREAM).await.map_err(|e| err("stream", &e))?;
     let last = stream
@@ -223,6 +234,22 @@ pub async fn restore(
             Err(SignatureError::Missing) if rules.signatures() == Signatures::Optional => None,
             Err(e) => Some(e),
         };
+        if split && produced && !consumed {
+            let env = Envelope::decode(&msg.payload)
+                .and_then(types::upcast)
+                .map_err(|e| err(&format!("stream seq {seq}"), &e))?;
+            if !in_partition(&env, &subject, partition, filter, &ours) {
+                if seq >= last {
+                    break;
+                }
+                continue;
+            }
+            ours.insert(env.id.clone());
+        } else if split && consumed {
+            if let Ok(env) = Envelope::decode(&msg.payload) {
+                ours.insert(env.id);
+            }
+        }
         if produced || consumed {
             match (refused, consumed) {
                 (Some(e), true) if !produced => {
@@ -343,15 +370,38 @@ pub async fn restore(
     Ok(report)
 }
 
-/// Makes `service`'s durable consumer deliver again from stream sequence `from` (admin): the
-/// consumer is deleted and created anew with the same settings, starting there. The restored
-/// inbox turns what was already handled into no-ops; what was not is handled now.
+/// Whether an event a split service produced belongs to `partition` (see the module docs):
+/// `ours` holds the ids of the partition's inputs and products seen so far.
+fn in_partition(
+    env: &Envelope,
+    subject: &str,
+    partition: Partition,
+    filter: &str,
+    ours: &std::collections::HashSet<String>,
+) -> bool {
+    if let Some(rest) = subject.strip_prefix("huiqi.internal.") {
+        return rest.rsplit_once('.').map(|(_, token)| token)
+            == Some(&partition.index().to_string());
+    }
+    if env.ty == types::MESSAGE_PARKED {
+        return env
+            .data_as::<MessageParked>()
+            .is_ok_and(|p| topology::subject_matches(filter, &p.subject));
+    }
+    env.causationid.as_ref().is_some_and(|c| ours.contains(c))
+}
+
+/// Makes `service`'s durable consumer (its `partition`'s, when split) deliver again from
+/// stream sequence `from` (admin): the consumer is deleted and created anew with the same
+/// settings, starting there. The restored inbox turns what was already handled into no-ops;
+/// what was not is handled now.
 pub async fn rewind_consumer(
     js: &jetstream::Context,
     service: &str,
+    partition: Partition,
     from: u64,
 ) -> Result<(), BusError> {
-    let spec = topology::service_consumer(service)
+    let spec = topology::service_consumer_in(service, partition)
         .ok_or_else(|| err("rewind", &format!("unknown service `{service}`")))?;
     let stream = js.get_stream(STREAM).await.map_err(|e| err("stream", &e))?;
     // A consumer that is already gone is fine: it is created below.

@@ -14,7 +14,7 @@ use crate::BusError;
 use async_nats::jetstream;
 use huiqi_eventlog::{EventLog, LogError, Pending, Record};
 use huiqi_events::payloads::{MessageParked, RecordSkipped};
-use huiqi_events::{subjects, types, Envelope};
+use huiqi_events::{subjects, types, Envelope, Partition};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -38,6 +38,10 @@ pub struct ServiceConfig {
     pub anchor_every: std::time::Duration,
     /// Which instance does the work when several run (crate::lease).
     pub lease: LeaseSettings,
+    /// The partition this worker holds (huiqi_events::partition): its consumer, lease, log
+    /// directory and internal subjects. Intake is never split; it reads the count only, to
+    /// route each claim to its partition. [`Partition::ONLY`] unless split.
+    pub partition: Partition,
 }
 
 /// How a service instance takes and holds its lease (several instances, one working).
@@ -82,8 +86,64 @@ impl ServiceConfig {
             policy_dir: None,
             anchor_every: std::time::Duration::from_secs(60),
             lease: LeaseSettings::default(),
+            partition: Partition::ONLY,
         }
     }
+
+    /// The configuration of `service`'s worker for `partition`: for a split service its own
+    /// log directory (`<data_dir>/p<index>`); intake keeps its one directory.
+    pub fn for_partition(&self, service: &str, partition: Partition) -> ServiceConfig {
+        let mut c = self.clone();
+        c.partition = partition;
+        if crate::topology::is_partitioned(service) {
+            c.data_dir = partition.dir(&self.data_dir);
+        }
+        c
+    }
+}
+
+/// Runs one worker of a service per configuration (the partitions this process holds) until
+/// `shutdown`: `build` starts one (in turn: each may wait for its partition's lease), `run`
+/// runs it on its own task, so partitions decide on several cores. The first to fail stops
+/// the others, and its error is returned once they have stopped in a safe state.
+pub async fn run_workers<A, B, BF, R, RF, E>(
+    configs: Vec<ServiceConfig>,
+    shutdown: CancellationToken,
+    build: B,
+    run: R,
+) -> Result<(), E>
+where
+    B: Fn(ServiceConfig) -> BF,
+    BF: Future<Output = Result<A, E>>,
+    R: Fn(A, CancellationToken) -> RF,
+    RF: Future<Output = Result<(), E>> + Send + 'static,
+    E: Send + 'static,
+{
+    let mut apps = Vec::with_capacity(configs.len());
+    for c in configs {
+        apps.push(build(c).await?);
+    }
+    let stop = shutdown.child_token();
+    let mut set = tokio::task::JoinSet::new();
+    for app in apps {
+        let (fut, stop) = (run(app, stop.clone()), stop.clone());
+        set.spawn(async move {
+            let r = fut.await;
+            if r.is_err() {
+                stop.cancel();
+            }
+            r
+        });
+    }
+    let mut first = Ok(());
+    while let Some(r) = set.join_next().await {
+        match r {
+            Ok(Err(e)) if first.is_ok() => first = Err(e),
+            Ok(_) => {}
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+    first
 }
 
 pub struct Core {
@@ -98,6 +158,7 @@ pub struct Core {
     anchor_every: std::time::Duration,
     lease: Option<Lease>,
     fence: Fence,
+    partition: Partition,
 }
 
 impl Core {
@@ -110,6 +171,11 @@ impl Core {
         rules: &dyn RestoreRules,
     ) -> Result<Core, BusError> {
         let dir = &config.data_dir;
+        let partition = if crate::topology::is_partitioned(name) {
+            config.partition
+        } else {
+            Partition::ONLY
+        };
         std::fs::create_dir_all(dir).map_err(|e| BusError::Setup {
             what: format!("data dir {}", dir.display()),
             message: e.to_string(),
@@ -117,7 +183,7 @@ impl Core {
         let client = config.nats.connect(&format!("huiqi-{name}")).await?;
         let js = jetstream::new(client.clone());
         let lease = if config.lease.enabled {
-            Some(hold_lease(name, config, rules, &js).await?)
+            Some(hold_lease(name, partition, config, rules, &js).await?)
         } else {
             None
         };
@@ -127,7 +193,8 @@ impl Core {
             .unwrap_or_else(Fence::always);
         let log = Arc::new(EventLog::open(dir)?);
         let relay = Relay::new(name, log.clone(), js.clone(), config.signing_key.clone())
-            .fenced(fence.clone());
+            .fenced(fence.clone())
+            .in_partition(partition);
         let writer = LogWriter::spawn(log, relay.waker());
         Ok(Core {
             name: name.to_string(),
@@ -141,7 +208,19 @@ impl Core {
             anchor_every: config.anchor_every,
             lease,
             fence,
+            partition,
         })
+    }
+
+    /// The partition this worker holds ([`Partition::ONLY`] for intake and unsplit services).
+    pub fn partition(&self) -> Partition {
+        self.partition
+    }
+
+    /// This worker's durable consumer: the service's, or its partition's (`<service>-p<i>`).
+    pub fn consumer_spec(&self) -> ConsumerSpec {
+        crate::topology::service_consumer_in(&self.name, self.partition)
+            .expect("every service that consumes has a consumer")
     }
 
     /// Whether this instance holds its service's lease now (workers that act outside the
@@ -200,17 +279,21 @@ impl Core {
         let relay_stop = CancellationToken::new();
         let relay = tokio::spawn(self.relay.run(relay_stop.clone()));
         let anchors = tokio::spawn(crate::anchor::run(
-            self.js.clone(),
-            self.name.clone(),
+            crate::anchor::Anchoring {
+                js: self.js.clone(),
+                service: self.name.clone(),
+                partition: self.partition,
+                key: self.key.clone(),
+                every: self.anchor_every,
+            },
             self.writer.log().clone(),
-            self.key.clone(),
-            self.anchor_every,
             relay_stop.clone(),
             self.fence.clone(),
         ));
         let health = tokio::spawn(crate::health::serve(
             self.client.clone(),
             self.name.clone(),
+            self.partition,
             self.writer.log().clone(),
             relay_stop.clone(),
         ));
@@ -251,6 +334,7 @@ impl Core {
 /// the log in the directory is the current one, rebuilding it from the stream when not.
 async fn hold_lease(
     name: &str,
+    partition: Partition,
     config: &ServiceConfig,
     rules: &dyn RestoreRules,
     js: &jetstream::Context,
@@ -264,7 +348,7 @@ async fn hold_lease(
         .unwrap_or_else(|| crate::lease::default_instance(dir));
     let (lease, acquired) = Lease::acquire(
         kv,
-        &crate::lease::key(name, 0),
+        &crate::lease::key(name, u32::from(partition.index())),
         &instance,
         config.lease.ttl,
         &CancellationToken::new(),
@@ -286,7 +370,7 @@ async fn hold_lease(
                 Err(_) => *previous == instance,
             };
         if !current {
-            take_over(name, config, rules, previous).await?;
+            take_over(name, partition, config, rules, previous).await?;
         }
     }
     std::fs::write(&marker, &acquired.incarnation).map_err(|e| BusError::Setup {
@@ -306,6 +390,7 @@ const RUN_MARKER: &str = "lease-run";
 /// the consumer rewound to the first input without an answer.
 async fn take_over(
     name: &str,
+    partition: Partition,
     config: &ServiceConfig,
     rules: &dyn RestoreRules,
     previous: &str,
@@ -351,6 +436,7 @@ async fn take_over(
             let report = crate::restore::restore(
                 &js,
                 name,
+                partition,
                 &log,
                 &config.trust,
                 rules,
@@ -366,7 +452,7 @@ async fn take_over(
             .await?;
             drop(log);
             if let Some(from) = report.first_unanswered {
-                crate::restore::rewind_consumer(&js, name, from).await?;
+                crate::restore::rewind_consumer(&js, name, partition, from).await?;
             }
             Ok::<_, BusError>(report)
         };

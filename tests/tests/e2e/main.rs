@@ -7,6 +7,7 @@ mod cluster;
 mod contract;
 mod deploy;
 mod observability;
+mod partitions;
 mod permissions;
 mod pipeline;
 mod portals;

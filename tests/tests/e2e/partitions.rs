@@ -1,0 +1,286 @@
+//! The pipeline split into partitions (huiqi_events::partition): two workers of verification,
+//! award and payout in one process, on an authenticated private server whose permissions name
+//! each partition's consumer. Each applicant's claims stay in its partition from intake to
+//! payment, each partition's log holds only its own claims, everything is paid once — and a
+//! split award refuses to start unless told the cross-applicant person rules may not bind.
+
+use huiqi::gen::{self, Fixtures};
+use huiqi_e2e::{observe_with, read_stream, Rig};
+use huiqi_eventlog::EventLog;
+use huiqi_events::payloads::{AwardStatus, ClaimVerified};
+use huiqi_events::{subjects, types, Envelope, Partition};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+const CLAIMS: u64 = 10;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_partitions_keep_each_applicant_in_one_and_pay_every_claim_once() {
+    let mut fx = Fixtures::default();
+    // Distinct applicants and persons: nothing here relies on a cross-partition rule.
+    let apps: Vec<_> = (0..CLAIMS)
+        .map(|i| {
+            gen::m1_application(
+                &mut fx,
+                &format!("PART-{i}"),
+                &gen::uscc(700 + i),
+                i * 30,
+                30,
+                0,
+            )
+        })
+        .collect();
+    let partition_of: BTreeMap<String, Partition> = apps
+        .iter()
+        .map(|a| {
+            (
+                a.application_id.clone(),
+                Partition::of_applicant(&a.applicant.uscc, 2),
+            )
+        })
+        .collect();
+    let used: BTreeSet<u16> = partition_of.values().map(|p| p.index()).collect();
+    assert_eq!(used.len(), 2, "the applicants fall in both partitions");
+
+    let mut rig = Rig::new(None, &fx);
+    rig.settings.stream.partitions = 2;
+    rig.settings.unchecked_cross_partition_rules = true;
+    let pipeline = rig.start().await;
+    let (_c, js, mut w) = observe_with(&pipeline.admin()).await;
+    let events: Vec<Envelope> = apps
+        .iter()
+        .map(|a| Envelope::new("e2e", types::APPLICATION_SUBMITTED, &a.application_id, a).unwrap())
+        .collect();
+    huiqi::watch::publish_all(&js, &events, 10).await.unwrap();
+    assert!(
+        w.until(Duration::from_secs(90), |w| apps.iter().all(|a| w
+            .by_application
+            .get(&a.application_id)
+            .is_some_and(|o| o.is_final())))
+            .await,
+        "every claim settles"
+    );
+    // Each partition's worker answers its own health subject (the operator may ask it).
+    let operator = pipeline
+        .options("operator")
+        .connect("e2e-operator")
+        .await
+        .unwrap();
+    for p in 0..2 {
+        let reply = operator
+            .request(format!("huiqi.health.award.{p}"), "".into())
+            .await
+            .unwrap_or_else(|e| panic!("award partition {p} answers its health subject: {e}"));
+        let r: huiqi_bus::health::Report = serde_json::from_slice(&reply.payload).unwrap();
+        assert!(r.log_records > 0, "partition {p}: {r:?}");
+    }
+    // Split consumers exist and each delivered work; the unsplit ones were never created.
+    let stream = js.get_stream("HUIQI").await.unwrap();
+    for service in ["verification", "award", "payout"] {
+        assert!(stream.consumer_info(service).await.is_err(), "{service}");
+        for p in 0..2 {
+            let name = format!("{service}-p{p}");
+            let mut c: async_nats::jetstream::consumer::PullConsumer =
+                stream.get_consumer(&name).await.unwrap();
+            let info = c.info().await.unwrap();
+            assert!(
+                info.delivered.stream_sequence > 0,
+                "{name} delivered nothing"
+            );
+            assert_eq!(info.num_pending, 0, "{name}");
+        }
+    }
+    w.until(Duration::from_secs(1), |_| false).await;
+    // The private server stops with the pipeline: read the stream first.
+    let internal_messages = read_stream(&js, "huiqi.internal.>").await;
+    pipeline.stop().await.unwrap();
+
+    for a in &apps {
+        let o = &w.by_application[&a.application_id];
+        assert_eq!(o.decisions.len(), 1, "{}", a.application_id);
+        assert_eq!(o.decisions[0].status, AwardStatus::Approved);
+        assert_eq!(o.settled.len(), 1, "{} settled once", a.application_id);
+    }
+    let ledger = huiqi_providers::read_ledger(&rig.ledger());
+    assert_eq!(
+        ledger.len(),
+        CLAIMS as usize,
+        "one treasury payment per claim"
+    );
+
+    // Every internal event of a claim travelled on its applicant's partition's subject.
+    let claim_partition: BTreeMap<String, Partition> = apps
+        .iter()
+        .map(|a| {
+            (
+                huiqi_intake::claim_id_for(&a.application_id),
+                partition_of[&a.application_id],
+            )
+        })
+        .collect();
+    let mut internal = 0;
+    for m in internal_messages {
+        let env = Envelope::decode(&m.payload).unwrap();
+        let p = claim_partition[&env.subject];
+        let base = m.subject.rsplit_once('.').unwrap().0;
+        assert_eq!(m.subject.as_str(), p.subject(base), "{}", env.ty);
+        assert!(
+            [
+                subjects::CLAIM_OPENED,
+                subjects::FACTS_RECORDED,
+                subjects::CLAIM_VERIFIED,
+                subjects::PAYMENT_ORDERED
+            ]
+            .contains(&base),
+            "{}",
+            m.subject
+        );
+        internal += 1;
+    }
+    // Opened, verified and ordered for each claim at least.
+    assert!(internal >= 3 * CLAIMS as usize, "{internal}");
+
+    // Each partition's award log decided exactly its own applicants' claims.
+    let mut decided = 0;
+    for p in Partition::all(2) {
+        let dir = p.dir(&rig.data_dir().join("award"));
+        let log = EventLog::open(&dir).unwrap();
+        for r in log.records_from(1) {
+            let r = r.unwrap();
+            if r.envelope.ty == types::CLAIM_VERIFIED {
+                let v: ClaimVerified = r.envelope.data_as().unwrap();
+                assert_eq!(
+                    Partition::of_applicant(&v.application.applicant.uscc, 2),
+                    p,
+                    "{} decided in partition {p}",
+                    v.claim_id
+                );
+                decided += 1;
+            }
+        }
+        drop(log);
+        // The offline tools read one partition's log at a time, never the parent directory.
+        assert!(huiqi::commands::open_log(&dir).is_ok());
+    }
+    assert_eq!(decided, CLAIMS);
+    let refused = huiqi::commands::open_log(&rig.data_dir().join("award"))
+        .err()
+        .expect("the parent of split logs is refused")
+        .to_string();
+    assert!(refused.contains("--log-dir"), "{refused}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_split_award_refuses_to_start_while_person_rules_bind_only_inside_a_partition() {
+    // The refusal comes before any connection: no server is needed to see it.
+    let dir = tempfile::tempdir().unwrap();
+    let keys = huiqi_bus::trust::KeySet::generate();
+    let trust = keys.trust_store();
+    let mut config = huiqi_bus::service::ServiceConfig::new(
+        huiqi_bus::NatsOptions::new("nats://127.0.0.1:1"),
+        dir.path().join("award"),
+        keys.key("award").unwrap(),
+        std::sync::Arc::new(trust),
+    );
+    config.partition = Partition::new(1, 2).unwrap();
+    let err = huiqi_award::build(huiqi_award::Settings::new(config))
+        .await
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(err.contains("a person once per measure"), "{err}");
+    assert!(err.contains("1 partition"), "{err}");
+}
+
+/// Applicants 0..n from `first`, each of 30 qualifying persons of its own.
+fn applications(fx: &mut Fixtures, first: u64, n: u64) -> Vec<huiqi_events::payloads::Application> {
+    (first..first + n)
+        .map(|i| gen::m1_application(fx, &format!("PART-{i}"), &gen::uscc(700 + i), i * 30, 30, 0))
+        .collect()
+}
+
+/// The claims an award log decided (by its recorded verified claims).
+fn decided_in(dir: &std::path::Path) -> BTreeSet<String> {
+    let log = EventLog::open(dir).unwrap();
+    log.records_from(1)
+        .map(Result::unwrap)
+        .filter(|r| r.envelope.ty == types::AWARD_DECIDED)
+        .map(|r| r.envelope.subject.clone())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_whose_directory_is_lost_is_rebuilt_from_the_stream_alone() {
+    let mut fx = Fixtures::default();
+    let first = applications(&mut fx, 0, 8);
+    let second = applications(&mut fx, 8, 8);
+    let claim_of =
+        |a: &huiqi_events::payloads::Application| huiqi_intake::claim_id_for(&a.application_id);
+    let in_p1: BTreeSet<String> = first
+        .iter()
+        .chain(&second)
+        .filter(|a| Partition::of_applicant(&a.applicant.uscc, 2).index() == 1)
+        .map(claim_of)
+        .collect();
+    assert!(
+        !in_p1.is_empty() && in_p1.len() < 16,
+        "both partitions get claims"
+    );
+    let mut rig = Rig::new(None, &fx);
+    rig.settings.stream.partitions = 2;
+    rig.settings.unchecked_cross_partition_rules = true;
+    let submit = async |apps: &[huiqi_events::payloads::Application], expected: usize| {
+        let pipeline = rig.start().await;
+        let (_c, js, _w) = observe_with(&pipeline.admin()).await;
+        let events: Vec<Envelope> = apps
+            .iter()
+            .map(|a| {
+                Envelope::new("e2e", types::APPLICATION_SUBMITTED, &a.application_id, a).unwrap()
+            })
+            .collect();
+        huiqi::watch::publish_all(&js, &events, 10).await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(90);
+        while std::time::Instant::now() < deadline
+            && read_stream(&js, subjects::PAYOUTS_SETTLED).await.len() < expected
+        {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        // A moment for anything paid twice to show.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let settled = read_stream(&js, subjects::PAYOUTS_SETTLED).await;
+        let approved = read_stream(&js, "huiqi.awards.approved.>").await;
+        pipeline.stop().await.unwrap();
+        (settled, approved)
+    };
+    let (settled, _) = submit(&first, 8).await;
+    assert_eq!(settled.len(), 8);
+    let p1 = Partition::new(1, 2)
+        .unwrap()
+        .dir(&rig.data_dir().join("award"));
+    let before = decided_in(&p1);
+    assert!(!before.is_empty() && before.is_subset(&in_p1), "{before:?}");
+
+    // Partition 1's disk is lost; partition 0's stays.
+    std::fs::remove_dir_all(&p1).unwrap();
+    let (settled, approved) = submit(&second, 16).await;
+    assert_eq!(settled.len(), 16, "every claim settled, once");
+    assert_eq!(approved.len(), 16, "every claim decided once");
+    let ids: BTreeSet<_> = settled
+        .iter()
+        .map(|m| Envelope::decode(&m.payload).unwrap().subject)
+        .collect();
+    assert_eq!(ids.len(), 16, "no claim paid twice");
+    assert_eq!(huiqi_providers::read_ledger(&rig.ledger()).len(), 16);
+    // The rebuilt log holds partition 1's decisions from before the loss and after, and
+    // nothing of partition 0's.
+    let after = decided_in(&p1);
+    assert!(before.is_subset(&after), "{before:?} ⊄ {after:?}");
+    assert_eq!(after, in_p1);
+    let moved_aside = std::fs::read_dir(rig.data_dir().join("award"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("p1.replaced-"))
+        .count();
+    // The directory was gone, not moved aside: nothing of an older log was kept.
+    assert_eq!(moved_aside, 0);
+}

@@ -669,6 +669,21 @@ impl ReplayReport {
     pub fn events_per_second(&self) -> f64 {
         self.events as f64 / self.seconds.max(1e-9)
     }
+
+    /// Adds another partition's replay (replayed side by side: the time is the caller's).
+    pub fn merge(&mut self, other: ReplayReport) {
+        self.events += other.events;
+        self.event_bytes += other.event_bytes;
+        self.decisions += other.decisions;
+        self.identical += other.identical;
+        self.missing_entitlement_events += other.missing_entitlement_events;
+        self.differences.extend(other.differences);
+        for (measure, total) in other.approved_total {
+            let sum = self.approved_total.entry(measure).or_default();
+            *sum = *sum + total;
+        }
+        self.seconds = self.seconds.max(other.seconds);
+    }
 }
 
 /// Records handed from the reading thread to the folding one at a time.

@@ -717,31 +717,53 @@ pub async fn check_heads(
     let messages = huiqi_bus::setup::read_all(&js, &filter, std::time::Duration::from_secs(10))
         .await
         .map_err(|e| nats(&e))?;
-    let mut checks: BTreeMap<String, HeadCheck> = SERVICES
-        .iter()
-        .map(|s| {
-            (
-                s.to_string(),
-                HeadCheck {
-                    service: s.to_string(),
-                    ..Default::default()
-                },
-            )
-        })
-        .collect();
+    // One check per log: a service's, or each partition's of a split service (`award-p1`,
+    // its log in `<dir>/p1`, its heads on `huiqi.heads.award.1`).
+    let mut checks: BTreeMap<String, HeadCheck> = BTreeMap::new();
     let mut logs: BTreeMap<String, Option<EventLog>> = BTreeMap::new();
     for s in SERVICES {
-        let log = open(data_dir, s)?;
-        if let Some(l) = &log {
-            checks.get_mut(*s).expect("listed").local_head = l.head()?.0;
+        let dir = crate::commands::service_dir(data_dir, s);
+        let dirs = crate::commands::partition_dirs(&dir);
+        let parts: Vec<(String, Option<std::path::PathBuf>)> = if dirs == [dir.clone()] {
+            vec![(s.to_string(), None)]
+        } else {
+            dirs.into_iter()
+                .enumerate()
+                .map(|(i, d)| (format!("{s}-p{i}"), Some(d)))
+                .collect()
+        };
+        for (name, dir) in parts {
+            let log = match dir {
+                Some(d) => Some(crate::commands::open_log(&d)?),
+                None => open(data_dir, s)?,
+            };
+            let mut check = HeadCheck {
+                service: name.clone(),
+                ..Default::default()
+            };
+            if let Some(l) = &log {
+                check.local_head = l.head()?.0;
+            }
+            checks.insert(name.clone(), check);
+            logs.insert(name, log);
         }
-        logs.insert(s.to_string(), log);
     }
     for msg in messages {
-        let service = msg.subject.rsplit('.').next().unwrap_or("").to_string();
-        let Some(check) = checks.get_mut(&service) else {
-            continue;
+        let rest = msg
+            .subject
+            .strip_prefix(&format!("{}.", huiqi_events::subjects::HEADS_PREFIX))
+            .unwrap_or("");
+        let (service, name) = match rest.split_once('.') {
+            Some((service, i)) => (service.to_string(), format!("{service}-p{i}")),
+            None => (rest.to_string(), rest.to_string()),
         };
+        if !SERVICES.contains(&service.as_str()) {
+            continue;
+        }
+        let check = checks.entry(name.clone()).or_insert_with(|| HeadCheck {
+            service: name.clone(),
+            ..Default::default()
+        });
         let header = msg
             .headers
             .as_ref()
@@ -770,9 +792,9 @@ pub async fn check_heads(
             .map_err(|e| HuiqiError::Input(e.to_string()))?;
         check.anchors += 1;
         check.latest_anchored = check.latest_anchored.max(head.log_sequence);
-        let Some(Some(log)) = logs.get(&service) else {
+        let Some(Some(log)) = logs.get(&name) else {
             check.mismatches.push(format!(
-                "head {} anchored, but there is no {service} log here",
+                "head {} anchored, but there is no {name} log here",
                 head.log_sequence
             ));
             continue;

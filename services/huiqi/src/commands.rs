@@ -223,19 +223,66 @@ fn existing_dir(dir: &Path) -> Result<(), HuiqiError> {
     }
 }
 
-/// Re-derives every award decision from the award log (a progress bar on a terminal).
+/// The log directories of a service directory: itself, or — for a split service — each
+/// partition's `p<i>` (huiqi_events::partition), in order.
+pub fn partition_dirs(dir: &Path) -> Vec<PathBuf> {
+    if dir.join("db").exists() || !dir.join("p0").is_dir() {
+        return vec![dir.to_path_buf()];
+    }
+    (0..huiqi_events::partition::MAX_PARTITIONS)
+        .map(|i| dir.join(format!("p{i}")))
+        .take_while(|d| d.is_dir())
+        .collect()
+}
+
+/// Re-derives every award decision from the award log (a progress bar on a terminal). A split
+/// award's partitions are replayed side by side, one thread each (a decision's history is its
+/// partition's), and their reports added up.
 pub fn replay_report(
     data_dir: &Path,
     policy_dir: Option<&Path>,
 ) -> Result<huiqi_award::ReplayReport, HuiqiError> {
-    existing_dir(&service_dir(data_dir, "award"))?;
-    let log = open_log(&service_dir(data_dir, "award"))?;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let dir = service_dir(data_dir, "award");
+    existing_dir(&dir)?;
+    let logs = partition_dirs(&dir)
+        .iter()
+        .map(|d| open_log(d))
+        .collect::<Result<Vec<_>, _>>()?;
     let policies = PolicySet::load(policy_dir).map_err(|e| HuiqiError::Input(e.to_string()))?;
-    let total = log.head().map(|h| h.0).unwrap_or(0);
+    let total = logs
+        .iter()
+        .map(|l| l.head().map(|h| h.0).unwrap_or(0))
+        .sum();
     let bar = crate::progress::bar(total, "replaying the award log");
-    let report = huiqi_award::replay_with_progress(&log, &policies, &|n| bar.set_position(n))
-        .map_err(|e| HuiqiError::Input(e.to_string()))?;
+    let done: Vec<AtomicU64> = logs.iter().map(|_| AtomicU64::new(0)).collect();
+    let started = Instant::now();
+    let reports = std::thread::scope(|scope| {
+        let workers: Vec<_> = logs
+            .iter()
+            .enumerate()
+            .map(|(i, log)| {
+                let (policies, done, bar) = (&policies, &done, &bar);
+                scope.spawn(move || {
+                    huiqi_award::replay_with_progress(log, policies, &|n| {
+                        done[i].store(n, Ordering::Relaxed);
+                        bar.set_position(done.iter().map(|d| d.load(Ordering::Relaxed)).sum());
+                    })
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().expect("a replay thread panicked"))
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .map_err(|e| HuiqiError::Input(e.to_string()))?;
     bar.finish_and_clear();
+    let mut report = huiqi_award::ReplayReport::default();
+    for r in reports {
+        report.merge(r);
+    }
+    report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
 }
 

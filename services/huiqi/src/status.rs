@@ -135,9 +135,11 @@ pub async fn status(options: &NatsOptions) -> Result<StatusReport, HuiqiError> {
                     .collect(),
             }),
     };
+    let workers = workers(&stream).await;
     let mut consumers = Vec::new();
-    for name in crate::commands::SERVICES {
-        consumers.push(match stream.consumer_info(*name).await {
+    for w in &workers {
+        let name = &w.durable;
+        consumers.push(match stream.consumer_info(name).await {
             Ok(c) => ConsumerStatus {
                 name: name.to_string(),
                 filter: Some(c.config.filter_subject.clone()),
@@ -158,8 +160,11 @@ pub async fn status(options: &NatsOptions) -> Result<StatusReport, HuiqiError> {
             },
         });
     }
-    let leases = lease_status(&js).await;
-    let services = health_reports(&client).await;
+    let leases = lease_status(&js, &workers).await;
+    let mut services = Vec::new();
+    for w in &workers {
+        services.push(service_status(&w.durable, ask_subject(&client, w).await));
+    }
     let mut parked = BTreeMap::new();
     let mut parked_error = None;
     match stream
@@ -191,8 +196,75 @@ pub async fn status(options: &NatsOptions) -> Result<StatusReport, HuiqiError> {
     })
 }
 
-/// Each service's lease: who works, and how recently it renewed.
-async fn lease_status(js: &async_nats::jetstream::Context) -> Vec<LeaseStatus> {
+/// One worker of a service: the whole service, or one partition of a split one.
+struct Worker {
+    service: &'static str,
+    /// The partition's index when the service is split.
+    partition: Option<u16>,
+    /// Its durable consumer's name (`award`, `award-p1`), also its name in the tables.
+    durable: String,
+}
+
+/// The workers of a deployment, read off the stream's durable consumers: `<service>` for an
+/// unsplit service, `<service>-p<i>` for each partition of a split one. When the names cannot
+/// be listed, the unsplit ones.
+async fn workers(stream: &async_nats::jetstream::stream::Stream) -> Vec<Worker> {
+    use futures_util::TryStreamExt;
+    let names: Vec<String> = stream
+        .consumer_names()
+        .try_collect()
+        .await
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    for service in crate::commands::SERVICES {
+        let mut split: Vec<u16> = names
+            .iter()
+            .filter_map(|n| n.strip_prefix(&format!("{service}-p"))?.parse().ok())
+            .collect();
+        split.sort_unstable();
+        if split.is_empty() || !huiqi_bus::topology::is_partitioned(service) {
+            out.push(Worker {
+                service,
+                partition: None,
+                durable: service.to_string(),
+            });
+        } else {
+            out.extend(split.into_iter().map(|i| Worker {
+                service,
+                partition: Some(i),
+                durable: format!("{service}-p{i}"),
+            }));
+        }
+    }
+    out
+}
+
+/// A worker's health report: the service's subject, or its partition's.
+async fn ask_subject(client: &async_nats::Client, w: &Worker) -> Result<Report, HuiqiError> {
+    let subject = match w.partition {
+        Some(i) => format!("{}.{i}", huiqi_bus::health::health_subject(w.service)),
+        None => huiqi_bus::health::health_subject(w.service),
+    };
+    ask_on(client, &w.durable, &subject, b"").await
+}
+
+fn service_status(name: &str, r: Result<Report, HuiqiError>) -> ServiceStatus {
+    match r {
+        Ok(report) => ServiceStatus {
+            service: name.to_string(),
+            report: Some(report),
+            error: None,
+        },
+        Err(e) => ServiceStatus {
+            service: name.to_string(),
+            report: None,
+            error: Some(e.to_string()),
+        },
+    }
+}
+
+/// Each worker's lease: who works, and how recently it renewed.
+async fn lease_status(js: &async_nats::jetstream::Context, workers: &[Worker]) -> Vec<LeaseStatus> {
     let blank = |service: &str, error: Option<String>| LeaseStatus {
         service: service.to_string(),
         holder: None,
@@ -205,37 +277,36 @@ async fn lease_status(js: &async_nats::jetstream::Context) -> Vec<LeaseStatus> {
         Ok(kv) => kv,
         Err(e) => {
             let e = format!("lease bucket: {e} (`huiqi setup` creates it)");
-            return crate::commands::SERVICES
+            return workers
                 .iter()
-                .map(|s| blank(s, Some(e.clone())))
+                .map(|w| blank(&w.durable, Some(e.clone())))
                 .collect();
         }
     };
     let mut out = Vec::new();
-    for service in crate::commands::SERVICES {
-        out.push(
-            match huiqi_bus::lease::read(&kv, &huiqi_bus::lease::key(service, 0)).await {
-                Ok(Some(e)) => {
-                    let v: Option<huiqi_bus::lease::LeaseValue> =
-                        serde_json::from_slice(&e.value).ok();
-                    let now = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map(|d| d.as_nanos() as i128)
-                        .unwrap_or(0);
-                    let ago = (now - e.created.unix_timestamp_nanos()) as f64 / 1e9;
-                    LeaseStatus {
-                        service: service.to_string(),
-                        holder: v.as_ref().map(|v| v.holder.clone()),
-                        state: v.as_ref().map(|v| v.state.clone()),
-                        renewed_secs_ago: Some(ago.max(0.0)),
-                        ttl_secs: v.map(|v| v.ttl_ms as f64 / 1000.0),
-                        error: None,
-                    }
+    for w in workers {
+        let service = w.durable.as_str();
+        let key = huiqi_bus::lease::key(w.service, u32::from(w.partition.unwrap_or(0)));
+        out.push(match huiqi_bus::lease::read(&kv, &key).await {
+            Ok(Some(e)) => {
+                let v: Option<huiqi_bus::lease::LeaseValue> = serde_json::from_slice(&e.value).ok();
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos() as i128)
+                    .unwrap_or(0);
+                let ago = (now - e.created.unix_timestamp_nanos()) as f64 / 1e9;
+                LeaseStatus {
+                    service: service.to_string(),
+                    holder: v.as_ref().map(|v| v.holder.clone()),
+                    state: v.as_ref().map(|v| v.state.clone()),
+                    renewed_secs_ago: Some(ago.max(0.0)),
+                    ttl_secs: v.map(|v| v.ttl_ms as f64 / 1000.0),
+                    error: None,
                 }
-                Ok(None) => blank(service, None),
-                Err(e) => blank(service, Some(e.to_string())),
-            },
-        );
+            }
+            Ok(None) => blank(service, None),
+            Err(e) => blank(service, Some(e.to_string())),
+        });
     }
     out
 }
@@ -244,19 +315,7 @@ async fn lease_status(js: &async_nats::jetstream::Context) -> Vec<LeaseStatus> {
 pub async fn health_reports(client: &async_nats::Client) -> Vec<ServiceStatus> {
     let mut out = Vec::new();
     for name in crate::commands::SERVICES {
-        let r = health(client, name).await;
-        out.push(match r {
-            Ok(report) => ServiceStatus {
-                service: name.to_string(),
-                report: Some(report),
-                error: None,
-            },
-            Err(e) => ServiceStatus {
-                service: name.to_string(),
-                report: None,
-                error: Some(e.to_string()),
-            },
-        });
+        out.push(service_status(name, health(client, name).await));
     }
     out
 }
@@ -319,11 +378,26 @@ async fn ask(
     service: &str,
     body: &[u8],
 ) -> Result<Report, HuiqiError> {
+    ask_on(
+        client,
+        service,
+        &huiqi_bus::health::health_subject(service),
+        body,
+    )
+    .await
+}
+
+async fn ask_on(
+    client: &async_nats::Client,
+    service: &str,
+    subject: &str,
+    body: &[u8],
+) -> Result<Report, HuiqiError> {
     let req = async_nats::Request::new()
         .payload(bytes::Bytes::copy_from_slice(body))
         .timeout(Some(Duration::from_secs(2)));
     let reply = client
-        .send_request(huiqi_bus::health::health_subject(service), req)
+        .send_request(subject.to_string(), req)
         .await
         .map_err(|e| HuiqiError::Nats(format!("{service} does not answer: {e}")))?;
     serde_json::from_slice(&reply.payload)

@@ -36,7 +36,11 @@ pub fn head_event(service: &str, partition: Partition, seq: u64, hash: &[u8]) ->
         types::LOG_HEAD,
         &partition.durable(service),
         &data,
-        &format!("head-{seq}"),
+        &if partition.is_split() {
+            format!("head-p{}-{seq}", partition.index())
+        } else {
+            format!("head-{seq}")
+        },
         "0",
     )
     .expect("a head serializes")
@@ -109,5 +113,35 @@ pub async fn run(
         if stopping {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn two_partitions_heads_at_one_sequence_are_two_events() {
+        let hash = [7u8; 32];
+        let p0 = head_event("award", Partition::new(0, 2).unwrap(), 5, &hash);
+        let p1 = head_event("award", Partition::new(1, 2).unwrap(), 5, &hash);
+        // Same id would make the stream's duplicate window drop one of them.
+        assert_ne!(p0.id, p1.id);
+        // Unsplit, the id is the one heads always had (subject = the service).
+        let only = head_event("award", Partition::ONLY, 5, &hash);
+        let before = Envelope::derived(
+            "award",
+            types::LOG_HEAD,
+            "award",
+            &LogHead {
+                service: "award".into(),
+                log_sequence: 5,
+                head_hash: hex(&hash),
+            },
+            "head-5",
+            "0",
+        )
+        .unwrap();
+        assert_eq!(only.id, before.id);
     }
 }

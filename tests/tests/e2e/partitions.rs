@@ -74,6 +74,55 @@ async fn two_partitions_keep_each_applicant_in_one_and_pay_every_claim_once() {
         let r: huiqi_bus::health::Report = serde_json::from_slice(&reply.payload).unwrap();
         assert!(r.log_records > 0, "partition {p}: {r:?}");
     }
+    // `huiqi status` (the operator's login) lists each partition's consumer, lease and health.
+    let status = huiqi::status::status(&pipeline.options("operator"))
+        .await
+        .unwrap();
+    let names = |v: Vec<String>| v.into_iter().collect::<BTreeSet<_>>();
+    let expected = names(
+        [
+            "intake",
+            "verification-p0",
+            "verification-p1",
+            "award-p0",
+            "award-p1",
+            "payout-p0",
+            "payout-p1",
+        ]
+        .map(String::from)
+        .to_vec(),
+    );
+    assert_eq!(
+        names(status.consumers.iter().map(|c| c.name.clone()).collect()),
+        expected
+    );
+    for c in &status.consumers {
+        assert!(c.error.is_none() && c.pending == Some(0), "{c:?}");
+    }
+    assert_eq!(
+        names(status.leases.iter().map(|l| l.service.clone()).collect()),
+        expected
+    );
+    assert!(
+        status
+            .leases
+            .iter()
+            .all(|l| l.state.as_deref() == Some("held")),
+        "{:?}",
+        status.leases
+    );
+    assert_eq!(
+        names(status.services.iter().map(|s| s.service.clone()).collect()),
+        expected
+    );
+    for s in &status.services {
+        let r = s
+            .report
+            .as_ref()
+            .unwrap_or_else(|| panic!("{} answers: {:?}", s.service, s.error));
+        // Its own log's figures (the message counters are the process's, per service).
+        assert!(r.log_records > 0, "{}: {r:?}", s.service);
+    }
     // Split consumers exist and each delivered work; the unsplit ones were never created.
     let stream = js.get_stream("HUIQI").await.unwrap();
     for service in ["verification", "award", "payout"] {
@@ -163,6 +212,14 @@ async fn two_partitions_keep_each_applicant_in_one_and_pay_every_claim_once() {
         assert!(huiqi::commands::open_log(&dir).is_ok());
     }
     assert_eq!(decided, CLAIMS);
+    // `huiqi replay` replays each partition's log on its own thread and adds them up.
+    let replay = huiqi::commands::replay_report(rig.data_dir(), None).unwrap();
+    assert_eq!((replay.decisions, replay.identical), (CLAIMS, CLAIMS));
+    assert!(replay.differences.is_empty());
+    assert_eq!(
+        replay.approved_total["M1"].to_string(),
+        (15000 * CLAIMS).to_string() + ".00"
+    );
     let refused = huiqi::commands::open_log(&rig.data_dir().join("award"))
         .err()
         .expect("the parent of split logs is refused")
@@ -283,4 +340,56 @@ async fn a_partition_whose_directory_is_lost_is_rebuilt_from_the_stream_alone() 
         .count();
     // The directory was gone, not moved aside: nothing of an older log was kept.
     assert_eq!(moved_aside, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_partitions_log_is_checked_against_the_heads_it_anchored() {
+    let nats = huiqi_testkit::nats();
+    let mut fx = Fixtures::default();
+    let apps = applications(&mut fx, 40, 6);
+    let mut rig = Rig::new(Some(nats.url()), &fx);
+    rig.settings.stream.partitions = 2;
+    rig.settings.unchecked_cross_partition_rules = true;
+    let pipeline = rig.start().await;
+    let (_c, js, mut w) = huiqi_e2e::observe(nats.url()).await;
+    let events: Vec<Envelope> = apps
+        .iter()
+        .map(|a| Envelope::new("e2e", types::APPLICATION_SUBMITTED, &a.application_id, a).unwrap())
+        .collect();
+    huiqi::watch::publish_all(&js, &events, 10).await.unwrap();
+    assert!(
+        w.until(Duration::from_secs(60), |w| apps.iter().all(|a| w
+            .by_application
+            .get(&a.application_id)
+            .is_some_and(|o| o.is_final())))
+            .await
+    );
+    pipeline.stop().await.unwrap();
+    let trust = huiqi_bus::trust::TrustStore::from_file(&huiqi_bus::trust::KeySet::trust_path(
+        &rig.settings.keys_dir(),
+    ))
+    .unwrap();
+    let options = huiqi_bus::NatsOptions::new(nats.url());
+    let checks = huiqi::audit::check_heads(&options, rig.data_dir(), &trust)
+        .await
+        .unwrap();
+    let names: BTreeSet<&str> = checks.iter().map(|c| c.service.as_str()).collect();
+    assert_eq!(
+        names,
+        BTreeSet::from([
+            "intake",
+            "verification-p0",
+            "verification-p1",
+            "award-p0",
+            "award-p1",
+            "payout-p0",
+            "payout-p1"
+        ]),
+    );
+    for c in &checks {
+        // Each partition's stop anchored its own final head, on its own subject.
+        assert!(c.anchors >= 1, "{c:?}");
+        assert!(c.mismatches.is_empty() && c.refused.is_empty(), "{c:?}");
+        assert_eq!(c.latest_anchored, c.local_head, "{c:?}");
+    }
 }

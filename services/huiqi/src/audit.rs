@@ -25,6 +25,19 @@ fn open(data_dir: &Path, service: &str) -> Result<Option<EventLog>, HuiqiError> 
     Ok(Some(crate::commands::open_log(&dir)?))
 }
 
+/// Every log of `service` under `data_dir`: its one log, or each partition's of a split
+/// service (empty when there is none). What the reports read is independent of the order.
+fn open_all(data_dir: &Path, service: &str) -> Result<Vec<EventLog>, HuiqiError> {
+    let dir = crate::commands::service_dir(data_dir, service);
+    if !dir.is_dir() {
+        return Ok(Vec::new());
+    }
+    crate::commands::partition_dirs(&dir)
+        .iter()
+        .map(|d| crate::commands::open_log(d))
+        .collect()
+}
+
 fn unreadable(service: &str, seq: u64, e: impl std::fmt::Display) -> HuiqiError {
     HuiqiError::Input(format!("{service} log record {seq}: {e}"))
 }
@@ -74,15 +87,19 @@ pub fn report(data_dir: &Path, ledger: Option<&Path>) -> Result<Reconciliation, 
             data_dir.display()
         )));
     }
-    let award = open(data_dir, "award")?.ok_or_else(|| {
-        HuiqiError::NotFound(format!("no award log under {}", data_dir.display()))
-    })?;
+    let awards = open_all(data_dir, "award")?;
+    if awards.is_empty() {
+        return Err(HuiqiError::NotFound(format!(
+            "no award log under {}",
+            data_dir.display()
+        )));
+    }
     let mut r = Reconciliation::default();
     let mut decisions: BTreeMap<String, AwardDecision> = BTreeMap::new();
     let mut orders: BTreeMap<String, Vec<PaymentOrdered>> = BTreeMap::new();
     let mut supplements: BTreeMap<String, huiqi_events::payloads::AwardSupplement> =
         BTreeMap::new();
-    for rec in award.records_from(1) {
+    for rec in awards.iter().flat_map(|award| award.records_from(1)) {
         let rec = rec?;
         match rec.envelope.ty.as_str() {
             types::AWARD_SUPPLEMENTED => {
@@ -178,8 +195,9 @@ pub fn report(data_dir: &Path, ledger: Option<&Path>) -> Result<Reconciliation, 
     // Outcomes from the payout log.
     let mut settled: BTreeMap<String, Vec<PayoutSettled>> = BTreeMap::new();
     let mut failed: BTreeMap<String, Vec<PayoutFailed>> = BTreeMap::new();
-    if let Some(payout) = open(data_dir, "payout")? {
-        for rec in payout.records_from(1) {
+    let payouts = open_all(data_dir, "payout")?;
+    if !payouts.is_empty() {
+        for rec in payouts.iter().flat_map(|payout| payout.records_from(1)) {
             let rec = rec?;
             match rec.envelope.ty.as_str() {
                 types::PAYOUT_SETTLED => {
@@ -544,10 +562,13 @@ pub fn claim_story(data_dir: &Path, id: &str, reveal: bool) -> Result<Vec<StoryE
     };
     let mut out = Vec::new();
     let mut application_id = (!id.starts_with("C-")).then(|| id.to_string());
-    for service in SERVICES {
-        let Some(log) = open(data_dir, service)? else {
-            continue;
-        };
+    for (service, log) in SERVICES
+        .iter()
+        .map(|s| open_all(data_dir, s).map(|logs| logs.into_iter().map(move |l| (*s, l))))
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .flatten()
+    {
         let mut records = log.subject_records(&claim_id)?;
         if application_id.is_none() {
             application_id = records.iter().find_map(|r| {

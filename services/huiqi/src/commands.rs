@@ -108,27 +108,37 @@ pub fn audit_logs(data_dir: &Path) -> Result<Vec<LogAudit>, HuiqiError> {
     }
     let mut out = Vec::new();
     for service in SERVICES {
-        let dir = service_dir(data_dir, service);
-        let mut a = LogAudit {
-            service: service.to_string(),
-            path: dir.display().to_string(),
-            present: dir.exists(),
-            records: 0,
-            bytes: 0,
-            head_hash: String::new(),
-            problems: Vec::new(),
-        };
-        if a.present {
-            let spinner = crate::progress::spinner(&format!("auditing {service}"));
-            let log = open_log(&dir)?;
-            let r = log.audit()?;
-            spinner.finish_and_clear();
-            a.records = r.records;
-            a.bytes = r.bytes;
-            a.head_hash = r.head_hash;
-            a.problems = r.problems;
+        let base = service_dir(data_dir, service);
+        let dirs = partition_dirs(&base);
+        // A split service: one line per partition's log (`award-p1`).
+        let split = dirs != [base.clone()];
+        for (i, dir) in dirs.into_iter().enumerate() {
+            let name = if split {
+                format!("{service}-p{i}")
+            } else {
+                service.to_string()
+            };
+            let mut a = LogAudit {
+                service: name.clone(),
+                path: dir.display().to_string(),
+                present: dir.exists(),
+                records: 0,
+                bytes: 0,
+                head_hash: String::new(),
+                problems: Vec::new(),
+            };
+            if a.present {
+                let spinner = crate::progress::spinner(&format!("auditing {name}"));
+                let log = open_log(&dir)?;
+                let r = log.audit()?;
+                spinner.finish_and_clear();
+                a.records = r.records;
+                a.bytes = r.bytes;
+                a.head_hash = r.head_hash;
+                a.problems = r.problems;
+            }
+            out.push(a);
         }
-        out.push(a);
     }
     Ok(out)
 }

@@ -212,6 +212,45 @@ async fn two_partitions_keep_each_applicant_in_one_and_pay_every_claim_once() {
         assert!(huiqi::commands::open_log(&dir).is_ok());
     }
     assert_eq!(decided, CLAIMS);
+    // `huiqi audit` checks each partition's chain, a line each.
+    let audited = huiqi::commands::audit_logs(rig.data_dir()).unwrap();
+    let names: Vec<&str> = audited.iter().map(|a| a.service.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "intake",
+            "verification-p0",
+            "verification-p1",
+            "award-p0",
+            "award-p1",
+            "payout-p0",
+            "payout-p1"
+        ]
+    );
+    assert!(
+        audited
+            .iter()
+            .all(|a| a.present && a.records > 0 && a.problems.is_empty()),
+        "{audited:?}"
+    );
+    // `huiqi audit report` reconciles every partition's awards and payouts with the ledger.
+    let rec = huiqi::audit::report(rig.data_dir(), Some(&rig.ledger())).unwrap();
+    assert!(rec.problems.is_empty(), "{:?}", rec.problems);
+    assert_eq!(
+        (rec.awards_approved, rec.payment_orders, rec.settlements),
+        (CLAIMS, CLAIMS, CLAIMS)
+    );
+    assert_eq!(rec.treasury_entries, CLAIMS);
+    // `huiqi audit claim` finds a claim's story in its partition's logs.
+    let story = huiqi::audit::claim_story(rig.data_dir(), &apps[0].application_id, false).unwrap();
+    for ty in [
+        types::CLAIM_OPENED,
+        types::CLAIM_VERIFIED,
+        types::AWARD_DECIDED,
+        types::PAYOUT_SETTLED,
+    ] {
+        assert!(story.iter().any(|e| e.ty == ty), "{ty} in the story");
+    }
     // `huiqi replay` replays each partition's log on its own thread and adds them up.
     let replay = huiqi::commands::replay_report(rig.data_dir(), None).unwrap();
     assert_eq!((replay.decisions, replay.identical), (CLAIMS, CLAIMS));

@@ -96,10 +96,12 @@ impl ServiceArgs {
     /// which is never split, and for an unsplit deployment): see [`Self::config`].
     pub fn configs(&self, service: &str) -> Result<Vec<ServiceConfig>, ConfigError> {
         let base = self.config(service)?;
-        let all = crate::topology::partitions_of(service, self.partitions);
-        if self.partition.is_empty() || !crate::topology::is_partitioned(service) {
-            return Ok(all
-                .into_iter()
+        if !crate::topology::is_partitioned(service) {
+            // One worker, which keeps the count: intake routes each claim by it.
+            return Ok(vec![base]);
+        }
+        if self.partition.is_empty() {
+            return Ok(huiqi_events::Partition::all(self.partitions)
                 .map(|p| base.for_partition(service, p))
                 .collect());
         }
@@ -168,5 +170,72 @@ impl ServiceArgs {
             o
         });
         Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Args {
+        #[command(flatten)]
+        service: ServiceArgs,
+    }
+
+    fn args(extra: &[&str]) -> (tempfile::TempDir, ServiceArgs) {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = crate::trust::KeySet::generate();
+        keys.write(dir.path()).unwrap();
+        let key = crate::trust::KeySet::seed_path(dir.path(), "intake");
+        let trust = crate::trust::KeySet::trust_path(dir.path());
+        let data = dir.path().join("data");
+        let mut argv = vec![
+            "x".to_string(),
+            "--data-dir".into(),
+            data.display().to_string(),
+            "--signing-key-file".into(),
+            key.display().to_string(),
+            "--trust-file".into(),
+            trust.display().to_string(),
+        ];
+        argv.extend(extra.iter().map(|a| a.to_string()));
+        (dir, Args::parse_from(argv).service)
+    }
+
+    #[test]
+    fn a_split_deployment_gives_a_worker_per_partition_and_intake_the_count() {
+        let (dir, a) = args(&["--partitions", "3"]);
+        let intake = a.configs("intake").unwrap();
+        assert_eq!(intake.len(), 1);
+        assert_eq!(intake[0].partition.count(), 3, "intake routes by the count");
+        assert_eq!(intake[0].data_dir, dir.path().join("data/intake"));
+        let award = a.configs("award").unwrap();
+        let dirs: Vec<_> = award.iter().map(|c| c.data_dir.clone()).collect();
+        assert_eq!(
+            dirs,
+            (0..3)
+                .map(|i| dir.path().join(format!("data/award/p{i}")))
+                .collect::<Vec<_>>()
+        );
+        let (_d, some) = args(&["--partitions", "3", "--partition", "2,0"]);
+        let held: Vec<u16> = some
+            .configs("payout")
+            .unwrap()
+            .iter()
+            .map(|c| c.partition.index())
+            .collect();
+        assert_eq!(held, [0, 2]);
+        let (_d, wrong) = args(&["--partitions", "2", "--partition", "2"]);
+        let err = wrong.configs("award").unwrap_err().to_string();
+        assert!(err.contains("--partition 2"), "{err}");
+        // Unsplit: one worker in the service's own directory, as always.
+        let (dir, one) = args(&[]);
+        let c = one.configs("award").unwrap();
+        assert_eq!(
+            (c.len(), c[0].data_dir.clone()),
+            (1, dir.path().join("data/award"))
+        );
     }
 }

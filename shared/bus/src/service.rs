@@ -103,9 +103,10 @@ impl ServiceConfig {
 }
 
 /// Runs one worker of a service per configuration (the partitions this process holds) until
-/// `shutdown`: `build` starts one (in turn: each may wait for its partition's lease), `run`
-/// runs it on its own task, so partitions decide on several cores. The first to fail stops
-/// the others, and its error is returned once they have stopped in a safe state.
+/// `shutdown`: `build` starts one — each waits for its own partition's lease, all at once, so
+/// a standby process takes over each partition as its holder lapses — and `run` runs it on its
+/// own task as soon as it is built, so partitions decide on several cores. The first to fail
+/// stops the others, and its error is returned once they have stopped in a safe state.
 pub async fn run_workers<A, B, BF, R, RF, E>(
     configs: Vec<ServiceConfig>,
     shutdown: CancellationToken,
@@ -119,28 +120,43 @@ where
     RF: Future<Output = Result<(), E>> + Send + 'static,
     E: Send + 'static,
 {
-    let mut apps = Vec::with_capacity(configs.len());
-    for c in configs {
-        apps.push(build(c).await?);
-    }
+    use futures_util::StreamExt;
     let stop = shutdown.child_token();
-    let mut set = tokio::task::JoinSet::new();
-    for app in apps {
-        let (fut, stop) = (run(app, stop.clone()), stop.clone());
-        set.spawn(async move {
-            let r = fut.await;
-            if r.is_err() {
-                stop.cancel();
-            }
-            r
-        });
-    }
+    let mut builds: futures_util::stream::FuturesUnordered<BF> =
+        configs.into_iter().map(build).collect();
+    let mut running = tokio::task::JoinSet::new();
     let mut first = Ok(());
-    while let Some(r) = set.join_next().await {
-        match r {
-            Ok(Err(e)) if first.is_ok() => first = Err(e),
-            Ok(_) => {}
-            Err(e) => std::panic::resume_unwind(e.into_panic()),
+    let fail = |e: E, first: &mut Result<(), E>| {
+        stop.cancel();
+        if first.is_ok() {
+            *first = Err(e);
+        }
+    };
+    loop {
+        tokio::select! {
+            Some(built) = builds.next(), if !builds.is_empty() => match built {
+                Ok(app) if !stop.is_cancelled() => {
+                    let (fut, stop) = (run(app, stop.clone()), stop.clone());
+                    running.spawn(async move {
+                        let r = fut.await;
+                        if r.is_err() {
+                            stop.cancel();
+                        }
+                        r
+                    });
+                }
+                // Built after the stop: dropped unstarted (its log closes, its lease lapses).
+                Ok(_) => {}
+                Err(e) => fail(e, &mut first),
+            },
+            Some(r) = running.join_next(), if !running.is_empty() => match r {
+                Ok(Err(e)) => fail(e, &mut first),
+                Ok(Ok(())) => {}
+                Err(e) => std::panic::resume_unwind(e.into_panic()),
+            },
+            // Stopped with workers still waiting for their lease: they end with the process.
+            _ = stop.cancelled(), if running.is_empty() && !builds.is_empty() => break,
+            else => break,
         }
     }
     first
@@ -784,5 +800,71 @@ impl<H: BatchHandler + 'static> Consuming<H> {
                 shutdown,
             )
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn configs(n: u16) -> Vec<ServiceConfig> {
+        let keys = crate::trust::KeySet::generate();
+        let base = ServiceConfig::new(
+            crate::NatsOptions::new("nats://127.0.0.1:1"),
+            PathBuf::from("/nonexistent/award"),
+            keys.key("award").unwrap(),
+            Arc::new(keys.trust_store()),
+        );
+        Partition::all(n)
+            .map(|p| base.for_partition("award", p))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_partition_runs_while_another_still_waits_for_its_lease_and_a_failure_stops_all() {
+        let (gate_tx, gate_rx) = tokio::sync::watch::channel(false);
+        let started = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stopped = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (s1, s2) = (started.clone(), stopped.clone());
+        let runner = tokio::spawn(run_workers(
+            configs(2),
+            CancellationToken::new(),
+            move |c| {
+                let mut gate = gate_rx.clone();
+                async move {
+                    // Partition 0's lease is held elsewhere: its build waits for the gate.
+                    if c.partition.index() == 0 {
+                        let _ = gate.wait_for(|open| *open).await;
+                    }
+                    Ok::<u16, String>(c.partition.index())
+                }
+            },
+            move |p, stop| {
+                let (started, stopped) = (s1.clone(), s2.clone());
+                async move {
+                    started.lock().unwrap().push(p);
+                    if p == 0 {
+                        return Err("partition 0 failed".to_string());
+                    }
+                    stop.cancelled().await;
+                    stopped.lock().unwrap().push(p);
+                    Ok(())
+                }
+            },
+        ));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(*started.lock().unwrap(), [1], "partition 1 works meanwhile");
+        gate_tx.send(true).unwrap();
+        let r = tokio::time::timeout(Duration::from_secs(5), runner)
+            .await
+            .expect("the failure stops every worker")
+            .unwrap();
+        assert_eq!(r, Err("partition 0 failed".to_string()));
+        assert_eq!(
+            *stopped.lock().unwrap(),
+            [1],
+            "partition 1 stopped in order"
+        );
     }
 }

@@ -148,6 +148,13 @@ fn service_publish(service: &str, partitions: u16) -> Vec<String> {
         out.extend(consumer_api(&durable));
     }
     out.extend(lease_api(service));
+    // Split, award takes the counts that cross partitions (crate::reserve).
+    if split && service == "award" {
+        let stream = crate::reserve::bucket_stream();
+        out.push(format!("$JS.API.STREAM.INFO.{stream}"));
+        out.push(format!("$JS.API.STREAM.MSG.GET.{stream}"));
+        out.push(format!("$KV.{}.>", crate::reserve::BUCKET));
+    }
     out
 }
 
@@ -745,6 +752,14 @@ mod tests {
             .contains(&format!("$JS.API.CONSUMER.MSG.NEXT.{STREAM}.intake")));
         let recovery = permissions("recovery", 2).unwrap().publish;
         assert!(recovery.contains(&format!("$JS.API.CONSUMER.DELETE.{STREAM}.payout-p1")));
+        // Split, only award takes the counts that cross partitions; unsplit nobody.
+        let counts = format!("$KV.{}.>", crate::reserve::BUCKET);
+        assert!(award.contains(&counts));
+        assert!(!permissions("verification", 2)
+            .unwrap()
+            .publish
+            .contains(&counts));
+        assert!(!permissions("award", 1).unwrap().publish.contains(&counts));
         // Unsplit, nothing changes: no partition names at all.
         assert!(!permissions("award", 1)
             .unwrap()

@@ -27,6 +27,7 @@ pub mod health;
 pub mod lease;
 pub mod relay;
 pub mod request;
+pub mod reserve;
 pub mod restore;
 pub mod server;
 pub mod service;

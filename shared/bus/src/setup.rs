@@ -251,6 +251,10 @@ pub async fn provision(js: &jetstream::Context, settings: &StreamSettings) -> Re
     }
     // Which instance of each service works: as many copies as the stream.
     crate::lease::ensure_bucket(js, settings.replicas).await?;
+    // Split: the counts that cross partitions (crate::reserve), as many copies as the stream.
+    if settings.partitions > 1 {
+        crate::reserve::ensure_bucket(js, settings.replicas).await?;
+    }
     Ok(())
 }
 

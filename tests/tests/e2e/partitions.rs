@@ -123,6 +123,35 @@ async fn two_partitions_keep_each_applicant_in_one_and_pay_every_claim_once() {
         // Its own log's figures (the message counters are the process's, per service).
         assert!(r.log_records > 0, "{}: {r:?}", s.service);
     }
+    // Split, `huiqi setup` provisioned the counts bucket; award may take counts in it,
+    // verification may not even open it.
+    let count = huiqi_events::history::Key::new("M1", huiqi_events::history::Kind::Person)
+        .person("330302199001010000");
+    let as_user = |user: &str| {
+        let options = pipeline.options(user);
+        async move { async_nats::jetstream::new(options.connect("e2e-counts").await.unwrap()) }
+    };
+    let award_kv = huiqi_bus::reserve::open_bucket(&as_user("award").await)
+        .await
+        .unwrap();
+    let me = huiqi_bus::reserve::Holder {
+        claim_id: "C-E2E".into(),
+        uscc: "U".into(),
+        amount: huiqi_events::Money::yuan(500),
+        state: huiqi_bus::reserve::HoldState::Pending,
+    };
+    huiqi_bus::reserve::reserve(&award_kv, &count, &me, Duration::from_secs(5))
+        .await
+        .expect("award takes a count");
+    huiqi_bus::reserve::release(&award_kv, &count, "C-E2E")
+        .await
+        .unwrap();
+    assert!(
+        huiqi_bus::reserve::open_bucket(&as_user("verification").await)
+            .await
+            .is_err(),
+        "only award uses the counts bucket"
+    );
     // Split consumers exist and each delivered work; the unsplit ones were never created.
     let stream = js.get_stream("HUIQI").await.unwrap();
     for service in ["verification", "award", "payout"] {
@@ -430,5 +459,167 @@ async fn each_partitions_log_is_checked_against_the_heads_it_anchored() {
         assert!(c.anchors >= 1, "{c:?}");
         assert!(c.mismatches.is_empty() && c.refused.is_empty(), "{c:?}");
         assert_eq!(c.latest_anchored, c.local_head, "{c:?}");
+    }
+}
+
+mod reservations {
+    //! The cross-partition counts' building block (huiqi_bus::reserve) against a real server.
+    use huiqi_bus::reserve::{self, HoldState, Holder, Reserved};
+    use huiqi_events::history::{Key, Kind};
+    use huiqi_events::Money;
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    fn person(id: usize) -> Key {
+        Key::new("M1", Kind::Person).person(&format!("330302199001{id:06}"))
+    }
+
+    fn holder(claim: &str) -> Holder {
+        Holder {
+            claim_id: claim.to_string(),
+            uscc: format!("USCC-{claim}"),
+            amount: Money::yuan(500),
+            state: HoldState::Pending,
+        }
+    }
+
+    async fn bucket(url: &str) -> async_nats::jetstream::kv::Store {
+        let js = async_nats::jetstream::new(async_nats::connect(url).await.unwrap());
+        reserve::ensure_bucket(&js, 1).await.unwrap();
+        reserve::open_bucket(&js).await.unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn claims_racing_for_shared_persons_each_person_counts_once_and_none_is_lost() {
+        let nats = huiqi_testkit::nats();
+        let kv = bucket(nats.url()).await;
+        // Four claims over 120 persons, overlapping: claim c takes persons 30c .. 30c+60.
+        let mut tasks = tokio::task::JoinSet::new();
+        for c in 0..4usize {
+            let kv = kv.clone();
+            tasks.spawn(async move {
+                let me = holder(&format!("C-{c}"));
+                let mut keys: Vec<Key> = (30 * c..30 * c + 60).map(person).collect();
+                // Sorted by bucket key: the order that makes waiting deadlock-free.
+                keys.sort_by_key(reserve::key_name);
+                let mut won = Vec::new();
+                for k in &keys {
+                    match reserve::reserve(&kv, k, &me, Duration::from_secs(20))
+                        .await
+                        .unwrap()
+                    {
+                        Reserved::Ours { .. } => won.push(k.clone()),
+                        Reserved::Counted(h) => assert_ne!(h.claim_id, me.claim_id),
+                    }
+                }
+                for k in &won {
+                    reserve::confirm(&kv, k, &me).await.unwrap();
+                }
+                (me.claim_id, won)
+            });
+        }
+        let mut by_person: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let all = tokio::time::timeout(Duration::from_secs(60), async {
+            let mut out = Vec::new();
+            while let Some(r) = tasks.join_next().await {
+                out.push(r.unwrap());
+            }
+            out
+        })
+        .await
+        .expect("no claim waits for ever (sorted keys: no deadlock)");
+        for (claim, won) in all {
+            for k in won {
+                by_person.entry(k.person).or_default().push(claim.clone());
+            }
+        }
+        // Every person of the union counted, each by exactly one claim.
+        assert_eq!(by_person.len(), 150);
+        assert!(by_person.values().all(|c| c.len() == 1), "{by_person:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_pending_count_is_waited_for_until_released_or_confirmed() {
+        let nats = huiqi_testkit::nats();
+        let kv = bucket(nats.url()).await;
+        let (a, b) = (holder("C-A"), holder("C-B"));
+        let (k1, k2) = (person(1), person(2));
+        assert!(matches!(
+            reserve::reserve(&kv, &k1, &a, Duration::from_secs(1))
+                .await
+                .unwrap(),
+            Reserved::Ours {
+                state: HoldState::Pending,
+                ..
+            }
+        ));
+        // Asking again for the same claim (a decision taken again) finds it its own.
+        assert!(matches!(
+            reserve::reserve(&kv, &k1, &a, Duration::from_secs(1))
+                .await
+                .unwrap(),
+            Reserved::Ours { .. }
+        ));
+        // B waits while A's decision is pending; A released it: B's.
+        let waiting = {
+            let (kv, k1, b) = (kv.clone(), k1.clone(), b.clone());
+            tokio::spawn(
+                async move { reserve::reserve(&kv, &k1, &b, Duration::from_secs(20)).await },
+            )
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        if waiting.is_finished() {
+            panic!("B waits for A's pending count: {:?}", waiting.await);
+        }
+        reserve::release(&kv, &k1, "C-A").await.unwrap();
+        assert!(matches!(
+            waiting.await.unwrap().unwrap(),
+            Reserved::Ours { .. }
+        ));
+        // Confirmed instead: B learns it is A's, with what A counts.
+        reserve::reserve(&kv, &k2, &a, Duration::from_secs(1))
+            .await
+            .unwrap();
+        let waiting = {
+            let (kv, k2, b) = (kv.clone(), k2.clone(), b.clone());
+            tokio::spawn(
+                async move { reserve::reserve(&kv, &k2, &b, Duration::from_secs(20)).await },
+            )
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!waiting.is_finished());
+        reserve::confirm(&kv, &k2, &a).await.unwrap();
+        match waiting.await.unwrap().unwrap() {
+            Reserved::Counted(h) => {
+                assert_eq!(
+                    (h.claim_id.as_str(), h.state),
+                    ("C-A", HoldState::Confirmed)
+                );
+                assert_eq!(h.amount.to_string(), "500.00");
+            }
+            other => panic!("{other:?}"),
+        }
+        // A confirmed count is never released; B may not confirm A's key.
+        reserve::release(&kv, &k2, "C-A").await.unwrap();
+        assert!(matches!(
+            reserve::reserve(&kv, &k2, &b, Duration::from_secs(1))
+                .await
+                .unwrap(),
+            Reserved::Counted(_)
+        ));
+        assert!(reserve::confirm(&kv, &k2, &b).await.is_err());
+        // A worker that never comes back: the waiter gives up after its patience, naming it.
+        let k3 = person(3);
+        reserve::reserve(&kv, &k3, &a, Duration::from_secs(1))
+            .await
+            .unwrap();
+        let e = reserve::reserve(&kv, &k3, &b, Duration::from_millis(300))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("C-A"), "{e}");
+        // The bucket holds no ID number: keys are hashes.
+        let name = reserve::key_name(&k3);
+        assert!(name.starts_with("c.") && !name.contains("330302"), "{name}");
     }
 }

@@ -1,0 +1,255 @@
+//! Reservations of what a decision counts across partitions (docs/SCALING.md, step 6): the
+//! building block, not yet wired into award (which refuses to start split until it is).
+//!
+//! Why: split by applicant, each partition's award folds only its own applicants' decisions,
+//! but some counts are not per applicant — a history key with no USCC: a person paid once per
+//! measure, a number's data package, M21's person counted for one agency. Those are taken here,
+//! one replicated key-value entry per count key (`huiqi-counts`, named by a hash of the key so
+//! no ID number is in the bucket), with compare-and-set writes:
+//! - [`reserve`] takes a key **pending** for a claim (create-only), or finds it the claim's
+//!   already, or **confirmed** for another claim (the caller counts it as the other's), or
+//!   pending for another claim — then it waits until that one is confirmed or released, so a
+//!   claim never loses a person to a decision that in the end did not count the person;
+//! - [`confirm`] marks it counted once the decision is in the claim's log;
+//! - [`release`] gives it back (the decision, taken again, no longer counts it).
+//!
+//! Taking a claim's keys in sorted order makes the waiting deadlock-free: a claim waits only
+//! for a key smaller than every key it has yet to take, held by a claim that waits, if at all,
+//! for a larger one.
+
+use crate::BusError;
+use async_nats::jetstream::{self, kv, stream};
+use huiqi_events::history::Key;
+use huiqi_events::Money;
+use serde::{Deserialize, Serialize};
+use sha2::Digest;
+use std::time::{Duration, Instant};
+
+/// The bucket of cross-partition counts.
+pub const BUCKET: &str = "huiqi-counts";
+
+/// The JetStream stream behind [`BUCKET`].
+pub fn bucket_stream() -> String {
+    format!("KV_{BUCKET}")
+}
+
+/// Whether a count crosses partitions: its key is not about one applicant.
+pub fn crosses_partitions(key: &Key) -> bool {
+    key.uscc.is_empty()
+}
+
+/// The bucket key of a count key: `c.` and the SHA-256 of its canonical JSON, so the bucket
+/// holds no ID or phone number.
+pub fn key_name(key: &Key) -> String {
+    let json = serde_json::to_vec(key).expect("a history key serializes");
+    let digest = sha2::Sha256::digest(&json);
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("c.{hex}")
+}
+
+/// Whether the claim holding a key has its decision in its log yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HoldState {
+    Pending,
+    Confirmed,
+}
+
+/// Who holds a key, as the bucket records it: what another partition needs to count it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Holder {
+    pub claim_id: String,
+    /// The holding claim's applicant.
+    pub uscc: String,
+    /// The amount the holding decision counts for the key.
+    pub amount: Money,
+    pub state: HoldState,
+}
+
+/// What [`reserve`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reserved {
+    /// The key is this claim's (taken now, or before: a decision taken again after a restart),
+    /// at this revision; its state as found.
+    Ours { revision: u64, state: HoldState },
+    /// Another claim's decision counts it.
+    Counted(Holder),
+}
+
+fn err(what: &str, e: &dyn std::fmt::Display) -> BusError {
+    BusError::Setup {
+        what: what.to_string(),
+        message: e.to_string(),
+    }
+}
+
+/// The bucket's stream settings: one value per key, reads from the leader (a replica catching
+/// up could show a released key as still held), as many replicas as the stream.
+pub fn bucket_config(replicas: usize) -> stream::Config {
+    stream::Config {
+        name: bucket_stream(),
+        description: Some(
+            "Huiqi: counts that cross partitions, by the claim that counts them".into(),
+        ),
+        subjects: vec![format!("$KV.{BUCKET}.>")],
+        max_messages_per_subject: 1,
+        max_bytes: -1,
+        max_message_size: 4096,
+        storage: stream::StorageType::File,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: false,
+        num_replicas: replicas.max(1),
+        discard: stream::DiscardPolicy::New,
+        ..Default::default()
+    }
+}
+
+/// Creates the bucket when it is missing (admin; `huiqi setup` for a split deployment).
+pub async fn ensure_bucket(js: &jetstream::Context, replicas: usize) -> Result<(), BusError> {
+    if js.get_stream(bucket_stream()).await.is_ok() {
+        return Ok(());
+    }
+    crate::setup::create_stream_patiently(js, bucket_config(replicas))
+        .await
+        .map_err(|e| err(&format!("counts bucket {BUCKET}"), &e))
+}
+
+/// The bucket (the admin provisions it).
+pub async fn open_bucket(js: &jetstream::Context) -> Result<kv::Store, BusError> {
+    js.get_key_value(BUCKET)
+        .await
+        .map_err(|e| crate::setup::missing_needs_admin(format!("counts bucket {BUCKET}"), &e))
+}
+
+fn encode(h: &Holder) -> bytes::Bytes {
+    serde_json::to_vec(h).expect("a holder serializes").into()
+}
+
+/// The live holder of `name` and the entry's revision (None: never taken, or released — then
+/// with the revision a new create must name).
+async fn current(kv: &kv::Store, name: &str) -> Result<(u64, Option<Holder>), BusError> {
+    match crate::lease::read(kv, name).await {
+        Ok(None) => Ok((0, None)),
+        Ok(Some(e)) if e.operation != kv::Operation::Put => Ok((e.revision, None)),
+        Ok(Some(e)) => {
+            let h: Holder = serde_json::from_slice(&e.value)
+                .map_err(|x| err(&format!("counts bucket entry {name}"), &x))?;
+            Ok((e.revision, Some(h)))
+        }
+        Err(e) => Err(err(&format!("counts bucket entry {name}"), &e)),
+    }
+}
+
+/// Takes `key` pending for `mine.claim_id` (see the module docs). Waits while another claim
+/// holds it pending, polling every 20 ms, for at most `patience`; past that the error names
+/// the claim waited for (its partition's worker is down: the caller tries again later).
+pub async fn reserve(
+    kv: &kv::Store,
+    key: &Key,
+    mine: &Holder,
+    patience: Duration,
+) -> Result<Reserved, BusError> {
+    let name = key_name(key);
+    let pending = Holder {
+        state: HoldState::Pending,
+        ..mine.clone()
+    };
+    let deadline = Instant::now() + patience;
+    // The revision to take the key at when it looks free (0: never written); None while
+    // another claim holds it: only read then, or the write would replace its reservation.
+    let mut expected = Some(0);
+    loop {
+        if let Some(at) = expected {
+            match kv.update(&name, encode(&pending), at).await {
+                Ok(revision) => {
+                    return Ok(Reserved::Ours {
+                        revision,
+                        state: HoldState::Pending,
+                    })
+                }
+                Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {}
+                Err(e) => return Err(err(&format!("reserving {name}"), &e)),
+            }
+        }
+        let (revision, holder) = current(kv, &name).await?;
+        match holder {
+            // Released (or never there) since: take it at the revision now current.
+            None => expected = Some(revision),
+            Some(h) if h.claim_id == mine.claim_id => {
+                return Ok(Reserved::Ours {
+                    revision,
+                    state: h.state,
+                })
+            }
+            Some(h) if h.state == HoldState::Confirmed => return Ok(Reserved::Counted(h)),
+            Some(h) => {
+                if Instant::now() > deadline {
+                    return Err(err(
+                        &format!("reserving a count for {}", mine.claim_id),
+                        &format!(
+                            "held pending by claim {} for longer than {patience:?} (its partition's worker may be down)",
+                            h.claim_id
+                        ),
+                    ));
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                expected = None;
+            }
+        }
+    }
+}
+
+/// Marks `key` counted by `mine.claim_id` (its decision is in its log). Idempotent; an error if
+/// another claim holds the key (which a reservation of this claim's rules out).
+pub async fn confirm(kv: &kv::Store, key: &Key, mine: &Holder) -> Result<(), BusError> {
+    let name = key_name(key);
+    let confirmed = Holder {
+        state: HoldState::Confirmed,
+        ..mine.clone()
+    };
+    loop {
+        let (revision, holder) = current(kv, &name).await?;
+        match holder {
+            Some(h) if h.claim_id == mine.claim_id && h.state == HoldState::Confirmed => {
+                return Ok(())
+            }
+            Some(h) if h.claim_id == mine.claim_id => {
+                match kv.update(&name, encode(&confirmed), revision).await {
+                    Ok(_) => return Ok(()),
+                    Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
+                    Err(e) => return Err(err(&format!("confirming {name}"), &e)),
+                }
+            }
+            other => {
+                return Err(err(
+                    &format!("confirming a count of {}", mine.claim_id),
+                    &format!(
+                        "the key is not this claim's but {}",
+                        other
+                            .map(|h| h.claim_id)
+                            .unwrap_or_else(|| "nobody's".into())
+                    ),
+                ))
+            }
+        }
+    }
+}
+
+/// Gives `key` back if `claim_id` holds it pending (a confirmed count is never released here).
+pub async fn release(kv: &kv::Store, key: &Key, claim_id: &str) -> Result<(), BusError> {
+    let name = key_name(key);
+    loop {
+        let (revision, holder) = current(kv, &name).await?;
+        match holder {
+            Some(h) if h.claim_id == claim_id && h.state == HoldState::Pending => {
+                match kv.delete_expect_revision(&name, Some(revision)).await {
+                    Ok(()) => return Ok(()),
+                    Err(e) if e.kind() == kv::DeleteErrorKind::WrongLastRevision => continue,
+                    Err(e) => return Err(err(&format!("releasing {name}"), &e)),
+                }
+            }
+            _ => return Ok(()),
+        }
+    }
+}

@@ -17,9 +17,9 @@ use huiqi_bus::service::{self, parked, Consuming, Core, ServiceConfig};
 use huiqi_bus::{BusError, LogWriter};
 use huiqi_eventlog::{Commit, EventLog, Pending};
 use huiqi_events::payloads::{
-    AwardDecision, AwardStatus, CheckRecorded, ClaimVerified, DataPackageEntitlement,
-    DataPackageGrant, Facts, PaymentOrdered, PointsGrant, ResidentPointsEntitlement,
-    GRANTS_PER_EVENT,
+    AwardDecision, AwardStatus, CheckRecorded, ClaimVerified, CountedElsewhere,
+    DataPackageEntitlement, DataPackageGrant, Facts, ForeignCount, PaymentOrdered, PointsGrant,
+    ResidentPointsEntitlement, GRANTS_PER_EVENT,
 };
 use huiqi_events::{subjects, types, Envelope};
 use huiqi_policy::{Entitlement, Evaluation, History, PolicySet};
@@ -31,20 +31,11 @@ pub const SERVICE: &str = "award";
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub service: ServiceConfig,
-    /// Decide in a split deployment although the rules that reach across applicants — a
-    /// person once per measure, M21's person for one agency — are enforced only inside each
-    /// partition: the reservation that makes them hold across partitions is not built
-    /// (docs/SCALING.md, step 6). Off, a split award refuses to start. Only for load where no
-    /// person is in two applicants' claims (`huiqi loadgen --partitions`); never in production.
-    pub unchecked_cross_partition_rules: bool,
 }
 
 impl Settings {
     pub fn new(service: ServiceConfig) -> Self {
-        Settings {
-            service,
-            unchecked_cross_partition_rules: false,
-        }
+        Settings { service }
     }
 }
 
@@ -114,6 +105,10 @@ impl State {
                 let o: PaymentOrdered = service::data(env)?;
                 self.unordered.remove(&o.claim_id);
             }
+            types::COUNTED_ELSEWHERE => {
+                let c: CountedElsewhere = service::data(env)?;
+                self.on_counted_elsewhere(&c);
+            }
             types::AWARD_SUPPLEMENTED => {
                 // The claim counts as its new decision does: the old counts are withdrawn.
                 let s: huiqi_events::payloads::AwardSupplement = service::data(env)?;
@@ -163,6 +158,17 @@ impl State {
             }
         }
         out
+    }
+
+    /// Counts of other partitions' claims a decision met: they join the history as theirs.
+    pub fn on_counted_elsewhere(&mut self, c: &CountedElsewhere) {
+        for f in &c.counts {
+            self.history.add(
+                &f.claim_id,
+                &f.applicant_uscc,
+                std::slice::from_ref(&f.count),
+            );
+        }
     }
 
     /// A logged verified claim (`v`, decoded from `env`): it waits for its decision.
@@ -302,6 +308,21 @@ pub fn order_event(cause: &Envelope, v: &ClaimVerified, d: &AwardDecision) -> Op
     Some(Pending::publish(env, subjects::PAYMENT_ORDERED))
 }
 
+/// The counted-elsewhere event of a decision, logged (and published) right before it.
+pub fn counted_elsewhere_event(cause: &Envelope, c: &CountedElsewhere) -> Pending {
+    let env = Envelope::derived(
+        SERVICE,
+        types::COUNTED_ELSEWHERE,
+        &c.claim_id,
+        c,
+        &cause.id,
+        "0",
+    )
+    .expect("serializes")
+    .caused_by(cause);
+    Pending::publish(env, subjects::COUNTED_ELSEWHERE)
+}
+
 /// The events one decision produces, in order.
 pub fn decision_events(cause: &Envelope, v: &ClaimVerified, e: &Evaluation) -> Vec<Pending> {
     let d = &e.decision;
@@ -438,13 +459,6 @@ impl RestoreRules for Restore {
 }
 
 pub async fn build(settings: Settings) -> Result<App, AwardError> {
-    let partition = settings.service.partition;
-    if partition.is_split() && !settings.unchecked_cross_partition_rules {
-        return Err(AwardError::Refused(format!(
-            "award partition {partition}: deciding in {} partitions would apply \"a person once per measure\" (and M21's \"a person counts once, for one agency\") inside each partition only, so a person in two applicants' claims could be paid twice; the cross-partition reservation is not built yet (docs/SCALING.md, step 6): run with 1 partition",
-            partition.count()
-        )));
-    }
     let core = Core::start(SERVICE, &settings.service, &Restore {}).await?;
     let policies = PolicySet::load(settings.service.policy_dir.as_deref())?;
     let mut state = State::default();
@@ -482,10 +496,17 @@ pub async fn build(settings: Settings) -> Result<App, AwardError> {
         core.log().answers_checked()?;
     }
     let spec = core.consumer_spec();
+    // Split: the counts that cross partitions are taken in the replicated bucket.
+    let counts = if core.partition().is_split() {
+        Some(huiqi_bus::reserve::open_bucket(&core.js).await?)
+    } else {
+        None
+    };
     let handler = Handler {
         writer: core.writer.clone(),
         state,
         policies,
+        counts,
     };
     Ok(App {
         service: Consuming::new(core, spec, handler, Signatures::Required).await?,
@@ -509,18 +530,25 @@ struct Handler {
     writer: LogWriter,
     state: State,
     policies: PolicySet,
+    /// Split: the cross-partition counts (huiqi_bus::reserve); None unsplit.
+    counts: Option<async_nats::jetstream::kv::Store>,
 }
 
+/// How long a decision waits for a count another partition holds pending (that partition's
+/// worker died between taking it and deciding): past it the worker stops with the error, and
+/// the claim is decided again when it starts.
+const COUNT_PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
+
 impl Handler {
-    fn process(&mut self, d: &Delivery) -> (Commit, Disposition) {
+    async fn process(&mut self, d: &Delivery) -> Result<(Commit, Disposition), BusError> {
         let env = match Envelope::decode(&d.payload).and_then(huiqi_events::types::upcast) {
             Ok(env) => env,
-            Err(e) => return self.park(d, &format!("unreadable event: {e}")),
+            Err(e) => return Ok(self.park(d, &format!("unreadable event: {e}"))),
         };
         let inbox = env.id.clone();
         // A redelivery (the ack was lost after the commit) is a no-op, before it touches state.
         if self.writer.log().is_processed(&inbox).unwrap_or(false) {
-            return (Commit::default(), Disposition::Ack);
+            return Ok((Commit::default(), Disposition::Ack));
         }
         let done = |events| {
             (
@@ -534,10 +562,10 @@ impl Handler {
         match env.ty.as_str() {
             types::CHECK_RECORDED => {
                 let Ok(r) = env.data_as::<CheckRecorded>() else {
-                    return self.park(d, "check-recorded data does not match its schema");
+                    return Ok(self.park(d, "check-recorded data does not match its schema"));
                 };
                 if self.state.is_decided(&r.claim_id) {
-                    return done(vec![]);
+                    return Ok(done(vec![]));
                 }
                 let claim_id = r.claim_id.clone();
                 self.state.on_check(&env.id, r);
@@ -546,23 +574,23 @@ impl Handler {
                 if let Some((cause, v)) = self.state.verified.get(&claim_id) {
                     if self.state.missing(v).is_none() {
                         let (cause, v) = (cause.clone(), v.clone());
-                        events.extend(self.decide(&cause, &v));
+                        events.extend(self.decide(&cause, &v).await?);
                     }
                 }
-                done(events)
+                Ok(done(events))
             }
             types::CLAIM_VERIFIED => {
                 let mut v = match env.data_as::<ClaimVerified>() {
                     Ok(v) => v,
-                    Err(e) => return self.park(d, &format!("claim-verified data: {e}")),
+                    Err(e) => return Ok(self.park(d, &format!("claim-verified data: {e}"))),
                 };
                 if self.state.is_decided(&v.claim_id) {
-                    return done(vec![]);
+                    return Ok(done(vec![]));
                 }
                 self.state.take_embedded(&mut v);
                 let mut events = vec![Pending::received(env.clone(), d.payload.clone())];
                 match self.state.missing(&v) {
-                    None => events.extend(self.decide(&env, &v)),
+                    None => events.extend(self.decide(&env, &v).await?),
                     Some(why) => {
                         tracing::info!(claim_id = %v.claim_id, why = %why, "verified; waiting for a check reply before deciding");
                         self.state
@@ -570,28 +598,65 @@ impl Handler {
                             .insert(v.claim_id.clone(), (env.clone(), v));
                     }
                 }
-                done(events)
+                Ok(done(events))
             }
             other => {
                 let reason = format!("unexpected event type `{other}` on {}", d.subject);
-                self.park(d, &reason)
+                Ok(self.park(d, &reason))
             }
         }
     }
 
     /// Decides a verified claim whose facts are complete: the decision's events, its effects
     /// folded into the state. An evaluation that fails (facts that do not fit their schema)
-    /// leaves the claim waiting, loudly.
-    fn decide(&mut self, cause: &Envelope, v: &ClaimVerified) -> Vec<Pending> {
-        let evaluation = match self.state.evaluate(&self.policies, None, v) {
-            Ok(e) => e,
-            Err(why) => {
-                tracing::error!(claim_id = %v.claim_id, why = %huiqi_events::mask_digit_runs(&why), "verified claim cannot be decided; it waits for an operator");
-                return vec![];
+    /// leaves the claim waiting, loudly. Split, the decision's counts that cross partitions
+    /// are taken first ([`Self::take_counts`]); an error there (the bucket unreachable, or a
+    /// count pending elsewhere past [`COUNT_PATIENCE`]) stops the worker, and the claim is
+    /// decided again from the log when it starts.
+    async fn decide(
+        &mut self,
+        cause: &Envelope,
+        v: &ClaimVerified,
+    ) -> Result<Vec<Pending>, BusError> {
+        let facts = self.state.facts.get(&v.claim_id).cloned();
+        let mut elsewhere: Vec<ForeignCount> = Vec::new();
+        let evaluation = loop {
+            let evaluation = match self.state.evaluate(&self.policies, None, v) {
+                Ok(e) => e,
+                Err(why) => {
+                    tracing::error!(claim_id = %v.claim_id, why = %huiqi_events::mask_digit_runs(&why), "verified claim cannot be decided; it waits for an operator");
+                    return Ok(vec![]);
+                }
+            };
+            let lost = self.take_counts(&evaluation).await?;
+            if lost.is_empty() {
+                break evaluation;
+            }
+            // Some persons are already counted by claims in other partitions: they join the
+            // history as theirs, and the claim is decided again on its facts.
+            tracing::info!(claim_id = %v.claim_id, counted_elsewhere = lost.len(), "counts taken by other partitions' claims; deciding again");
+            let found = CountedElsewhere {
+                claim_id: v.claim_id.clone(),
+                counts: lost,
+            };
+            self.state.on_counted_elsewhere(&found);
+            elsewhere.extend(found.counts);
+            if let Some(f) = &facts {
+                self.state.facts.insert(v.claim_id.clone(), f.clone());
             }
         };
+        let mut events = Vec::new();
+        if !elsewhere.is_empty() {
+            events.push(counted_elsewhere_event(
+                cause,
+                &CountedElsewhere {
+                    claim_id: v.claim_id.clone(),
+                    counts: elsewhere,
+                },
+            ));
+        }
         self.state.verified.remove(&v.claim_id);
-        let events = decision_events(cause, v, &evaluation);
+        events.extend(decision_events(cause, v, &evaluation));
         self.state.on_evaluation(&evaluation);
         let dec = &evaluation.decision;
         tracing::info!(
@@ -612,7 +677,103 @@ impl Handler {
             "status" => if dec.status == AwardStatus::Approved { "approved" } else { "rejected" }
         )
         .increment(1);
-        events
+        Ok(events)
+    }
+
+    /// Split: takes every count of `e` that crosses partitions, in sorted order, and returns
+    /// the ones other claims' decisions count (having given back this claim's, which the next
+    /// evaluation takes again as it needs them); none lost: all confirmed as this claim's.
+    /// Confirmed before the decision is logged: a worker killed in between decides the claim
+    /// again from the same history, which counts the same keys.
+    async fn take_counts(&self, e: &Evaluation) -> Result<Vec<ForeignCount>, BusError> {
+        use huiqi_bus::reserve::{self, HoldState, Holder, Reserved};
+        let Some(kv) = &self.counts else {
+            return Ok(Vec::new());
+        };
+        let d = &e.decision;
+        let mut counts: Vec<huiqi_events::history::Count> = d
+            .counts
+            .iter()
+            .cloned()
+            .chain(e.entitlements.iter().map(Entitlement::count))
+            .filter(|c| reserve::crosses_partitions(&c.key))
+            .collect();
+        counts.sort_by_cached_key(|c| reserve::key_name(&c.key));
+        counts.dedup_by(|a, b| a.key == b.key);
+        let holder = |c: &huiqi_events::history::Count| Holder {
+            claim_id: d.claim_id.clone(),
+            uscc: d.applicant_uscc.clone(),
+            amount: c.amount,
+            state: HoldState::Pending,
+        };
+        // Every key tried at once (one round trip, not one per person); then in sorted order,
+        // each key another claim holds pending is waited for holding only the keys below it
+        // (those above are given back first and taken again after): deadlock-free.
+        let holders: Vec<Holder> = counts.iter().map(holder).collect();
+        let tried = futures_util::future::join_all(
+            counts
+                .iter()
+                .zip(&holders)
+                .map(|(c, h)| reserve::try_reserve(kv, &c.key, h)),
+        )
+        .await;
+        let mut found: Vec<Option<Reserved>> = Vec::with_capacity(counts.len());
+        for t in tried {
+            found.push(t?.ok());
+        }
+        for i in 0..counts.len() {
+            if found[i].is_some() {
+                continue;
+            }
+            for j in i + 1..counts.len() {
+                if matches!(found[j], Some(Reserved::Ours { .. })) {
+                    reserve::release(kv, &counts[j].key, &d.claim_id).await?;
+                    found[j] = None;
+                }
+            }
+            let c = &counts[i];
+            found[i] = Some(reserve::reserve(kv, &c.key, &holder(c), COUNT_PATIENCE).await?);
+        }
+        let (mut ours, mut lost) = (Vec::new(), Vec::new());
+        for (c, r) in counts.iter().zip(found) {
+            match r.expect("every key resolved") {
+                Reserved::Ours { state, revision } => ours.push((c, state, revision)),
+                Reserved::Counted(h) => lost.push(ForeignCount {
+                    claim_id: h.claim_id,
+                    applicant_uscc: h.uscc,
+                    count: huiqi_events::history::Count {
+                        key: c.key.clone(),
+                        amount: h.amount,
+                    },
+                }),
+            }
+        }
+        if lost.is_empty() {
+            let pending: Vec<(&huiqi_events::history::Count, Holder, u64)> = ours
+                .iter()
+                .filter(|(_, s, _)| *s == HoldState::Pending)
+                .map(|(c, _, rev)| (*c, holder(c), *rev))
+                .collect();
+            for r in futures_util::future::join_all(
+                pending
+                    .iter()
+                    .map(|(c, h, rev)| reserve::confirm_at(kv, &c.key, h, *rev)),
+            )
+            .await
+            {
+                r?;
+            }
+        } else {
+            for r in futures_util::future::join_all(
+                ours.iter()
+                    .map(|(c, _, _)| reserve::release(kv, &c.key, &d.claim_id)),
+            )
+            .await
+            {
+                r?;
+            }
+        }
+        Ok(lost)
     }
 
     fn park(&self, d: &Delivery, reason: &str) -> (Commit, Disposition) {
@@ -633,7 +794,7 @@ impl BatchHandler for Handler {
         let mut commits = Vec::with_capacity(batch.len());
         let mut dispositions = Vec::with_capacity(batch.len());
         for d in &batch {
-            let (c, disp) = self.process(d);
+            let (c, disp) = self.process(d).await?;
             commits.push(c);
             dispositions.push(disp);
         }

@@ -42,8 +42,7 @@ pub struct LoadSettings {
     /// Nodes of the private NATS (1, or a cluster of 3 or 5 with the stream at R3).
     pub cluster: usize,
     /// Partitions of verification, award and payout, each a worker of its own in this one
-    /// process. The generated claims share no person, so the cross-applicant person rules that
-    /// split award does not enforce across partitions cannot bind (huiqi_award::Settings).
+    /// process (award then takes every cross-partition count in the replicated bucket).
     pub partitions: u16,
 }
 
@@ -282,7 +281,6 @@ pub async fn run(settings: &LoadSettings, data_dir: &Path) -> Result<LoadReport,
     let mut up = UpSettings::new(&data_dir.join("run"), Some(&fixtures));
     up.cluster = settings.cluster;
     up.stream.partitions = settings.partitions;
-    up.unchecked_cross_partition_rules = settings.partitions > 1;
     let mut pipeline = Pipeline::start(&up).await?;
     let nats_pids: Vec<u32> = match pipeline.cluster() {
         Some(c) => c.nodes().iter().filter_map(|n| n.pid()).collect(),

@@ -49,9 +49,6 @@ pub struct UpSettings {
     pub portals: Vec<String>,
     /// How often each service anchors its log head on the stream (and once at stop).
     pub anchor_every: Duration,
-    /// Let award decide split (`stream.partitions` > 1) although the cross-applicant person
-    /// rules hold only inside each partition (huiqi_award::Settings): loadgen only.
-    pub unchecked_cross_partition_rules: bool,
 }
 
 impl UpSettings {
@@ -71,7 +68,6 @@ impl UpSettings {
             policy_dir: None,
             portals: Vec::new(),
             anchor_every: Duration::from_secs(60),
-            unchecked_cross_partition_rules: false,
         }
     }
 
@@ -259,9 +255,7 @@ impl Pipeline {
         }
         let mut awards = Vec::new();
         for c in workers("award")? {
-            let mut settings = huiqi_award::Settings::new(c);
-            settings.unchecked_cross_partition_rules = s.unchecked_cross_partition_rules;
-            let app = huiqi_award::build(settings)
+            let app = huiqi_award::build(huiqi_award::Settings::new(c))
                 .await
                 .map_err(|e| HuiqiError::Start("award", e.to_string()))?;
             logs.push(app.log());

@@ -124,6 +124,7 @@ fn service_publish(service: &str, partitions: u16) -> Vec<String> {
             s::ENTITLEMENT_DATA_PACKAGE,
             s::ENTITLEMENT_RESIDENT_POINTS,
             s::PAYMENT_ORDERED,
+            s::COUNTED_ELSEWHERE,
         ],
         "payout" => &[s::PAYOUTS_SETTLED, s::PAYOUTS_FAILED, s::TREASURY_PAY],
         _ => &[],

@@ -15,7 +15,8 @@
 //!
 //! Taking a claim's keys in sorted order makes the waiting deadlock-free: a claim waits only
 //! for a key smaller than every key it has yet to take, held by a claim that waits, if at all,
-//! for a larger one.
+//! for a larger one. (They may be tried all at once with [`try_reserve`], as long as a claim
+//! gives back every key above one it must wait for before it waits.)
 
 use crate::BusError;
 use async_nats::jetstream::{self, kv, stream};
@@ -141,7 +142,49 @@ async fn current(kv: &kv::Store, name: &str) -> Result<(u64, Option<Holder>), Bu
     }
 }
 
-/// Takes `key` pending for `mine.claim_id` (see the module docs). Waits while another claim
+/// One look at `key` without waiting: taken pending for `mine.claim_id` if free, or found
+/// this claim's, or another's confirmed ([`Reserved`]); `Err(holder)` when another claim holds
+/// it pending.
+pub async fn try_reserve(
+    kv: &kv::Store,
+    key: &Key,
+    mine: &Holder,
+) -> Result<Result<Reserved, Holder>, BusError> {
+    let name = key_name(key);
+    let pending = Holder {
+        state: HoldState::Pending,
+        ..mine.clone()
+    };
+    // The revision to take the key at when it looks free (0: never written).
+    let mut at = 0;
+    loop {
+        match kv.update(&name, encode(&pending), at).await {
+            Ok(revision) => {
+                return Ok(Ok(Reserved::Ours {
+                    revision,
+                    state: HoldState::Pending,
+                }))
+            }
+            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {}
+            Err(e) => return Err(err(&format!("reserving {name}"), &e)),
+        }
+        let (revision, holder) = current(kv, &name).await?;
+        match holder {
+            // Released (or never there) since: take it at the revision now current.
+            None => at = revision,
+            Some(h) if h.claim_id == mine.claim_id => {
+                return Ok(Ok(Reserved::Ours {
+                    revision,
+                    state: h.state,
+                }))
+            }
+            Some(h) if h.state == HoldState::Confirmed => return Ok(Ok(Reserved::Counted(h))),
+            Some(h) => return Ok(Err(h)),
+        }
+    }
+}
+
+/// Takes `key` pending for `mine.claim_id` (see the module docs), waiting while another claim
 /// holds it pending, polling every 20 ms, for at most `patience`; past that the error names
 /// the claim waited for (its partition's worker is down: the caller tries again later).
 pub async fn reserve(
@@ -150,52 +193,20 @@ pub async fn reserve(
     mine: &Holder,
     patience: Duration,
 ) -> Result<Reserved, BusError> {
-    let name = key_name(key);
-    let pending = Holder {
-        state: HoldState::Pending,
-        ..mine.clone()
-    };
     let deadline = Instant::now() + patience;
-    // The revision to take the key at when it looks free (0: never written); None while
-    // another claim holds it: only read then, or the write would replace its reservation.
-    let mut expected = Some(0);
     loop {
-        if let Some(at) = expected {
-            match kv.update(&name, encode(&pending), at).await {
-                Ok(revision) => {
-                    return Ok(Reserved::Ours {
-                        revision,
-                        state: HoldState::Pending,
-                    })
-                }
-                Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {}
-                Err(e) => return Err(err(&format!("reserving {name}"), &e)),
+        match try_reserve(kv, key, mine).await? {
+            Ok(r) => return Ok(r),
+            Err(h) if Instant::now() > deadline => {
+                return Err(err(
+                    &format!("reserving a count for {}", mine.claim_id),
+                    &format!(
+                        "held pending by claim {} for longer than {patience:?} (its partition's worker may be down)",
+                        h.claim_id
+                    ),
+                ))
             }
-        }
-        let (revision, holder) = current(kv, &name).await?;
-        match holder {
-            // Released (or never there) since: take it at the revision now current.
-            None => expected = Some(revision),
-            Some(h) if h.claim_id == mine.claim_id => {
-                return Ok(Reserved::Ours {
-                    revision,
-                    state: h.state,
-                })
-            }
-            Some(h) if h.state == HoldState::Confirmed => return Ok(Reserved::Counted(h)),
-            Some(h) => {
-                if Instant::now() > deadline {
-                    return Err(err(
-                        &format!("reserving a count for {}", mine.claim_id),
-                        &format!(
-                            "held pending by claim {} for longer than {patience:?} (its partition's worker may be down)",
-                            h.claim_id
-                        ),
-                    ));
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                expected = None;
-            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
         }
     }
 }
@@ -233,6 +244,27 @@ pub async fn confirm(kv: &kv::Store, key: &Key, mine: &Holder) -> Result<(), Bus
                 ))
             }
         }
+    }
+}
+
+/// [`confirm`] when the revision this claim took the key at is known (one write, no read);
+/// falls back to reading the key if it moved since.
+pub async fn confirm_at(
+    kv: &kv::Store,
+    key: &Key,
+    mine: &Holder,
+    revision: u64,
+) -> Result<(), BusError> {
+    let confirmed = Holder {
+        state: HoldState::Confirmed,
+        ..mine.clone()
+    };
+    match kv.update(key_name(key), encode(&confirmed), revision).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+            confirm(kv, key, mine).await
+        }
+        Err(e) => Err(err(&format!("confirming {}", key_name(key)), &e)),
     }
 }
 

@@ -415,6 +415,27 @@ pub struct RecordSkipped {
     pub reason: String,
 }
 
+/// What a decision in a split deployment met in the cross-partition counts (huiqi_bus::reserve):
+/// counts of claims in other partitions — a person already paid under the measure elsewhere —
+/// that it counts as theirs. Logged (and published on `huiqi.internal.award.counted`) right
+/// before the decision, so every fold — start-up, replay, a rebuilt log — adds them to the
+/// history exactly where the live decision saw them, without the bucket.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct CountedElsewhere {
+    /// The claim being decided.
+    pub claim_id: String,
+    pub counts: Vec<ForeignCount>,
+}
+
+/// One count of another partition's claim.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ForeignCount {
+    /// The claim whose decision counts it.
+    pub claim_id: String,
+    pub applicant_uscc: String,
+    pub count: crate::history::Count,
+}
+
 /// `huiqi.awards.supplemented.<measure>` data: claim `claim_id`, decided under
 /// `replaces_version` for `replaces_total`, decided again under `policy_version` for `total`;
 /// `amount` (the difference, positive) is paid once under `award_id` (`A-<claim uuid>-S-<8 hex

@@ -25,6 +25,7 @@ pub fn event_data_schemas() -> Vec<(&'static str, Schema)> {
         (t::CLAIM_VERIFIED, schema_for!(p::ClaimVerified)),
         (t::AWARD_DECIDED, schema_for!(p::AwardDecision)),
         (t::AWARD_SUPPLEMENTED, schema_for!(p::AwardSupplement)),
+        (t::COUNTED_ELSEWHERE, schema_for!(p::CountedElsewhere)),
         (t::PAYMENT_ORDERED, schema_for!(p::PaymentOrdered)),
         (t::PAYMENT_ATTEMPTED, schema_for!(p::PaymentAttempted)),
         (t::PAYOUT_SETTLED, schema_for!(p::PayoutSettled)),

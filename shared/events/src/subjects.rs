@@ -30,6 +30,9 @@ pub const FACTS_RECORDED: &str = "huiqi.internal.verification.facts";
 pub const CLAIM_VERIFIED: &str = "huiqi.internal.verification.verified";
 /// What the award service consumes: facts, then the verified marker, in stream order.
 pub const VERIFICATION_ALL: &str = "huiqi.internal.verification.>";
+/// Award, split: counts of other partitions' claims a decision met (nobody consumes it: it is
+/// on the stream so a rebuilt award log has it).
+pub const COUNTED_ELSEWHERE: &str = "huiqi.internal.award.counted";
 /// Award → payout: an approved award must be paid (carries the bank account).
 pub const PAYMENT_ORDERED: &str = "huiqi.internal.payments.ordered";
 /// Poison messages, one subject per consuming service: `huiqi.parked.<service>`.

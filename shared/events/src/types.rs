@@ -14,6 +14,8 @@ pub const AWARD_DECIDED: &str = "huiqi.award.decided.v1";
 /// `huiqi supplement`), paying the difference once under its own award id.
 pub const AWARD_SUPPLEMENTED: &str = "huiqi.award.supplemented.v1";
 pub const PAYMENT_ORDERED: &str = "huiqi.payment.ordered.v1";
+/// Split deployments: counts of other partitions' claims a decision met (payloads::CountedElsewhere).
+pub const COUNTED_ELSEWHERE: &str = "huiqi.award.counted_elsewhere.v1";
 pub const PAYMENT_ATTEMPTED: &str = "huiqi.payment.attempted.v1";
 pub const PAYOUT_SETTLED: &str = "huiqi.payout.settled.v1";
 pub const PAYOUT_FAILED: &str = "huiqi.payout.failed.v1";
@@ -41,6 +43,7 @@ pub const CURRENT: &[&str] = &[
     CLAIM_VERIFIED,
     AWARD_DECIDED,
     AWARD_SUPPLEMENTED,
+    COUNTED_ELSEWHERE,
     PAYMENT_ORDERED,
     PAYMENT_ATTEMPTED,
     PAYOUT_SETTLED,
@@ -83,6 +86,7 @@ pub const PRODUCERS: &[(&str, &[&str])] = &[
         &[
             AWARD_DECIDED,
             AWARD_SUPPLEMENTED,
+            COUNTED_ELSEWHERE,
             PAYMENT_ORDERED,
             ENTITLEMENT_DATA_PACKAGE,
             ENTITLEMENT_RESIDENT_POINTS,

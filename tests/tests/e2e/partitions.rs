@@ -1,8 +1,8 @@
 //! The pipeline split into partitions (huiqi_events::partition): two workers of verification,
 //! award and payout in one process, on an authenticated private server whose permissions name
 //! each partition's consumer. Each applicant's claims stay in its partition from intake to
-//! payment, each partition's log holds only its own claims, everything is paid once — and a
-//! split award refuses to start unless told the cross-applicant person rules may not bind.
+//! payment, each partition's log holds only its own claims, everything is paid once; and the
+//! rules that cross applicants (a person once per measure) hold across partitions.
 
 use huiqi::gen::{self, Fixtures};
 use huiqi_e2e::{observe_with, read_stream, Rig};
@@ -44,7 +44,6 @@ async fn two_partitions_keep_each_applicant_in_one_and_pay_every_claim_once() {
 
     let mut rig = Rig::new(None, &fx);
     rig.settings.stream.partitions = 2;
-    rig.settings.unchecked_cross_partition_rules = true;
     let pipeline = rig.start().await;
     let (_c, js, mut w) = observe_with(&pipeline.admin()).await;
     let events: Vec<Envelope> = apps
@@ -296,25 +295,98 @@ async fn two_partitions_keep_each_applicant_in_one_and_pay_every_claim_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_split_award_refuses_to_start_while_person_rules_bind_only_inside_a_partition() {
-    // The refusal comes before any connection: no server is needed to see it.
-    let dir = tempfile::tempdir().unwrap();
-    let keys = huiqi_bus::trust::KeySet::generate();
-    let trust = keys.trust_store();
-    let mut config = huiqi_bus::service::ServiceConfig::new(
-        huiqi_bus::NatsOptions::new("nats://127.0.0.1:1"),
-        dir.path().join("award"),
-        keys.key("award").unwrap(),
-        std::sync::Arc::new(trust),
+async fn enterprises_in_two_partitions_sharing_persons_pay_each_person_once() {
+    let mut fx = Fixtures::default();
+    // Two applicants in each partition; enterprise e employs persons 20e .. 20e+40, so each
+    // shares 20 persons with the next (and the next may be in the other partition).
+    let mut usccs: Vec<(u64, Partition)> = Vec::new();
+    for n in 900..1000u64 {
+        let p = Partition::of_applicant(&gen::uscc(n), 2);
+        if usccs.iter().filter(|(_, q)| *q == p).count() < 2 {
+            usccs.push((n, p));
+        }
+        if usccs.len() == 4 {
+            break;
+        }
+    }
+    // Alternate the partitions along the chain, so every shared pair crosses partitions.
+    usccs.sort_by_key(|(n, p)| (p.index(), *n));
+    let chain = [usccs[0].0, usccs[2].0, usccs[1].0, usccs[3].0];
+    let apps: Vec<_> = chain
+        .iter()
+        .enumerate()
+        .map(|(e, n)| {
+            gen::m1_application(
+                &mut fx,
+                &format!("RACE-{e}"),
+                &gen::uscc(*n),
+                20 * e as u64,
+                40,
+                0,
+            )
+        })
+        .collect();
+    let mut rig = Rig::new(None, &fx);
+    rig.settings.stream.partitions = 2;
+    let pipeline = rig.start().await;
+    let (_c, js, mut w) = observe_with(&pipeline.admin()).await;
+    let events: Vec<Envelope> = apps
+        .iter()
+        .map(|a| Envelope::new("e2e", types::APPLICATION_SUBMITTED, &a.application_id, a).unwrap())
+        .collect();
+    // All at once: the two partitions decide concurrently.
+    huiqi::watch::publish_all(&js, &events, 10).await.unwrap();
+    assert!(
+        w.until(Duration::from_secs(90), |w| apps.iter().all(|a| w
+            .by_application
+            .get(&a.application_id)
+            .is_some_and(|o| o.is_final())))
+            .await,
+        "every claim decided"
     );
-    config.partition = Partition::new(1, 2).unwrap();
-    let err = huiqi_award::build(huiqi_award::Settings::new(config))
-        .await
-        .err()
-        .expect("refused")
-        .to_string();
-    assert!(err.contains("a person once per measure"), "{err}");
-    assert!(err.contains("1 partition"), "{err}");
+    w.until(Duration::from_secs(1), |_| false).await;
+    let counted = read_stream(&js, "huiqi.internal.award.counted.>").await;
+    pipeline.stop().await.unwrap();
+
+    let mut paid: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for a in &apps {
+        let o = &w.by_application[&a.application_id];
+        assert_eq!(o.decisions.len(), 1);
+        for l in o.decisions[0].lines.iter().filter(|l| l.paid) {
+            paid.entry(l.person.clone().unwrap())
+                .or_default()
+                .push(a.application_id.clone());
+        }
+    }
+    // A person once per measure, across partitions.
+    let twice: Vec<&Vec<String>> = paid.values().filter(|by| by.len() > 1).collect();
+    assert!(
+        twice.is_empty(),
+        "{} persons paid twice, by {:?}",
+        twice.len(),
+        twice.first()
+    );
+    assert!(!paid.is_empty());
+    // The later of each crossing pair met the other's counts, logged before its decision.
+    assert!(
+        !counted.is_empty(),
+        "a claim met another partition's counts"
+    );
+    for m in &counted {
+        let e = Envelope::decode(&m.payload).unwrap();
+        let c: huiqi_events::payloads::CountedElsewhere = e.data_as().unwrap();
+        assert!(!c.counts.is_empty() && c.counts.iter().all(|f| f.claim_id != c.claim_id));
+    }
+    // Sums reconcile and every decision replays identically, counted-elsewhere events folded.
+    let rec = huiqi::audit::report(rig.data_dir(), Some(&rig.ledger())).unwrap();
+    assert!(rec.problems.is_empty(), "{:?}", rec.problems);
+    let replay = huiqi::commands::replay_report(rig.data_dir(), None).unwrap();
+    assert_eq!(
+        (replay.decisions, replay.identical),
+        (4, 4),
+        "{:?}",
+        replay.differences
+    );
 }
 
 /// Applicants 0..n from `first`, each of 30 qualifying persons of its own.
@@ -353,7 +425,6 @@ async fn a_partition_whose_directory_is_lost_is_rebuilt_from_the_stream_alone() 
     );
     let mut rig = Rig::new(None, &fx);
     rig.settings.stream.partitions = 2;
-    rig.settings.unchecked_cross_partition_rules = true;
     let submit = async |apps: &[huiqi_events::payloads::Application], expected: usize| {
         let pipeline = rig.start().await;
         let (_c, js, _w) = observe_with(&pipeline.admin()).await;
@@ -417,7 +488,6 @@ async fn each_partitions_log_is_checked_against_the_heads_it_anchored() {
     let apps = applications(&mut fx, 40, 6);
     let mut rig = Rig::new(Some(nats.url()), &fx);
     rig.settings.stream.partitions = 2;
-    rig.settings.unchecked_cross_partition_rules = true;
     let pipeline = rig.start().await;
     let (_c, js, mut w) = huiqi_e2e::observe(nats.url()).await;
     let events: Vec<Envelope> = apps

@@ -95,6 +95,8 @@ pub struct Deployment {
     pub extra_env: BTreeMap<&'static str, Vec<(String, String)>>,
     /// How many times each service was started.
     pub starts: BTreeMap<&'static str, u32>,
+    /// The deployment's partitions (huiqi_events::partition; 1 unsplit).
+    pub partitions: u16,
 }
 
 impl Deployment {
@@ -107,13 +109,19 @@ impl Deployment {
     /// The same on a cluster of `nodes` nats-servers on loopback (the stream at R3 when
     /// there are three or more).
     pub async fn on_nodes(fx: &Fixtures, auth: bool, nodes: usize) -> Deployment {
+        Self::split(fx, auth, nodes, 1).await
+    }
+
+    /// The same split into `partitions` (the server's permissions, the provisioned consumers
+    /// and every service's `HUIQI_PARTITIONS`).
+    pub async fn split(fx: &Fixtures, auth: bool, nodes: usize, partitions: u16) -> Deployment {
         let dir = tempfile::tempdir().expect("temp dir");
         fx.write(&dir.path().join("fixtures")).expect("fixtures");
         let keys_dir = dir.path().join("keys");
         let keys = KeySet::generate();
         keys.write(&keys_dir).expect("keys");
         let users = auth.then(|| {
-            let u = NatsUsers::generate();
+            let u = NatsUsers::generate().with_partitions(partitions);
             u.write(&keys_dir).expect("user keys");
             u
         });
@@ -136,10 +144,12 @@ impl Deployment {
             children: BTreeMap::new(),
             extra_env: BTreeMap::new(),
             starts: BTreeMap::new(),
+            partitions,
         };
         let js = d.js("admin").await;
         let settings = huiqi_bus::setup::StreamSettings {
             replicas: nodes.clamp(1, 3),
+            partitions,
             ..Default::default()
         };
         huiqi_bus::setup::provision(&js, &settings)
@@ -218,6 +228,7 @@ impl Deployment {
                 format!("{service}-{}", if standby { 2 } else { 1 }),
             ));
             env.push(("HUIQI_LEASE_TTL_SECS".into(), LEASE_TTL_SECS.to_string()));
+            env.push(("HUIQI_PARTITIONS".into(), self.partitions.to_string()));
             if self.users.is_some() {
                 env.push((
                     "HUIQI_RECOVERY_NKEY_FILE".into(),
@@ -249,9 +260,14 @@ impl Deployment {
     /// The instance holding `service`'s lease (`<service>-1` or `<service>-2`), read with the
     /// admin's login.
     pub async fn lease_holder(&self, service: &str) -> Option<String> {
+        self.lease_holder_of(service, 0).await
+    }
+
+    /// The instance holding `service`'s lease on `partition`.
+    pub async fn lease_holder_of(&self, service: &str, partition: u32) -> Option<String> {
         let js = self.js("admin").await;
         let kv = js.get_key_value(huiqi_bus::lease::BUCKET).await.ok()?;
-        let entry = huiqi_bus::lease::read(&kv, &huiqi_bus::lease::key(service, 0))
+        let entry = huiqi_bus::lease::read(&kv, &huiqi_bus::lease::key(service, partition))
             .await
             .ok()??;
         let v: huiqi_bus::lease::LeaseValue = serde_json::from_slice(&entry.value).ok()?;

@@ -170,17 +170,28 @@ fn err(what: &str, e: &dyn std::fmt::Display) -> BusError {
 /// directly as a stream because async-nats 0.51's `create_key_value` asks for the account
 /// info, which it cannot parse from a clustered 2.9 server.
 pub fn bucket_config(replicas: usize) -> stream::Config {
+    kv_bucket_config(
+        BUCKET,
+        "Huiqi: which instance holds each service's work",
+        replicas,
+    )
+}
+
+/// The stream of one of Huiqi's key-value buckets (the leases, the cross-partition counts):
+/// one value per key, small values, reads from the leader only (a replica still catching up
+/// could answer with an old revision), as many replicas as the stream, nothing ever dropped
+/// for room.
+pub fn kv_bucket_config(bucket: &str, description: &str, replicas: usize) -> stream::Config {
     stream::Config {
-        name: bucket_stream(),
-        description: Some("Huiqi: which instance holds each service's work".into()),
-        subjects: vec![format!("$KV.{BUCKET}.>")],
+        name: format!("KV_{bucket}"),
+        description: Some(description.into()),
+        subjects: vec![format!("$KV.{bucket}.>")],
         max_messages_per_subject: 1,
         max_bytes: -1,
         max_message_size: 4096,
         storage: stream::StorageType::File,
         allow_rollup: true,
         deny_delete: true,
-        // Reads go to the leader (see [`read`]); a replica's answer may be stale.
         allow_direct: false,
         num_replicas: replicas.max(1),
         discard: stream::DiscardPolicy::New,

@@ -84,26 +84,14 @@ fn err(what: &str, e: &dyn std::fmt::Display) -> BusError {
     }
 }
 
-/// The bucket's stream settings: one value per key, reads from the leader (a replica catching
-/// up could show a released key as still held), as many replicas as the stream.
+/// The bucket's stream settings (`lease::kv_bucket_config`: reads from the leader, since a
+/// replica catching up could show a released key as still held).
 pub fn bucket_config(replicas: usize) -> stream::Config {
-    stream::Config {
-        name: bucket_stream(),
-        description: Some(
-            "Huiqi: counts that cross partitions, by the claim that counts them".into(),
-        ),
-        subjects: vec![format!("$KV.{BUCKET}.>")],
-        max_messages_per_subject: 1,
-        max_bytes: -1,
-        max_message_size: 4096,
-        storage: stream::StorageType::File,
-        allow_rollup: true,
-        deny_delete: true,
-        allow_direct: false,
-        num_replicas: replicas.max(1),
-        discard: stream::DiscardPolicy::New,
-        ..Default::default()
-    }
+    crate::lease::kv_bucket_config(
+        BUCKET,
+        "Huiqi: counts that cross partitions, by the claim that counts them",
+        replicas,
+    )
 }
 
 /// Creates the bucket when it is missing (admin; `huiqi setup` for a split deployment).

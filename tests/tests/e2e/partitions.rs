@@ -46,19 +46,7 @@ async fn two_partitions_keep_each_applicant_in_one_and_pay_every_claim_once() {
     rig.settings.stream.partitions = 2;
     let pipeline = rig.start().await;
     let (_c, js, mut w) = observe_with(&pipeline.admin()).await;
-    let events: Vec<Envelope> = apps
-        .iter()
-        .map(|a| Envelope::new("e2e", types::APPLICATION_SUBMITTED, &a.application_id, a).unwrap())
-        .collect();
-    huiqi::watch::publish_all(&js, &events, 10).await.unwrap();
-    assert!(
-        w.until(Duration::from_secs(90), |w| apps.iter().all(|a| w
-            .by_application
-            .get(&a.application_id)
-            .is_some_and(|o| o.is_final())))
-            .await,
-        "every claim settles"
-    );
+    submit_and_wait(&js, &mut w, &apps).await;
     // Each partition's worker answers its own health subject (the operator may ask it).
     let operator = pipeline
         .options("operator")
@@ -330,20 +318,7 @@ async fn enterprises_in_two_partitions_sharing_persons_pay_each_person_once() {
     rig.settings.stream.partitions = 2;
     let pipeline = rig.start().await;
     let (_c, js, mut w) = observe_with(&pipeline.admin()).await;
-    let events: Vec<Envelope> = apps
-        .iter()
-        .map(|a| Envelope::new("e2e", types::APPLICATION_SUBMITTED, &a.application_id, a).unwrap())
-        .collect();
-    // All at once: the two partitions decide concurrently.
-    huiqi::watch::publish_all(&js, &events, 10).await.unwrap();
-    assert!(
-        w.until(Duration::from_secs(90), |w| apps.iter().all(|a| w
-            .by_application
-            .get(&a.application_id)
-            .is_some_and(|o| o.is_final())))
-            .await,
-        "every claim decided"
-    );
+    submit_and_wait(&js, &mut w, &apps).await;
     w.until(Duration::from_secs(1), |_| false).await;
     let counted = read_stream(&js, "huiqi.internal.award.counted.>").await;
     pipeline.stop().await.unwrap();
@@ -386,6 +361,28 @@ async fn enterprises_in_two_partitions_sharing_persons_pay_each_person_once() {
         (4, 4),
         "{:?}",
         replay.differences
+    );
+}
+
+/// Submits `apps` (all at once: the partitions decide concurrently) and waits, up to 90 s,
+/// until every one has its final outcome.
+async fn submit_and_wait(
+    js: &async_nats::jetstream::Context,
+    w: &mut huiqi::watch::Watcher,
+    apps: &[huiqi_events::payloads::Application],
+) {
+    let events: Vec<Envelope> = apps
+        .iter()
+        .map(|a| Envelope::new("e2e", types::APPLICATION_SUBMITTED, &a.application_id, a).unwrap())
+        .collect();
+    huiqi::watch::publish_all(js, &events, 10).await.unwrap();
+    assert!(
+        w.until(Duration::from_secs(90), |w| apps.iter().all(|a| w
+            .by_application
+            .get(&a.application_id)
+            .is_some_and(|o| o.is_final())))
+            .await,
+        "every claim reaches its outcome"
     );
 }
 
@@ -490,18 +487,7 @@ async fn each_partitions_log_is_checked_against_the_heads_it_anchored() {
     rig.settings.stream.partitions = 2;
     let pipeline = rig.start().await;
     let (_c, js, mut w) = huiqi_e2e::observe(nats.url()).await;
-    let events: Vec<Envelope> = apps
-        .iter()
-        .map(|a| Envelope::new("e2e", types::APPLICATION_SUBMITTED, &a.application_id, a).unwrap())
-        .collect();
-    huiqi::watch::publish_all(&js, &events, 10).await.unwrap();
-    assert!(
-        w.until(Duration::from_secs(60), |w| apps.iter().all(|a| w
-            .by_application
-            .get(&a.application_id)
-            .is_some_and(|o| o.is_final())))
-            .await
-    );
+    submit_and_wait(&js, &mut w, &apps).await;
     pipeline.stop().await.unwrap();
     let trust = huiqi_bus::trust::TrustStore::from_file(&huiqi_bus::trust::KeySet::trust_path(
         &rig.settings.keys_dir(),

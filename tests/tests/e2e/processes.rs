@@ -665,7 +665,10 @@ pub(crate) async fn judge(d: &Deployment, mix: &Mix, events: &[Envelope]) -> Mon
 
     // One payment order per approved award, for its total.
     let mut ordered: BTreeMap<String, Money> = BTreeMap::new();
-    for s in d.stream(subjects::PAYMENT_ORDERED).await {
+    // Split, orders travel on their partition's subject (`….ordered.<i>`).
+    let mut orders = d.stream(subjects::PAYMENT_ORDERED).await;
+    orders.extend(d.stream(&format!("{}.>", subjects::PAYMENT_ORDERED)).await);
+    for s in orders {
         let o: PaymentOrdered = s.envelope.data_as().unwrap();
         assert!(
             ordered.insert(o.claim_id.clone(), o.amount).is_none(),

@@ -314,6 +314,19 @@ async fn enterprises_in_two_partitions_sharing_persons_pay_each_person_once() {
             )
         })
         .collect();
+    // And one enterprise sending two M1 applications at once (other persons): one M1 per
+    // enterprise holds because both land in its one partition, whatever races elsewhere.
+    let mut apps = apps;
+    for (k, first) in [(0, 1000u64), (1, 1100)] {
+        apps.push(gen::m1_application(
+            &mut fx,
+            &format!("ONCE-{k}"),
+            &gen::uscc(950),
+            first,
+            35,
+            0,
+        ));
+    }
     let mut rig = Rig::new(None, &fx);
     rig.settings.stream.partitions = 2;
     let pipeline = rig.start().await;
@@ -342,6 +355,11 @@ async fn enterprises_in_two_partitions_sharing_persons_pay_each_person_once() {
         twice.first()
     );
     assert!(!paid.is_empty());
+    let once: Vec<_> = ["ONCE-0", "ONCE-1"]
+        .iter()
+        .filter(|id| w.by_application[**id].decisions[0].status == AwardStatus::Approved)
+        .collect();
+    assert_eq!(once.len(), 1, "one M1 per enterprise: {once:?}");
     // The later of each crossing pair met the other's counts, logged before its decision.
     assert!(
         !counted.is_empty(),
@@ -358,7 +376,7 @@ async fn enterprises_in_two_partitions_sharing_persons_pay_each_person_once() {
     let replay = huiqi::commands::replay_report(rig.data_dir(), None).unwrap();
     assert_eq!(
         (replay.decisions, replay.identical),
-        (4, 4),
+        (6, 6),
         "{:?}",
         replay.differences
     );

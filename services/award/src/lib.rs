@@ -699,7 +699,14 @@ impl Handler {
             .filter(|c| reserve::crosses_partitions(&c.key))
             .collect();
         counts.sort_by_cached_key(|c| reserve::key_name(&c.key));
-        counts.dedup_by(|a, b| a.key == b.key);
+        // One reservation per key, for everything the decision counts under it.
+        counts.dedup_by(|later, first| {
+            let same = later.key == first.key;
+            if same {
+                first.amount = first.amount + later.amount;
+            }
+            same
+        });
         let holder = |c: &huiqi_events::history::Count| Holder {
             claim_id: d.claim_id.clone(),
             uscc: d.applicant_uscc.clone(),

@@ -755,7 +755,15 @@ impl Handler {
                 }),
             }
         }
-        if lost.is_empty() {
+        if lost.is_empty() && ours.len() <= reserve::FINAL_LIST_MAX {
+            // All its own: confirmed with one list (the common case: one write, not one per
+            // count).
+            let keys: Vec<&huiqi_events::history::Key> =
+                ours.iter().map(|(c, _, _)| &c.key).collect();
+            if !keys.is_empty() {
+                reserve::finalize(kv, &d.claim_id, &keys).await?;
+            }
+        } else if lost.is_empty() {
             let pending: Vec<(&huiqi_events::history::Count, Holder, u64)> = ours
                 .iter()
                 .filter(|(_, s, _)| *s == HoldState::Pending)

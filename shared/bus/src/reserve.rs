@@ -10,7 +10,9 @@
 //!   already, or **confirmed** for another claim (the caller counts it as the other's), or
 //!   pending for another claim — then it waits until that one is confirmed or released, so a
 //!   claim never loses a person to a decision that in the end did not count the person;
-//! - [`confirm`] marks it counted once the decision is in the claim's log;
+//! - [`confirm`] marks it counted once the decision is in the claim's log — or [`finalize`]
+//!   confirms all of a claim's counts with one write, a list a reader consults when it meets
+//!   a count pending for that claim;
 //! - [`release`] gives it back (the decision, taken again, no longer counts it).
 //!
 //! Taking a claim's keys in sorted order makes the waiting deadlock-free: a claim waits only
@@ -87,11 +89,63 @@ fn err(what: &str, e: &dyn std::fmt::Display) -> BusError {
 /// The bucket's stream settings (`lease::kv_bucket_config`: reads from the leader, since a
 /// replica catching up could show a released key as still held).
 pub fn bucket_config(replicas: usize) -> stream::Config {
-    crate::lease::kv_bucket_config(
+    let mut config = crate::lease::kv_bucket_config(
         BUCKET,
         "Huiqi: counts that cross partitions, by the claim that counts them",
         replicas,
+    );
+    // A claim's list of its counts ([`finalize`]): up to FINAL_LIST_MAX names.
+    config.max_message_size = 128 * 1024;
+    config
+}
+
+/// The most counts a claim confirms with one list ([`finalize`]); a claim with more confirms
+/// each count ([`confirm_at`]).
+pub const FINAL_LIST_MAX: usize = 1_000;
+
+/// The key of a claim's list of its counts.
+fn final_name(claim_id: &str) -> String {
+    let digest = sha2::Sha256::digest(claim_id.as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("f.{hex}")
+}
+
+/// What a claim's decision counts, by key name: written once its counts are all its own, in
+/// place of confirming each (one write instead of one per count).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct FinalList {
+    keys: Vec<String>,
+}
+
+/// Confirms every key of `keys` (all taken for `claim_id`) with one write: a reader meeting
+/// one of them pending for this claim finds it in the list and counts it as this claim's; a
+/// key pending for this claim that is *not* in the list was left over by a round that did not
+/// end (a killed worker) and is free. At most [`FINAL_LIST_MAX`] keys. Written again (a claim
+/// decided again after a restart), the last list holds.
+pub async fn finalize(kv: &kv::Store, claim_id: &str, keys: &[&Key]) -> Result<(), BusError> {
+    let list = FinalList {
+        keys: keys.iter().map(|k| key_name(k)).collect(),
+    };
+    let name = final_name(claim_id);
+    kv.put(
+        &name,
+        serde_json::to_vec(&list).expect("a list serializes").into(),
     )
+    .await
+    .map(|_| ())
+    .map_err(|e| err(&format!("finalizing the counts of {claim_id}"), &e))
+}
+
+/// The list of `claim_id`'s counts, when it has been written.
+async fn final_list(kv: &kv::Store, claim_id: &str) -> Result<Option<FinalList>, BusError> {
+    let name = final_name(claim_id);
+    match crate::lease::read(kv, &name).await {
+        Ok(Some(e)) if e.operation == kv::Operation::Put => serde_json::from_slice(&e.value)
+            .map(Some)
+            .map_err(|x| err(&format!("counts list {name}"), &x)),
+        Ok(_) => Ok(None),
+        Err(e) => Err(err(&format!("counts list {name}"), &e)),
+    }
 }
 
 /// Creates the bucket when it is missing (admin; `huiqi setup` for a split deployment).
@@ -167,7 +221,18 @@ pub async fn try_reserve(
                 }))
             }
             Some(h) if h.state == HoldState::Confirmed => return Ok(Ok(Reserved::Counted(h))),
-            Some(h) => return Ok(Err(h)),
+            // Pending for another claim: confirmed by its list, left over by a round that did
+            // not end, or still being decided (wait).
+            Some(h) => match final_list(kv, &h.claim_id).await? {
+                Some(list) if list.keys.contains(&name) => {
+                    return Ok(Ok(Reserved::Counted(Holder {
+                        state: HoldState::Confirmed,
+                        ..h
+                    })))
+                }
+                Some(_) => at = revision,
+                None => return Ok(Err(h)),
+            },
         }
     }
 }

@@ -692,6 +692,28 @@ mod reservations {
             .unwrap_err()
             .to_string();
         assert!(e.contains("C-A"), "{e}");
+        // One list confirms a claim's counts; a count it left pending but does not list (a
+        // round that did not end) is free.
+        let (k4, k5) = (person(4), person(5));
+        for k in [&k4, &k5] {
+            reserve::reserve(&kv, k, &a, Duration::from_secs(1))
+                .await
+                .unwrap();
+        }
+        reserve::finalize(&kv, "C-A", &[&k4]).await.unwrap();
+        match reserve::reserve(&kv, &k4, &b, Duration::from_secs(1))
+            .await
+            .unwrap()
+        {
+            Reserved::Counted(h) => assert_eq!(h.claim_id, "C-A"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            reserve::reserve(&kv, &k5, &b, Duration::from_secs(1))
+                .await
+                .unwrap(),
+            Reserved::Ours { .. }
+        ));
         // The bucket holds no ID number: keys are hashes.
         let name = reserve::key_name(&k3);
         assert!(name.starts_with("c.") && !name.contains("330302"), "{name}");

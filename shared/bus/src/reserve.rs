@@ -136,12 +136,12 @@ pub async fn finalize(kv: &kv::Store, claim_id: &str, keys: &[&Key]) -> Result<(
     .map_err(|e| err(&format!("finalizing the counts of {claim_id}"), &e))
 }
 
-/// The list of `claim_id`'s counts, when it has been written.
-async fn final_list(kv: &kv::Store, claim_id: &str) -> Result<Option<FinalList>, BusError> {
+/// The list of `claim_id`'s counts and its revision, when it has been written.
+async fn final_list(kv: &kv::Store, claim_id: &str) -> Result<Option<(u64, FinalList)>, BusError> {
     let name = final_name(claim_id);
     match crate::lease::read(kv, &name).await {
         Ok(Some(e)) if e.operation == kv::Operation::Put => serde_json::from_slice(&e.value)
-            .map(Some)
+            .map(|list| Some((e.revision, list)))
             .map_err(|x| err(&format!("counts list {name}"), &x)),
         Ok(_) => Ok(None),
         Err(e) => Err(err(&format!("counts list {name}"), &e)),
@@ -221,17 +221,19 @@ pub async fn try_reserve(
                 }))
             }
             Some(h) if h.state == HoldState::Confirmed => return Ok(Ok(Reserved::Counted(h))),
-            // Pending for another claim: confirmed by its list, left over by a round that did
-            // not end, or still being decided (wait).
+            // Pending for another claim: confirmed by its list; or left over by a round that
+            // did not end — taken before the list was written (one bucket, one sequence) and
+            // not in it: free; or taken after the list, by a round of a claim decided again
+            // after a restart that is still going on, or with no list yet: wait.
             Some(h) => match final_list(kv, &h.claim_id).await? {
-                Some(list) if list.keys.contains(&name) => {
+                Some((_, list)) if list.keys.contains(&name) => {
                     return Ok(Ok(Reserved::Counted(Holder {
                         state: HoldState::Confirmed,
                         ..h
                     })))
                 }
-                Some(_) => at = revision,
-                None => return Ok(Err(h)),
+                Some((listed_at, _)) if revision < listed_at => at = revision,
+                _ => return Ok(Err(h)),
             },
         }
     }

@@ -714,6 +714,24 @@ mod reservations {
                 .unwrap(),
             Reserved::Ours { .. }
         ));
+        // But a count the claim takes *after* its list (decided again after a restart, the
+        // new list not written yet) is waited for, not taken.
+        let k6 = person(6);
+        reserve::reserve(&kv, &k6, &a, Duration::from_secs(1))
+            .await
+            .unwrap();
+        let e = reserve::reserve(&kv, &k6, &b, Duration::from_millis(300))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("C-A"), "{e}");
+        reserve::finalize(&kv, "C-A", &[&k4, &k6]).await.unwrap();
+        assert!(matches!(
+            reserve::reserve(&kv, &k6, &b, Duration::from_secs(1))
+                .await
+                .unwrap(),
+            Reserved::Counted(_)
+        ));
         // The bucket holds no ID number: keys are hashes.
         let name = reserve::key_name(&k3);
         assert!(name.starts_with("c.") && !name.contains("330302"), "{name}");

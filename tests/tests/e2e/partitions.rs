@@ -285,35 +285,7 @@ async fn two_partitions_keep_each_applicant_in_one_and_pay_every_claim_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enterprises_in_two_partitions_sharing_persons_pay_each_person_once() {
     let mut fx = Fixtures::default();
-    // Two applicants in each partition; enterprise e employs persons 20e .. 20e+40, so each
-    // shares 20 persons with the next (and the next may be in the other partition).
-    let mut usccs: Vec<(u64, Partition)> = Vec::new();
-    for n in 900..1000u64 {
-        let p = Partition::of_applicant(&gen::uscc(n), 2);
-        if usccs.iter().filter(|(_, q)| *q == p).count() < 2 {
-            usccs.push((n, p));
-        }
-        if usccs.len() == 4 {
-            break;
-        }
-    }
-    // Alternate the partitions along the chain, so every shared pair crosses partitions.
-    usccs.sort_by_key(|(n, p)| (p.index(), *n));
-    let chain = [usccs[0].0, usccs[2].0, usccs[1].0, usccs[3].0];
-    let apps: Vec<_> = chain
-        .iter()
-        .enumerate()
-        .map(|(e, n)| {
-            gen::m1_application(
-                &mut fx,
-                &format!("RACE-{e}"),
-                &gen::uscc(*n),
-                20 * e as u64,
-                40,
-                0,
-            )
-        })
-        .collect();
+    let apps = chain(&mut fx, 4, "RACE");
     // And one enterprise sending two M1 applications at once (other persons): one M1 per
     // enterprise holds because both land in its one partition, whatever races elsewhere.
     let mut apps = apps;
@@ -380,6 +352,35 @@ async fn enterprises_in_two_partitions_sharing_persons_pay_each_person_once() {
         "{:?}",
         replay.differences
     );
+}
+
+/// `n` M1 applications of distinct enterprises alternating between 2 partitions, enterprise
+/// e employing persons 20e .. 20e+40: each shares 20 persons with the next, across partitions.
+pub(crate) fn chain(
+    fx: &mut Fixtures,
+    n: usize,
+    prefix: &str,
+) -> Vec<huiqi_events::payloads::Application> {
+    let mut by: [Vec<u64>; 2] = [Vec::new(), Vec::new()];
+    for u in 900..2000u64 {
+        let p = Partition::of_applicant(&gen::uscc(u), 2).index() as usize;
+        if by[p].len() < n.div_ceil(2) {
+            by[p].push(u);
+        }
+    }
+    (0..n)
+        .map(|e| {
+            let u = by[e % 2][e / 2];
+            gen::m1_application(
+                fx,
+                &format!("{prefix}-{e}"),
+                &gen::uscc(u),
+                20 * e as u64,
+                40,
+                0,
+            )
+        })
+        .collect()
 }
 
 /// Submits `apps` (all at once: the partitions decide concurrently) and waits, up to 90 s,

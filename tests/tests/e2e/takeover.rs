@@ -603,3 +603,99 @@ async fn a_check_record_that_never_reached_the_stream_is_asked_again_after_a_reb
     assert_eq!((ledger.len(), awards.len()), (claims, claims));
     d.stop_all();
 }
+
+/// Split in two with persons shared across partitions, award's instance for partition 0
+/// SIGKILLed while the claims race for them: its other instance takes partition 0 over
+/// (rebuilt from the stream) and whatever was taken, pending or confirmed, by the dead one is
+/// honoured — every claim decided once, no person paid twice, the treasury paid once per
+/// approved award, and the surviving instance's logs replay identically.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_split_award_killed_while_claims_race_for_shared_persons_pays_each_person_once() {
+    use huiqi_events::payloads::{AwardDecision, AwardStatus};
+    let mut fx = huiqi::gen::Fixtures::default();
+    let apps = super::partitions::chain(&mut fx, 12, "KILLRACE");
+    let events: Vec<_> = apps.iter().map(super::processes::event).collect();
+    let mut d = huiqi_e2e::procs::Deployment::split(&fx, true, 1, 2).await;
+    for s in ["verification", "award", "payout"] {
+        d.extra_env
+            .insert(s, vec![("HUIQI_PARTITION_SET".into(), "0".into())]);
+    }
+    d.start_all();
+    let first = d
+        .wait_until(Duration::from_secs(60), || async {
+            d.lease_holder_of("award", 0).await.as_deref() == Some("award-1")
+        })
+        .await;
+    assert!(first, "{}", tail(&d, "award"));
+    d.start_standby("award");
+    d.start_standby("verification");
+    d.start_standby("payout");
+    let both = d
+        .wait_until(Duration::from_secs(60), || async {
+            let mut all = true;
+            for s in ["verification", "award", "payout"] {
+                all &= d.lease_holder_of(s, 1).await.as_deref() == Some(&format!("{s}-2"));
+            }
+            all
+        })
+        .await;
+    assert!(both, "{}", tail(&d, "award-standby"));
+    let portal = d.js("portal").await;
+    submit(&portal, &events).await;
+    let deciding = d
+        .wait_until(Duration::from_secs(120), || async {
+            d.count("huiqi.awards.>").await >= 2
+        })
+        .await;
+    assert!(deciding, "{}", tail(&d, "award"));
+    d.kill("award");
+    let taken = d
+        .wait_until(Duration::from_secs(120), || async {
+            d.lease_holder_of("award", 0).await.as_deref() == Some("award-2")
+        })
+        .await;
+    assert!(taken, "{}", tail(&d, "award-standby"));
+    d.start("award");
+    let decided = d
+        .wait_until(Duration::from_secs(180), || async {
+            d.count("huiqi.awards.>").await >= apps.len()
+        })
+        .await;
+    assert!(decided, "{}", tail(&d, "award-standby"));
+    let mut paid: std::collections::BTreeMap<String, usize> = Default::default();
+    let mut approved = 0;
+    let mut claims = std::collections::BTreeSet::new();
+    for s in d.stream("huiqi.awards.>").await {
+        let dec: AwardDecision = s.envelope.data_as().unwrap();
+        assert!(claims.insert(dec.claim_id.clone()), "decided twice");
+        approved += usize::from(dec.status == AwardStatus::Approved);
+        for l in dec.lines.iter().filter(|l| l.paid) {
+            *paid.entry(l.person.clone().unwrap()).or_default() += 1;
+        }
+    }
+    assert_eq!(claims.len(), apps.len());
+    let twice = paid.values().filter(|n| **n > 1).count();
+    assert_eq!(twice, 0, "{twice} persons paid twice");
+    let settled = d
+        .wait_until(Duration::from_secs(120), || async {
+            d.count("huiqi.payouts.>").await >= approved
+        })
+        .await;
+    assert!(settled, "{}", tail(&d, "payout"));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(d.count("huiqi.payouts.>").await, approved, "paid once each");
+    assert_eq!(huiqi_providers::read_ledger(&d.ledger()).len(), approved);
+    d.stop_all();
+    // The instance that worked both partitions at the end: its logs decide the same again.
+    let standby = d.data_dir().join("standby");
+    let (ok, out, err) = d.huiqi(&["replay", "--data-dir", &standby.display().to_string()]);
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains(&format!(
+            "{} decisions, {} identical",
+            apps.len(),
+            apps.len()
+        )),
+        "{out}"
+    );
+}

@@ -122,7 +122,7 @@ struct FinalList {
 /// key pending for this claim that is *not* in the list was left over by a round that did not
 /// end (a killed worker) and is free. At most [`FINAL_LIST_MAX`] keys. Written again (a claim
 /// decided again after a restart), the last list holds.
-pub async fn finalize(kv: &kv::Store, claim_id: &str, keys: &[&Key]) -> Result<(), BusError> {
+async fn finalize_once(kv: &kv::Store, claim_id: &str, keys: &[&Key]) -> Result<(), BusError> {
     let list = FinalList {
         keys: keys.iter().map(|k| key_name(k)).collect(),
     };
@@ -187,7 +187,7 @@ async fn current(kv: &kv::Store, name: &str) -> Result<(u64, Option<Holder>), Bu
 /// One look at `key` without waiting: taken pending for `mine.claim_id` if free, or found
 /// this claim's, or another's confirmed ([`Reserved`]); `Err(holder)` when another claim holds
 /// it pending.
-pub async fn try_reserve(
+async fn try_reserve_once(
     kv: &kv::Store,
     key: &Key,
     mine: &Holder,
@@ -268,7 +268,7 @@ pub async fn reserve(
 
 /// Marks `key` counted by `mine.claim_id` (its decision is in its log). Idempotent; an error if
 /// another claim holds the key (which a reservation of this claim's rules out).
-pub async fn confirm(kv: &kv::Store, key: &Key, mine: &Holder) -> Result<(), BusError> {
+async fn confirm_once(kv: &kv::Store, key: &Key, mine: &Holder) -> Result<(), BusError> {
     let name = key_name(key);
     let confirmed = Holder {
         state: HoldState::Confirmed,
@@ -304,7 +304,7 @@ pub async fn confirm(kv: &kv::Store, key: &Key, mine: &Holder) -> Result<(), Bus
 
 /// [`confirm`] when the revision this claim took the key at is known (one write, no read);
 /// falls back to reading the key if it moved since.
-pub async fn confirm_at(
+async fn confirm_at_once(
     kv: &kv::Store,
     key: &Key,
     mine: &Holder,
@@ -317,14 +317,14 @@ pub async fn confirm_at(
     match kv.update(key_name(key), encode(&confirmed), revision).await {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
-            confirm(kv, key, mine).await
+            confirm_once(kv, key, mine).await
         }
         Err(e) => Err(err(&format!("confirming {}", key_name(key)), &e)),
     }
 }
 
 /// Gives `key` back if `claim_id` holds it pending (a confirmed count is never released here).
-pub async fn release(kv: &kv::Store, key: &Key, claim_id: &str) -> Result<(), BusError> {
+async fn release_once(kv: &kv::Store, key: &Key, claim_id: &str) -> Result<(), BusError> {
     let name = key_name(key);
     loop {
         let (revision, holder) = current(kv, &name).await?;
@@ -339,4 +339,70 @@ pub async fn release(kv: &kv::Store, key: &Key, claim_id: &str) -> Result<(), Bu
             _ => return Ok(()),
         }
     }
+}
+
+/// How long an operation on the bucket is tried again while NATS cannot answer (a node lost, a
+/// leader being elected): as long as a service waits for JetStream elsewhere. Every operation
+/// here may be repeated (create-only and compare-and-set writes, an idempotent list).
+const PATIENCE_FOR_NATS: Duration = Duration::from_secs(120);
+
+async fn patiently<T, F, Fut>(what: &str, op: F) -> Result<T, BusError>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, BusError>>,
+{
+    let deadline = Instant::now() + PATIENCE_FOR_NATS;
+    loop {
+        match op().await {
+            Ok(t) => return Ok(t),
+            Err(e) if Instant::now() < deadline => {
+                tracing::warn!(what, error = %e, "counts bucket not answering; trying again");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// One look at `key` without waiting: taken pending for `mine.claim_id` if free, or found
+/// this claim's, or another's confirmed ([`Reserved`]); `Err(holder)` when another claim holds
+/// it pending. NATS errors are tried again for a while.
+pub async fn try_reserve(
+    kv: &kv::Store,
+    key: &Key,
+    mine: &Holder,
+) -> Result<Result<Reserved, Holder>, BusError> {
+    patiently("reserving a count", || try_reserve_once(kv, key, mine)).await
+}
+
+/// Confirms every key of `keys` with one list (see [`finalize_once`]'s rules above).
+pub async fn finalize(kv: &kv::Store, claim_id: &str, keys: &[&Key]) -> Result<(), BusError> {
+    patiently("writing a claim's counts list", || {
+        finalize_once(kv, claim_id, keys)
+    })
+    .await
+}
+
+/// Marks `key` counted by `mine.claim_id` (its decision is in its log). Idempotent; an error if
+/// another claim holds the key (which a reservation of this claim's rules out).
+pub async fn confirm(kv: &kv::Store, key: &Key, mine: &Holder) -> Result<(), BusError> {
+    patiently("confirming a count", || confirm_once(kv, key, mine)).await
+}
+
+/// [`confirm`] when the revision this claim took the key at is known (one write, no read).
+pub async fn confirm_at(
+    kv: &kv::Store,
+    key: &Key,
+    mine: &Holder,
+    revision: u64,
+) -> Result<(), BusError> {
+    patiently("confirming a count", || {
+        confirm_at_once(kv, key, mine, revision)
+    })
+    .await
+}
+
+/// Gives `key` back if `claim_id` holds it pending (a confirmed count is never released here).
+pub async fn release(kv: &kv::Store, key: &Key, claim_id: &str) -> Result<(), BusError> {
+    patiently("releasing a count", || release_once(kv, key, claim_id)).await
 }

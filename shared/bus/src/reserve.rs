@@ -142,7 +142,7 @@ async fn final_list(kv: &kv::Store, claim_id: &str) -> Result<Option<(u64, Final
     match crate::lease::read(kv, &name).await {
         Ok(Some(e)) if e.operation == kv::Operation::Put => serde_json::from_slice(&e.value)
             .map(|list| Some((e.revision, list)))
-            .map_err(|x| err(&format!("counts list {name}"), &x)),
+            .map_err(|x| BusError::Handler(format!("counts list {name}: {x}"))),
         Ok(_) => Ok(None),
         Err(e) => Err(err(&format!("counts list {name}"), &e)),
     }
@@ -177,7 +177,7 @@ async fn current(kv: &kv::Store, name: &str) -> Result<(u64, Option<Holder>), Bu
         Ok(Some(e)) if e.operation != kv::Operation::Put => Ok((e.revision, None)),
         Ok(Some(e)) => {
             let h: Holder = serde_json::from_slice(&e.value)
-                .map_err(|x| err(&format!("counts bucket entry {name}"), &x))?;
+                .map_err(|x| BusError::Handler(format!("counts bucket entry {name}: {x}")))?;
             Ok((e.revision, Some(h)))
         }
         Err(e) => Err(err(&format!("counts bucket entry {name}"), &e)),
@@ -287,16 +287,15 @@ async fn confirm_once(kv: &kv::Store, key: &Key, mine: &Holder) -> Result<(), Bu
                     Err(e) => return Err(err(&format!("confirming {name}"), &e)),
                 }
             }
+            // Not a NATS trouble: never tried again.
             other => {
-                return Err(err(
-                    &format!("confirming a count of {}", mine.claim_id),
-                    &format!(
-                        "the key is not this claim's but {}",
-                        other
-                            .map(|h| h.claim_id)
-                            .unwrap_or_else(|| "nobody's".into())
-                    ),
-                ))
+                return Err(BusError::Handler(format!(
+                    "confirming a count of {}: the key is not this claim's but {}",
+                    mine.claim_id,
+                    other
+                        .map(|h| h.claim_id)
+                        .unwrap_or_else(|| "nobody's".into())
+                )))
             }
         }
     }
@@ -355,6 +354,9 @@ where
     loop {
         match op().await {
             Ok(t) => return Ok(t),
+            // What the bucket answered (a key another claim holds) is final; only NATS not
+            // answering is tried again.
+            Err(e @ BusError::Handler(_)) => return Err(e),
             Err(e) if Instant::now() < deadline => {
                 tracing::warn!(what, error = %e, "counts bucket not answering; trying again");
                 tokio::time::sleep(Duration::from_millis(250)).await;

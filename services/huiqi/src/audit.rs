@@ -17,14 +17,6 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-fn open(data_dir: &Path, service: &str) -> Result<Option<EventLog>, HuiqiError> {
-    let dir = crate::commands::service_dir(data_dir, service);
-    if !dir.is_dir() {
-        return Ok(None);
-    }
-    Ok(Some(crate::commands::open_log(&dir)?))
-}
-
 /// Every log of `service` under `data_dir`: its one log, or each partition's of a split
 /// service (empty when there is none). What the reports read is independent of the order.
 fn open_all(data_dir: &Path, service: &str) -> Result<Vec<EventLog>, HuiqiError> {
@@ -34,7 +26,7 @@ fn open_all(data_dir: &Path, service: &str) -> Result<Vec<EventLog>, HuiqiError>
     }
     crate::commands::partition_dirs(&dir)
         .iter()
-        .map(|d| crate::commands::open_log(d))
+        .map(|(_, d)| crate::commands::open_log(d))
         .collect()
 }
 
@@ -744,19 +736,12 @@ pub async fn check_heads(
     let mut logs: BTreeMap<String, Option<EventLog>> = BTreeMap::new();
     for s in SERVICES {
         let dir = crate::commands::service_dir(data_dir, s);
-        let dirs = crate::commands::partition_dirs(&dir);
-        let parts: Vec<(String, Option<std::path::PathBuf>)> = if dirs == [dir.clone()] {
-            vec![(s.to_string(), None)]
-        } else {
-            dirs.into_iter()
-                .enumerate()
-                .map(|(i, d)| (format!("{s}-p{i}"), Some(d)))
-                .collect()
-        };
-        for (name, dir) in parts {
-            let log = match dir {
-                Some(d) => Some(crate::commands::open_log(&d)?),
-                None => open(data_dir, s)?,
+        for (partition, dir) in crate::commands::partition_dirs(&dir) {
+            let name = partition.durable(s);
+            let log = if dir.is_dir() {
+                Some(crate::commands::open_log(&dir)?)
+            } else {
+                None
             };
             let mut check = HeadCheck {
                 service: name.clone(),

@@ -7,6 +7,7 @@ use crate::HuiqiError;
 use huiqi_bus::NatsOptions;
 use huiqi_eventlog::EventLog;
 use huiqi_events::payloads::{Application, Facts};
+use huiqi_events::Partition;
 use huiqi_events::{types, Envelope};
 use huiqi_policy::{History, PolicySet};
 use std::path::{Path, PathBuf};
@@ -108,16 +109,9 @@ pub fn audit_logs(data_dir: &Path) -> Result<Vec<LogAudit>, HuiqiError> {
     }
     let mut out = Vec::new();
     for service in SERVICES {
-        let base = service_dir(data_dir, service);
-        let dirs = partition_dirs(&base);
         // A split service: one line per partition's log (`award-p1`).
-        let split = dirs != [base.clone()];
-        for (i, dir) in dirs.into_iter().enumerate() {
-            let name = if split {
-                format!("{service}-p{i}")
-            } else {
-                service.to_string()
-            };
+        for (partition, dir) in partition_dirs(&service_dir(data_dir, service)) {
+            let name = partition.durable(service);
             let mut a = LogAudit {
                 service: name.clone(),
                 path: dir.display().to_string(),
@@ -212,7 +206,7 @@ pub fn set_log_dirs(dirs: &[(String, PathBuf)]) -> Result<(), HuiqiError> {
 /// so that is refused with the way to name one partition's log. (Tools over every partition
 /// at once are docs/SCALING.md's step 5, not built.)
 pub fn open_log(dir: &Path) -> Result<EventLog, HuiqiError> {
-    if dir.join("p0").is_dir() && !dir.join("db").exists() {
+    if holds_partitions(dir) {
         return Err(HuiqiError::Input(format!(
             "{} holds a partitioned service's logs (p0, p1, …), one per partition; the offline tools read one log at a time: name one with --log-dir SERVICE={}/p<i>",
             dir.display(),
@@ -233,15 +227,25 @@ fn existing_dir(dir: &Path) -> Result<(), HuiqiError> {
     }
 }
 
-/// The log directories of a service directory: itself, or — for a split service — each
-/// partition's `p<i>` (huiqi_events::partition), in order.
-pub fn partition_dirs(dir: &Path) -> Vec<PathBuf> {
-    if dir.join("db").exists() || !dir.join("p0").is_dir() {
-        return vec![dir.to_path_buf()];
+/// Whether a service directory holds a split service's logs (`p0`, `p1`, …) rather than one.
+fn holds_partitions(dir: &Path) -> bool {
+    dir.join("p0").is_dir() && !dir.join("db").exists()
+}
+
+/// The logs of a service directory, each with its partition: the directory itself
+/// ([`Partition::ONLY`]), or — for a split service — each partition's `p<i>`, in order (their
+/// names and directories as `huiqi_events::Partition` gives them).
+pub fn partition_dirs(dir: &Path) -> Vec<(Partition, PathBuf)> {
+    if !holds_partitions(dir) {
+        return vec![(Partition::ONLY, dir.to_path_buf())];
     }
-    (0..huiqi_events::partition::MAX_PARTITIONS)
-        .map(|i| dir.join(format!("p{i}")))
-        .take_while(|d| d.is_dir())
+    let found = (0..huiqi_events::partition::MAX_PARTITIONS)
+        .take_while(|i| dir.join(format!("p{i}")).is_dir())
+        .count() as u16;
+    // Split even when only `p0` is here (an instance that holds partition 0 alone).
+    Partition::all(found.max(2))
+        .take(found as usize)
+        .map(|p| (p, p.dir(dir)))
         .collect()
 }
 
@@ -257,7 +261,7 @@ pub fn replay_report(
     existing_dir(&dir)?;
     let logs = partition_dirs(&dir)
         .iter()
-        .map(|d| open_log(d))
+        .map(|(_, d)| open_log(d))
         .collect::<Result<Vec<_>, _>>()?;
     let policies = PolicySet::load(policy_dir).map_err(|e| HuiqiError::Input(e.to_string()))?;
     let total = logs

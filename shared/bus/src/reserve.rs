@@ -45,9 +45,7 @@ pub fn crosses_partitions(key: &Key) -> bool {
 /// holds no ID or phone number.
 pub fn key_name(key: &Key) -> String {
     let json = serde_json::to_vec(key).expect("a history key serializes");
-    let digest = sha2::Sha256::digest(&json);
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    format!("c.{hex}")
+    format!("c.{}", crate::anchor::hex(&sha2::Sha256::digest(&json)))
 }
 
 /// Whether the claim holding a key has its decision in its log yet.
@@ -105,9 +103,10 @@ pub const FINAL_LIST_MAX: usize = 1_000;
 
 /// The key of a claim's list of its counts.
 fn final_name(claim_id: &str) -> String {
-    let digest = sha2::Sha256::digest(claim_id.as_bytes());
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    format!("f.{hex}")
+    format!(
+        "f.{}",
+        crate::anchor::hex(&sha2::Sha256::digest(claim_id.as_bytes()))
+    )
 }
 
 /// What a claim's decision counts, by key name: written once its counts are all its own, in

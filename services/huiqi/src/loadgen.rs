@@ -96,6 +96,14 @@ pub struct LoadReport {
     pub per_service: BTreeMap<String, ServiceFigures>,
     pub peak_rss_mb_huiqi: f64,
     pub peak_rss_mb_nats_server: f64,
+    /// CPU time (user + system) per claim from the first submit to the last end read, ms: this
+    /// process (services, simulator, generator, the reading of ends) and the nats-servers. On
+    /// a shared machine claims/s moves with whatever else runs; CPU per claim much less, so
+    /// it is the figure that shows whether a change made the pipeline cheaper.
+    pub cpu_ms_per_claim_huiqi: f64,
+    pub cpu_ms_per_claim_nats_server: f64,
+    /// Cores kept busy over that time (this process and the nats-servers).
+    pub cores_busy: f64,
     pub probe: Option<Probe>,
 }
 
@@ -172,6 +180,11 @@ impl std::fmt::Display for LoadReport {
             "peak RSS             {:.0} MB (services, simulator, generator) + {:.0} MB (nats-server, every node)",
             self.peak_rss_mb_huiqi, self.peak_rss_mb_nats_server
         )?;
+        writeln!(
+            f,
+            "CPU per claim        {:.2} ms (services, simulator, generator) + {:.2} ms (nats-server); {:.2} cores busy",
+            self.cpu_ms_per_claim_huiqi, self.cpu_ms_per_claim_nats_server, self.cores_busy
+        )?;
         if let Some(p) = &self.probe {
             writeln!(f, "ceiling probe (messages of {} bytes):", p.message_bytes)?;
             writeln!(
@@ -240,6 +253,23 @@ fn peak_rss_mb(pid: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// CPU time a process has used so far (user + system, all its threads), from `/proc/<pid>/stat`
+/// (fields 14 and 15, in USER_HZ ticks: 100 a second on Linux); zero where it cannot be read.
+fn cpu_seconds(pid: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // The command name (field 2) is in parentheses and may hold spaces.
+            let rest = &s[s.rfind(')')? + 1..];
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            // `rest` starts at field 3.
+            let utime = fields.get(11)?.parse::<f64>().ok()?;
+            let stime = fields.get(12)?.parse::<f64>().ok()?;
+            Some((utime + stime) / 100.0)
+        })
+        .unwrap_or(0.0)
+}
+
 fn nats(e: &dyn std::fmt::Display) -> HuiqiError {
     HuiqiError::Nats(e.to_string())
 }
@@ -299,6 +329,13 @@ pub async fn run(settings: &LoadSettings, data_dir: &Path) -> Result<LoadReport,
 
     // Submit: all at once, or at the intended times of an open loop.
     let mut intended: HashMap<String, SystemTime> = HashMap::with_capacity(n);
+    let nats_cpu = || {
+        nats_pids
+            .iter()
+            .map(|p| cpu_seconds(&p.to_string()))
+            .sum::<f64>()
+    };
+    let cpu_start = (cpu_seconds("self"), nats_cpu());
     let started = Instant::now();
     let wall_start = SystemTime::now();
     match settings.rate {
@@ -426,6 +463,8 @@ pub async fn run(settings: &LoadSettings, data_dir: &Path) -> Result<LoadReport,
     }
     bar.finish_and_clear();
     drop(settled_stream);
+    let cpu_used = (cpu_seconds("self") - cpu_start.0, nats_cpu() - cpu_start.1);
+    let cpu_seconds_elapsed = started.elapsed().as_secs_f64();
     let total_seconds = last_settle
         .duration_since(wall_start)
         .unwrap_or_default()
@@ -574,6 +613,9 @@ pub async fn run(settings: &LoadSettings, data_dir: &Path) -> Result<LoadReport,
         per_service,
         peak_rss_mb_huiqi: rss_self,
         peak_rss_mb_nats_server: rss_nats,
+        cpu_ms_per_claim_huiqi: cpu_used.0 * 1000.0 / claims,
+        cpu_ms_per_claim_nats_server: cpu_used.1 * 1000.0 / claims,
+        cores_busy: (cpu_used.0 + cpu_used.1) / cpu_seconds_elapsed.max(1e-9),
         probe,
     })
 }

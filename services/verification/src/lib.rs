@@ -16,7 +16,9 @@ use huiqi_bus::service::{self, Consuming, Core, RecordAndQueue, ServiceConfig};
 use huiqi_bus::{BusError, LogWriter, Signatures};
 use huiqi_eventlog::{Commit, Pending};
 use huiqi_events::checks::Check;
-use huiqi_events::payloads::{CheckRecorded, ClaimOpened, ClaimVerified, EmbeddedRecord};
+use huiqi_events::payloads::{
+    CheckRecorded, ClaimOpened, ClaimVerified, ClaimVerifiedOut, EmbeddedOut,
+};
 use huiqi_events::{subjects, types, Envelope};
 use huiqi_policy::PolicySet;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -187,6 +189,9 @@ impl App {
 
 type Handler = RecordAndQueue<ClaimOpened, Job>;
 
+/// A check record of the claim being verified, as logged: its check, chunk, event id and data.
+type Logged = (Check, u32, String, huiqi_events::Data);
+
 #[derive(Clone)]
 struct Worker {
     client: async_nats::Client,
@@ -274,6 +279,8 @@ impl Worker {
                 .expect("serializes")
                 .caused_by(cause);
                 let id = env.id.clone();
+                // What the verified claim embeds: the record as logged, not serialized again.
+                let logged = (call.check, call.chunk, id, env.data.clone());
                 let pending = if embed {
                     Pending::local(env)
                 } else {
@@ -285,10 +292,7 @@ impl Worker {
                         events: vec![pending],
                     }])
                     .await?;
-                Ok::<Option<EmbeddedRecord>, BusError>(Some(EmbeddedRecord {
-                    event_id: id,
-                    record: data,
-                }))
+                Ok::<Option<Logged>, BusError>(Some(logged))
             }
         }))
         .await;
@@ -314,24 +318,30 @@ impl Worker {
                             .data_as()
                             .map_err(|e| BusError::Handler(e.to_string()))?;
                         if job.recorded.contains_key(&(record.check(), record.chunk)) {
-                            records.push(EmbeddedRecord {
-                                event_id: rec.envelope.id.clone(),
-                                record,
-                            });
+                            records.push((
+                                record.check(),
+                                record.chunk,
+                                rec.envelope.id,
+                                rec.envelope.data,
+                            ));
                         }
                     }
                 }
             }
-            records.sort_by_key(|r| (r.record.check(), r.record.chunk));
-            records.dedup_by_key(|r| (r.record.check(), r.record.chunk));
+            records.sort_by_key(|r| (r.0, r.1));
+            records.dedup_by_key(|r| (r.0, r.1));
         } else {
             records.clear();
         }
-        let verified = ClaimVerified {
-            claim_id: claim_id.clone(),
-            application: app.clone(),
-            checks,
-            records,
+        let embedded: Vec<EmbeddedOut> = records
+            .iter()
+            .map(|(_, _, event_id, record)| EmbeddedOut { event_id, record })
+            .collect();
+        let verified = ClaimVerifiedOut {
+            claim_id: &claim_id,
+            application: app,
+            checks: &checks,
+            records: &embedded,
         };
         let env = Envelope::derived(
             SERVICE,

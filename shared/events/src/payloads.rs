@@ -264,6 +264,26 @@ pub struct EmbeddedRecord {
     pub record: CheckRecorded,
 }
 
+/// A [`ClaimVerified`] as verification writes it: the same JSON to the byte, but each embedded
+/// record is the `data` of the check record event verification logged, as logged, so the
+/// replies of a claim are serialized once (into their own events), not a second time into the
+/// verified claim, and the application is not copied to be written.
+#[derive(Debug, Serialize)]
+pub struct ClaimVerifiedOut<'a> {
+    pub claim_id: &'a str,
+    pub application: &'a Application,
+    pub checks: &'a std::collections::BTreeMap<crate::checks::Check, u32>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    pub records: &'a [EmbeddedOut<'a>],
+}
+
+/// One record of a [`ClaimVerifiedOut`]: a logged check record event's id and `data`.
+#[derive(Debug, Serialize)]
+pub struct EmbeddedOut<'a> {
+    pub event_id: &'a str,
+    pub record: &'a crate::envelope::Data,
+}
+
 /// Rosters up to this many persons have their facts embedded in the verified claim.
 pub const EMBED_FACTS_UP_TO: usize = 1_000;
 
@@ -715,4 +735,93 @@ pub struct AwardDecision {
     /// The earlier counts this decision relied on, and what each did to it.
     #[serde(default)]
     pub relied_on: Vec<crate::history::Relied>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checks::Check;
+    use crate::envelope::Data;
+
+    #[test]
+    fn a_verified_claim_written_from_logged_records_is_the_typed_one_to_the_byte() {
+        let application: Application = serde_json::from_value(serde_json::json!({
+            "application_id": "P-1", "measure": "M1",
+            "submitted_at": "2023-02-10T09:30:00+08:00",
+            "applicant": {"uscc": "91330302000001015N", "name": "甲", "kind": "enterprise",
+                          "street": "x", "bank_account": "62220000"},
+            "employees": [{"id_number": "330302199001011234", "name": "张\"三", "phone": "13800000000"}]
+        }))
+        .unwrap();
+        let record = |check: Check, reply: &str, chunk| CheckRecorded {
+            claim_id: "C-1".into(),
+            chunk,
+            chunks: 2,
+            attempts: 1,
+            reply: check.read_reply(reply.as_bytes()).unwrap(),
+        };
+        let records = [
+            record(
+                Check::Presence,
+                r#"{"persons":[{"id_number":"330302199001011234","stayed_whole_window":true}]}"#,
+                0,
+            ),
+            record(
+                Check::Telecom,
+                r#"{"numbers":[{"phone":"13800000000","carrier":"mobile","city_code":"0577"}]}"#,
+                1,
+            ),
+        ];
+        let checks: std::collections::BTreeMap<Check, u32> =
+            [(Check::Presence, 2), (Check::Telecom, 2)].into();
+        let typed = ClaimVerified {
+            claim_id: "C-1".into(),
+            application: application.clone(),
+            checks: checks.clone(),
+            records: records
+                .iter()
+                .enumerate()
+                .map(|(i, r)| EmbeddedRecord {
+                    event_id: format!("E-{i}"),
+                    record: r.clone(),
+                })
+                .collect(),
+        };
+        // What verification logged for each record: the event's data.
+        let logged: Vec<(String, Data)> = records
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (format!("E-{i}"), Data::from_value(r).unwrap()))
+            .collect();
+        let embedded: Vec<EmbeddedOut> = logged
+            .iter()
+            .map(|(event_id, record)| EmbeddedOut { event_id, record })
+            .collect();
+        let out = ClaimVerifiedOut {
+            claim_id: "C-1",
+            application: &application,
+            checks: &checks,
+            records: &embedded,
+        };
+        let bytes = serde_json::to_string(&out).unwrap();
+        assert_eq!(bytes, serde_json::to_string(&typed).unwrap());
+        assert_eq!(
+            serde_json::from_str::<ClaimVerified>(&bytes).unwrap(),
+            typed
+        );
+        // No records (a large roster's, published on their own): the field is left out, as
+        // the typed one leaves it out.
+        let bare = ClaimVerifiedOut {
+            records: &[],
+            ..out
+        };
+        let typed_bare = ClaimVerified {
+            records: vec![],
+            ..typed
+        };
+        assert_eq!(
+            serde_json::to_string(&bare).unwrap(),
+            serde_json::to_string(&typed_bare).unwrap()
+        );
+    }
 }

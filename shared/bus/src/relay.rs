@@ -12,9 +12,10 @@ use crate::trust::{SigningKey, SIGNATURE_HEADER};
 use crate::BusError;
 use async_nats::jetstream;
 use async_nats::HeaderMap;
-use huiqi_eventlog::{Commit, EventLog, Outgoing, Pending};
+use huiqi_eventlog::{Commit, EventLog, Outgoing, Pending, Published};
 use huiqi_events::payloads::EventUnpublishable;
 use huiqi_events::{subjects, types, Envelope, Partition};
+use std::collections::VecDeque;
 
 const INTERNAL: &str = "huiqi.internal.";
 use std::sync::Arc;
@@ -22,13 +23,82 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-/// Wakes the relay after a commit; cheap to clone.
+/// Wakes the relay after a commit, handing it what the commit appended; cheap to clone.
 #[derive(Clone, Default)]
-pub struct RelayWaker(Arc<Notify>);
+pub struct RelayWaker {
+    notify: Arc<Notify>,
+    handed: Arc<std::sync::Mutex<Handed>>,
+}
+
+/// Commits handed to the relay in memory, oldest first ([`Published`]).
+#[derive(Default)]
+struct Handed {
+    commits: VecDeque<Published>,
+    events: usize,
+}
+
+/// At most this many events wait in memory for the relay; past it the queue is dropped and
+/// the relay reads them from the log (a relay that cannot publish, NATS being down, must not
+/// hold the service's memory).
+const HANDED_MAX: usize = 20_000;
 
 impl RelayWaker {
     pub fn wake(&self) {
-        self.0.notify_one();
+        self.notify.notify_one();
+    }
+
+    /// Hands over what a durable commit appended (then [`RelayWaker::wake`]).
+    pub fn hand(&self, commit: Published) {
+        if commit.first > commit.last {
+            return;
+        }
+        let mut h = self.handed.lock().expect("relay hand-over lock");
+        if h.events + commit.events.len() > HANDED_MAX {
+            h.commits.clear();
+            h.events = 0;
+        }
+        h.events += commit.events.len();
+        h.commits.push_back(commit);
+    }
+
+    /// The events to publish from record `next` on, with the last record they cover, when the
+    /// commits handed over continue the log exactly from `next` (at least one commit, more
+    /// while the events stay within `limit`); None when the relay must read the log (after a
+    /// start, a dropped queue, or a record written outside the writer).
+    fn take_from(&self, next: u64, limit: usize) -> Option<(Vec<Outgoing>, u64)> {
+        let mut h = self.handed.lock().expect("relay hand-over lock");
+        // What the relay has moved past (it read it from the log) goes.
+        while let Some(front) = h.commits.front_mut() {
+            if front.last < next {
+                let gone = front.events.len();
+                h.commits.pop_front();
+                h.events -= gone;
+                continue;
+            }
+            if front.first < next {
+                let before = front.events.len();
+                front.events.retain(|o| o.seq >= next);
+                front.first = next;
+                let gone = before - front.events.len();
+                h.events -= gone;
+            }
+            break;
+        }
+        if h.commits.front()?.first != next {
+            return None;
+        }
+        let mut out = Vec::new();
+        let mut last = next - 1;
+        while let Some(c) = h.commits.front() {
+            if c.first != last + 1 || (!out.is_empty() && out.len() + c.events.len() > limit) {
+                break;
+            }
+            let c = h.commits.pop_front().expect("a front");
+            h.events -= c.events.len();
+            last = c.last;
+            out.extend(c.events);
+        }
+        Some((out, last))
     }
 }
 
@@ -94,7 +164,7 @@ impl Relay {
                         return Ok(());
                     }
                     tokio::select! {
-                        _ = self.waker.0.notified() => {}
+                        _ = self.waker.notify.notified() => {}
                         _ = tokio::time::sleep(Duration::from_millis(250)) => {}
                         _ = shutdown.cancelled() => {}
                     }
@@ -125,7 +195,10 @@ impl Relay {
             return Ok(0);
         }
         let cursor = self.log.outbox_cursor()?;
-        let (batch, last) = self.log.outbox_from(cursor + 1, self.max_in_flight)?;
+        let (batch, last) = match self.waker.take_from(cursor + 1, self.max_in_flight) {
+            Some(handed) => handed,
+            None => self.log.outbox_from(cursor + 1, self.max_in_flight)?,
+        };
         if last <= cursor {
             return Ok(0);
         }
@@ -155,7 +228,7 @@ impl Relay {
             };
             match self
                 .js
-                .publish_with_headers(subject.clone(), headers, event.into())
+                .publish_with_headers(subject.clone(), headers, event)
                 .await
             {
                 Ok(ack) => acks.push((subject, ack)),
@@ -242,5 +315,62 @@ impl Relay {
             )],
         }])?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn out(seq: u64) -> Outgoing {
+        Outgoing {
+            seq,
+            subject: "huiqi.internal.x".into(),
+            id: format!("E-{seq}"),
+            event: bytes::Bytes::from(format!("{{\"n\":{seq}}}")),
+        }
+    }
+
+    /// A commit of records `first..=last`, publishing those in `published`.
+    fn commit(first: u64, last: u64, published: &[u64]) -> Published {
+        Published {
+            first,
+            last,
+            events: published.iter().map(|s| out(*s)).collect(),
+        }
+    }
+
+    fn seqs(taken: Option<(Vec<Outgoing>, u64)>) -> Option<(Vec<u64>, u64)> {
+        taken.map(|(o, last)| (o.iter().map(|o| o.seq).collect(), last))
+    }
+
+    #[test]
+    fn the_relay_takes_handed_commits_only_where_they_continue_the_log_exactly() {
+        let w = RelayWaker::default();
+        // Nothing handed (a start): read the log.
+        assert_eq!(seqs(w.take_from(1, 100)), None);
+        w.hand(commit(1, 3, &[1, 3]));
+        w.hand(commit(4, 4, &[]));
+        w.hand(commit(5, 6, &[5, 6]));
+        w.hand(commit(7, 6, &[])); // nothing appended: never queued
+                                   // Contiguous from the cursor: taken together, up to the limit.
+        assert_eq!(seqs(w.take_from(1, 3)), Some((vec![1, 3], 4)));
+        assert_eq!(seqs(w.take_from(5, 100)), Some((vec![5, 6], 6)));
+        assert_eq!(seqs(w.take_from(7, 100)), None);
+        // A record written outside the writer (seq 9): the relay reads the log from 9 on...
+        w.hand(commit(7, 8, &[7, 8]));
+        w.hand(commit(10, 12, &[10, 11, 12]));
+        assert_eq!(seqs(w.take_from(7, 100)), Some((vec![7, 8], 8)));
+        assert_eq!(seqs(w.take_from(9, 100)), None);
+        // ...and, having read up to 10 there, takes the rest of that commit from memory.
+        assert_eq!(seqs(w.take_from(11, 100)), Some((vec![11, 12], 12)));
+        // Past the limit of events held, the queue is dropped (the relay reads the log).
+        w.hand(commit(13, 13, &[13]));
+        let many: Vec<u64> = (14..14 + HANDED_MAX as u64).collect();
+        w.hand(commit(14, 13 + HANDED_MAX as u64, &many));
+        assert_eq!(seqs(w.take_from(13, usize::MAX)), None);
+        let (taken, last) = seqs(w.take_from(14, usize::MAX)).unwrap();
+        assert_eq!((taken.len(), last), (HANDED_MAX, 13 + HANDED_MAX as u64));
+        assert_eq!(w.handed.lock().unwrap().events, 0);
     }
 }

@@ -73,7 +73,12 @@ impl LogWriter {
                         all.extend(commits);
                     }
                     let started = std::time::Instant::now();
-                    let result = thread_log.commit(&all);
+                    let result = thread_log
+                        .commit_published(&all)
+                        .map(|(applied, published)| {
+                            waker.hand(published);
+                            applied
+                        });
                     let took = started.elapsed();
                     if took > SLOW {
                         tracing::warn!(

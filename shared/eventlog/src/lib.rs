@@ -179,7 +179,18 @@ pub struct Outgoing {
     pub seq: u64,
     pub subject: String,
     pub id: String,
-    pub event: Vec<u8>,
+    pub event: bytes::Bytes,
+}
+
+/// What one commit appended, for the relay: every record from `first` to `last` (none when
+/// `first > last`) and, of them, the events to publish, as [`EventLog::outbox_from`] would
+/// read them back. Handed over in memory, they spare the relay reading, decompressing and
+/// parsing again what was just written.
+#[derive(Debug, Clone, Default)]
+pub struct Published {
+    pub first: u64,
+    pub last: u64,
+    pub events: Vec<Outgoing>,
 }
 
 /// The result of [`EventLog::audit`].
@@ -458,6 +469,8 @@ struct Appending {
     bytes: Vec<u8>,
     /// (seq, start in `bytes`, length)
     records: Vec<(u64, usize, usize)>,
+    /// The events with a publish subject, for the relay.
+    published: Vec<Outgoing>,
 }
 
 impl Appending {
@@ -468,40 +481,46 @@ impl Appending {
         Appending {
             bytes: buffer,
             records: Vec::new(),
+            published: Vec::new(),
         }
     }
 
     /// Adds one event after `seq`/`prev`, moving both on; its index key goes into `out`.
     fn add(&mut self, out: &mut sled::Batch, seq: &mut u64, prev: &mut Hash, p: &Pending) {
         *seq += 1;
-        let publish = p.publish.as_deref().unwrap_or("").as_bytes();
-        let encoded;
-        let event: &[u8] = match &p.raw {
-            Some(raw) => raw,
-            None => {
-                encoded = p.envelope.encode();
-                &encoded
-            }
+        let publish = p.publish.as_deref().unwrap_or("");
+        let event: bytes::Bytes = match &p.raw {
+            Some(raw) => raw.clone(),
+            None => p.envelope.encode().into(),
         };
-        let hash = chain_hash(prev, *seq, publish, event);
+        let hash = chain_hash(prev, *seq, publish.as_bytes(), &event);
         let start = self.bytes.len();
-        encode_record(&mut self.bytes, prev, &hash, publish, event);
+        encode_record(&mut self.bytes, prev, &hash, publish.as_bytes(), &event);
         self.records.push((*seq, start, self.bytes.len() - start));
         out.insert(index_key(&p.envelope.subject, *seq), &[]);
         *prev = hash;
+        if !publish.is_empty() {
+            self.published.push(Outgoing {
+                seq: *seq,
+                subject: publish.to_string(),
+                id: p.envelope.id.clone(),
+                event,
+            });
+        }
     }
 
     /// Writes the records to the active segment (synced) and puts their references into `out`.
     /// `writer` is the one behind the log's commit lock (opened here at the first commit).
+    /// Returns the events to publish.
     fn write(
         self,
         segments: &Segments,
         writing: &mut Writing,
         out: &mut sled::Batch,
-    ) -> Result<(), LogError> {
+    ) -> Result<Vec<Outgoing>, LogError> {
         if self.records.is_empty() {
             writing.keep(self.bytes);
-            return Ok(());
+            return Ok(self.published);
         }
         if writing.segment.is_none() {
             writing.segment = Some(SegmentWriter::open(&segments.dir)?);
@@ -517,7 +536,7 @@ impl Appending {
             };
             out.insert(&log_key(seq), &location.encode());
         }
-        Ok(())
+        Ok(self.published)
     }
 }
 
@@ -702,11 +721,20 @@ impl EventLog {
     /// Applies a batch of commits as one atomic sled batch, then flushes to disk. When this
     /// returns `Ok`, every message in the batch may be acked.
     pub fn commit(&self, batch: &[Commit]) -> Result<Vec<Applied>, LogError> {
+        self.commit_published(batch).map(|(applied, _)| applied)
+    }
+
+    /// [`EventLog::commit`], also returning what it appended for the relay ([`Published`]).
+    pub fn commit_published(
+        &self,
+        batch: &[Commit],
+    ) -> Result<(Vec<Applied>, Published), LogError> {
         let mut writer = self
             .writing
             .lock()
             .map_err(|_| LogError::Meta("a commit panicked".into()))?;
         let (mut seq, mut prev) = self.head()?;
+        let first = seq + 1;
         let mut out = sled::Batch::default();
         let mut appending = writer.appending();
         let mut marked: HashSet<&str> = HashSet::new();
@@ -729,11 +757,18 @@ impl EventLog {
                 count: commit.events.len() as u64,
             });
         }
-        appending.write(&self.segments, &mut writer, &mut out)?;
+        let events = appending.write(&self.segments, &mut writer, &mut out)?;
         out.insert(HEAD_KEY, encode_head(seq, &prev));
         self.tree.apply_batch(out)?;
         self.db.flush()?;
-        Ok(applied)
+        Ok((
+            applied,
+            Published {
+                first,
+                last: seq,
+                events,
+            },
+        ))
     }
 
     /// Marks record `seq` as skipped (an operator's explicit decision) and appends `event`
@@ -823,7 +858,7 @@ impl EventLog {
                     seq,
                     subject,
                     id: id.id.into_owned(),
-                    event: raw.event.into_owned(),
+                    event: raw.event.into_owned().into(),
                 });
                 if out.len() >= limit {
                     break;
@@ -998,6 +1033,48 @@ mod tests {
             &serde_json::json!({ "n": n }),
         )
         .unwrap()
+    }
+
+    #[test]
+    fn a_commit_hands_the_relay_what_it_would_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = EventLog::open(dir.path()).unwrap();
+        log.commit(&[commit(Some("in-0"), vec![ev("C-0", 0)])])
+            .unwrap();
+        let received = ev("C-1", 1);
+        let raw = bytes::Bytes::from(received.encode());
+        let batch = [
+            Commit {
+                inbox_id: Some("in-1".into()),
+                events: vec![
+                    Pending::publish(ev("C-1", 2), "huiqi.internal.x"),
+                    Pending::local(ev("C-1", 3)),
+                    Pending {
+                        envelope: received,
+                        publish: Some("huiqi.internal.y".into()),
+                        raw: Some(raw.clone()),
+                    },
+                ],
+            },
+            commit(Some("in-0"), vec![ev("C-0", 9)]),
+        ];
+        let (applied, published) = log.commit_published(&batch).unwrap();
+        assert_eq!(applied[1], Applied::Duplicate);
+        assert_eq!((published.first, published.last), (2, 4));
+        let (read, last) = log.outbox_from(2, 10).unwrap();
+        assert_eq!(last, 4);
+        let view = |o: &[Outgoing]| {
+            o.iter()
+                .map(|o| (o.seq, o.subject.clone(), o.id.clone(), o.event.clone()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(view(&published.events), view(&read));
+        assert_eq!(published.events[1].event, raw, "received bytes as received");
+        // A batch of repeats appends nothing: an empty range.
+        let (_, none) = log
+            .commit_published(&[commit(Some("in-1"), vec![ev("C-1", 5)])])
+            .unwrap();
+        assert!(none.first > none.last && none.events.is_empty());
     }
 
     fn commit(inbox: Option<&str>, events: Vec<Envelope>) -> Commit {

@@ -618,7 +618,12 @@ impl Handler {
         cause: &Envelope,
         v: &ClaimVerified,
     ) -> Result<Vec<Pending>, BusError> {
-        let facts = self.state.facts.get(&v.claim_id).cloned();
+        // Kept to decide again on (evaluating takes the facts out of the state); only a split
+        // worker, whose counts another partition may hold, ever decides a claim twice here.
+        let facts = match self.counts {
+            Some(_) => self.state.facts.get(&v.claim_id).cloned(),
+            None => None,
+        };
         let mut elsewhere: Vec<ForeignCount> = Vec::new();
         let evaluation = loop {
             let evaluation = match self.state.evaluate(&self.policies, None, v) {

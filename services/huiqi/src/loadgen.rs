@@ -95,6 +95,14 @@ pub struct LoadReport {
     pub stages: Vec<(String, f64, f64)>,
     pub per_service: BTreeMap<String, ServiceFigures>,
     pub peak_rss_mb_huiqi: f64,
+    /// Of this process: the peak of the set-up (applications and fixtures generated, the
+    /// provider simulator loaded with them), what was resident at the first submit, and the
+    /// peak from then to the end (Linux: the peak is reset through `/proc/self/clear_refs`;
+    /// where it cannot be, the run's peak is the whole process's). What the run adds to the
+    /// resident size at its start is what processing the claims held.
+    pub peak_rss_mb_setup: f64,
+    pub rss_mb_at_first_submit: f64,
+    pub peak_rss_mb_run: f64,
     pub peak_rss_mb_nats_server: f64,
     /// CPU time (user + system) per claim from the first submit to the last end read, ms: this
     /// process (services, simulator, generator, the reading of ends) and the nats-servers. On
@@ -182,6 +190,11 @@ impl std::fmt::Display for LoadReport {
         )?;
         writeln!(
             f,
+            "  of this process:   set-up peak {:.0} MB (generated load, simulator's fixtures), {:.0} MB at the first submit, {:.0} MB peak while running",
+            self.peak_rss_mb_setup, self.rss_mb_at_first_submit, self.peak_rss_mb_run
+        )?;
+        writeln!(
+            f,
             "CPU per claim        {:.2} ms (services, simulator, generator) + {:.2} ms (nats-server); {:.2} cores busy",
             self.cpu_ms_per_claim_huiqi, self.cpu_ms_per_claim_nats_server, self.cores_busy
         )?;
@@ -240,10 +253,15 @@ fn producer(subject: &str) -> &'static str {
 
 /// Peak resident set size of a process, MB (Linux `VmHWM`).
 fn peak_rss_mb(pid: &str) -> f64 {
+    status_mb(pid, "VmHWM:")
+}
+
+/// A size line of `/proc/<pid>/status` (`VmHWM:`, `VmRSS:`), MB; zero where it cannot be read.
+fn status_mb(pid: &str, field: &str) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
+            s.lines().find(|l| l.starts_with(field)).and_then(|l| {
                 l.split_whitespace()
                     .nth(1)
                     .and_then(|k| k.parse::<f64>().ok())
@@ -335,6 +353,11 @@ pub async fn run(settings: &LoadSettings, data_dir: &Path) -> Result<LoadReport,
             .map(|p| cpu_seconds(&p.to_string()))
             .sum::<f64>()
     };
+    // In this order, the peak is at least the size read just before it.
+    let rss_mb_at_first_submit = status_mb("self", "VmRSS:");
+    let peak_rss_mb_setup = peak_rss_mb("self");
+    // "5" resets the peak to the current size (Linux 4.0 and later).
+    let peak_reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
     let cpu_start = (cpu_seconds("self"), nats_cpu());
     let started = Instant::now();
     let wall_start = SystemTime::now();
@@ -518,7 +541,12 @@ pub async fn run(settings: &LoadSettings, data_dir: &Path) -> Result<LoadReport,
         .map(|p| peak_rss_mb(&p.to_string()))
         .sum::<f64>();
     pipeline.stop().await?;
-    let rss_self = peak_rss_mb("self");
+    let peak_rss_mb_run = peak_rss_mb("self");
+    let rss_self = if peak_reset {
+        peak_rss_mb_setup.max(peak_rss_mb_run)
+    } else {
+        peak_rss_mb_run
+    };
     let claims = n.max(1) as f64;
     for service in ["intake", "verification", "award", "payout"] {
         let s = per_service.entry(service.to_string()).or_default();
@@ -612,6 +640,9 @@ pub async fn run(settings: &LoadSettings, data_dir: &Path) -> Result<LoadReport,
         stages,
         per_service,
         peak_rss_mb_huiqi: rss_self,
+        peak_rss_mb_setup,
+        rss_mb_at_first_submit,
+        peak_rss_mb_run,
         peak_rss_mb_nats_server: rss_nats,
         cpu_ms_per_claim_huiqi: cpu_used.0 * 1000.0 / claims,
         cpu_ms_per_claim_nats_server: cpu_used.1 * 1000.0 / claims,

@@ -291,3 +291,41 @@ fn missing_directories_and_unreadable_files_exit_non_zero_and_change_nothing() {
     assert!(err.contains("--cluster") && err.contains("3 or 5"), "{err}");
     assert!(!data.exists(), "nothing was started");
 }
+
+#[test]
+fn loadgen_settles_every_claim_and_reports_its_figures() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("figures.json");
+    let out = huiqi()
+        .args(["loadgen", "--applications", "30", "--persons", "40"])
+        .args(["--timeout-secs", "120", "--json"])
+        .arg(&json)
+        .arg("--data-dir")
+        .arg(dir.path().join("run"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("CPU per claim"), "{text}");
+    let f: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(f["settled"], 30, "{f}");
+    assert_eq!(f["rejected"], 0);
+    assert_eq!(f["payment_failed"], 0);
+    assert_eq!(f["stream_messages_per_claim"], 9.0);
+    assert_eq!(f["per_service"]["award"]["log_records_per_claim"], 5.0);
+    let n = |k: &str| f[k].as_f64().unwrap_or_else(|| panic!("{k} in {f}"));
+    assert!(n("latency_p50_ms") <= n("latency_p99_ms"));
+    assert!(n("latency_p99_ms") <= n("latency_max_ms"));
+    // The CPU and memory figures are read from /proc: present and plausible.
+    assert!(n("cpu_ms_per_claim_huiqi") > 0.0 && n("cpu_ms_per_claim_nats_server") > 0.0);
+    assert!(n("cores_busy") > 0.0 && n("cores_busy") < 64.0);
+    assert!(n("rss_mb_at_first_submit") > 0.0);
+    assert!(n("peak_rss_mb_setup") >= n("rss_mb_at_first_submit"));
+    assert!(n("peak_rss_mb_run") > 0.0);
+    assert!(n("peak_rss_mb_huiqi") >= n("peak_rss_mb_run"));
+    assert!(n("peak_rss_mb_huiqi") >= n("peak_rss_mb_setup"));
+}

@@ -6,6 +6,17 @@ fn huiqi() -> Command {
     Command::new(env!("CARGO_BIN_EXE_huiqi"))
 }
 
+/// Runs `cmd`, which must succeed (its stderr is the failure message).
+fn succeeds(cmd: &mut Command) -> std::process::Output {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 const APP: &str = r#"{
   "application_id": "CLI-M9", "measure": "M9", "submitted_at": "2023-04-10T10:00:00+08:00",
   "applicant": { "uscc": "91330302000001086C", "name": "样例", "kind": "enterprise",
@@ -27,17 +38,12 @@ fn evaluate_prints_the_award_data_and_fails_clearly_on_bad_input() {
     let facts = dir.path().join("facts.json");
     std::fs::write(&app, APP).unwrap();
     std::fs::write(&facts, FACTS).unwrap();
-    let out = huiqi()
-        .args(["evaluate", "--application"])
-        .arg(&app)
-        .arg("--facts")
-        .arg(&facts)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = succeeds(
+        huiqi()
+            .args(["evaluate", "--application"])
+            .arg(&app)
+            .arg("--facts")
+            .arg(&facts),
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["status"], "approved");
@@ -296,18 +302,13 @@ fn missing_directories_and_unreadable_files_exit_non_zero_and_change_nothing() {
 fn loadgen_settles_every_claim_and_reports_its_figures() {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("figures.json");
-    let out = huiqi()
-        .args(["loadgen", "--applications", "30", "--persons", "40"])
-        .args(["--timeout-secs", "120", "--json"])
-        .arg(&json)
-        .arg("--data-dir")
-        .arg(dir.path().join("run"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = succeeds(
+        huiqi()
+            .args(["loadgen", "--applications", "30", "--persons", "40"])
+            .args(["--timeout-secs", "120", "--json"])
+            .arg(&json)
+            .arg("--data-dir")
+            .arg(dir.path().join("run")),
     );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("CPU per claim"), "{text}");

@@ -274,6 +274,36 @@ impl Deployment {
         (v.state == "held").then_some(v.holder)
     }
 
+    /// The services that split into partitions (the rest, intake, is one partition always).
+    pub fn split_services() -> Vec<&'static str> {
+        huiqi::commands::SERVICES
+            .iter()
+            .copied()
+            .filter(|s| huiqi_bus::topology::is_partitioned(s))
+            .collect()
+    }
+
+    /// The first instance of every split service works only the partitions in `set` (its
+    /// `HUIQI_PARTITION_SET`); the standbys started later work the rest.
+    pub fn first_instances_work(&mut self, set: &str) {
+        for s in Self::split_services() {
+            self.extra_env
+                .insert(s, vec![("HUIQI_PARTITION_SET".into(), set.into())]);
+        }
+    }
+
+    /// Whether each of `services` has partition `partition`'s lease held by its instance
+    /// `instance` (`<service>-<instance>`).
+    pub async fn held_by(&self, services: &[&str], partition: u32, instance: u32) -> bool {
+        for s in services {
+            let want = format!("{s}-{instance}");
+            if self.lease_holder_of(s, partition).await.as_deref() != Some(want.as_str()) {
+                return false;
+            }
+        }
+        true
+    }
+
     /// Starts (or restarts) one service's binary; its output goes to `<service>.log`.
     pub fn start(&mut self, service: &'static str) {
         assert!(

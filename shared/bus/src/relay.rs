@@ -352,8 +352,9 @@ mod tests {
         w.hand(commit(1, 3, &[1, 3]));
         w.hand(commit(4, 4, &[]));
         w.hand(commit(5, 6, &[5, 6]));
-        w.hand(commit(7, 6, &[])); // nothing appended: never queued
-                                   // Contiguous from the cursor: taken together, up to the limit.
+        // A commit that appended nothing is never queued.
+        w.hand(commit(7, 6, &[]));
+        // Contiguous from the cursor: taken together, up to the limit.
         assert_eq!(seqs(w.take_from(1, 3)), Some((vec![1, 3], 4)));
         assert_eq!(seqs(w.take_from(5, 100)), Some((vec![5, 6], 6)));
         assert_eq!(seqs(w.take_from(7, 100)), None);

@@ -464,7 +464,6 @@ fn skipped_key(seq: u64) -> [u8; 9] {
 
 /// Records encoded for one atomic commit: their bytes, one after another, go to a segment file;
 /// their references and index keys into the sled batch.
-#[derive(Default)]
 struct Appending {
     bytes: Vec<u8>,
     /// (seq, start in `bytes`, length)

@@ -14,6 +14,22 @@ use huiqi_e2e::procs::{submit, Deployment};
 use std::time::Duration;
 
 /// The stream's leader and its replicas as (name, current) — read with a fresh admin login.
+/// Submits the first wave and waits until work is in flight everywhere: some payouts
+/// settled, most not yet.
+async fn submit_until_paying(
+    d: &Deployment,
+    portal: &async_nats::jetstream::Context,
+    wave: &[huiqi_events::Envelope],
+) {
+    submit(portal, wave).await;
+    let started = d
+        .wait_until(Duration::from_secs(120), || async {
+            d.count("huiqi.payouts.>").await >= 20
+        })
+        .await;
+    assert!(started, "no payouts within two minutes");
+}
+
 async fn placement(d: &Deployment) -> Option<(String, Vec<(String, bool)>)> {
     let client = d.options("admin").connect("test-placement").await.ok()?;
     let js = async_nats::jetstream::new(client);
@@ -66,12 +82,8 @@ async fn a_cluster_loses_its_stream_leader_and_working_instances_and_pays_each_a
     // The first instance of each service takes its lease; then a second instance of each
     // starts and stands by.
     let held = d
-        .wait_until(Duration::from_secs(60), || async {
-            let mut all = true;
-            for s in huiqi::commands::SERVICES {
-                all &= d.lease_holder(s).await.as_deref() == Some(&format!("{s}-1"));
-            }
-            all
+        .wait_until(Duration::from_secs(60), || {
+            d.held_by(huiqi::commands::SERVICES, 0, 1)
         })
         .await;
     assert!(held, "the first instances did not all take their leases");
@@ -81,14 +93,7 @@ async fn a_cluster_loses_its_stream_leader_and_working_instances_and_pays_each_a
     let portal = d.js("portal").await;
     publish_malformed(&portal, malformed).await;
     let waves: Vec<_> = events.chunks(events.len().div_ceil(3)).collect();
-    submit(&portal, waves[0]).await;
-    // Work in flight everywhere: some payouts settled, most not yet.
-    let started = d
-        .wait_until(Duration::from_secs(120), || async {
-            d.count("huiqi.payouts.>").await >= 20
-        })
-        .await;
-    assert!(started, "no payouts within two minutes");
+    submit_until_paying(&d, &portal, waves[0]).await;
 
     // The node leading the stream dies (SIGKILL) mid-run; the other two elect a new leader.
     let (leader_now, _) = placement(&d).await.expect("placement");
@@ -272,19 +277,12 @@ async fn two_instances_work_a_partition_each_and_one_takes_the_others_over() {
     let mut fx = Fixtures::default();
     let (events, malformed) = chaos_inputs(&mut fx, &mix);
     let mut d = Deployment::split(&fx, true, 3, 2).await;
-    for s in ["verification", "award", "payout"] {
-        d.extra_env
-            .insert(s, vec![("HUIQI_PARTITION_SET".into(), "0".into())]);
-    }
+    d.first_instances_work("0");
     d.start_all();
     // Instance 1 takes its partition 0 first; then instance 2 of each starts.
     let first = d
-        .wait_until(Duration::from_secs(60), || async {
-            let mut all = true;
-            for s in huiqi::commands::SERVICES {
-                all &= d.lease_holder_of(s, 0).await.as_deref() == Some(&format!("{s}-1"));
-            }
-            all
+        .wait_until(Duration::from_secs(60), || {
+            d.held_by(huiqi::commands::SERVICES, 0, 1)
         })
         .await;
     assert!(first, "{}", lease_story(&d, "award"));
@@ -292,27 +290,17 @@ async fn two_instances_work_a_partition_each_and_one_takes_the_others_over() {
         d.start_standby(s);
     }
     // Each split service: partition 0 worked by instance 1, partition 1 by instance 2.
+    let split = Deployment::split_services();
     let split = d
         .wait_until(Duration::from_secs(60), || async {
-            let mut all = true;
-            for s in ["verification", "award", "payout"] {
-                all &= d.lease_holder_of(s, 0).await.as_deref() == Some(&format!("{s}-1"))
-                    && d.lease_holder_of(s, 1).await.as_deref() == Some(&format!("{s}-2"));
-            }
-            all
+            d.held_by(&split, 0, 1).await && d.held_by(&split, 1, 2).await
         })
         .await;
     assert!(split, "{}", lease_story(&d, "award"));
     let portal = d.js("portal").await;
     publish_malformed(&portal, malformed).await;
     let waves: Vec<_> = events.chunks(events.len().div_ceil(2)).collect();
-    submit(&portal, waves[0]).await;
-    let started = d
-        .wait_until(Duration::from_secs(120), || async {
-            d.count("huiqi.payouts.>").await >= 20
-        })
-        .await;
-    assert!(started, "no payouts within two minutes");
+    submit_until_paying(&d, &portal, waves[0]).await;
     let (leader, _) = placement(&d).await.expect("placement");
     let victim = NatsCluster::index_of(&leader).expect("a node of this cluster");
     d.server.cluster().node(victim).kill();

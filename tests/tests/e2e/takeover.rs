@@ -520,7 +520,7 @@ async fn an_opened_claim_that_never_reached_the_stream_is_opened_again_after_a_r
     );
     let log = std::fs::read_to_string(d.log_file("intake")).unwrap();
     assert!(log.contains("unanswered=1"), "{}", tail(&d, "intake"));
-    for s in ["verification", "award", "payout"] {
+    for s in huiqi_e2e::procs::Deployment::split_services() {
         d.start(s);
     }
     let paid = d
@@ -616,10 +616,7 @@ async fn a_split_award_killed_while_claims_race_for_shared_persons_pays_each_per
     let apps = super::partitions::chain(&mut fx, 12, "KILLRACE");
     let events: Vec<_> = apps.iter().map(super::processes::event).collect();
     let mut d = huiqi_e2e::procs::Deployment::split(&fx, true, 1, 2).await;
-    for s in ["verification", "award", "payout"] {
-        d.extra_env
-            .insert(s, vec![("HUIQI_PARTITION_SET".into(), "0".into())]);
-    }
+    d.first_instances_work("0");
     d.start_all();
     let first = d
         .wait_until(Duration::from_secs(60), || async {
@@ -627,17 +624,12 @@ async fn a_split_award_killed_while_claims_race_for_shared_persons_pays_each_per
         })
         .await;
     assert!(first, "{}", tail(&d, "award"));
-    d.start_standby("award");
-    d.start_standby("verification");
-    d.start_standby("payout");
+    let split = huiqi_e2e::procs::Deployment::split_services();
+    for s in &split {
+        d.start_standby(s);
+    }
     let both = d
-        .wait_until(Duration::from_secs(60), || async {
-            let mut all = true;
-            for s in ["verification", "award", "payout"] {
-                all &= d.lease_holder_of(s, 1).await.as_deref() == Some(&format!("{s}-2"));
-            }
-            all
-        })
+        .wait_until(Duration::from_secs(60), || d.held_by(&split, 1, 2))
         .await;
     assert!(both, "{}", tail(&d, "award-standby"));
     let portal = d.js("portal").await;

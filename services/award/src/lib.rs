@@ -378,11 +378,19 @@ pub fn entitlement_events(cause: &Envelope, e: &Evaluation) -> Vec<Pending> {
             }),
         }
     }
-    let event = |ty: &str, data: &dyn erased::Data, index: String| {
-        Envelope::derived(SERVICE, ty, &d.claim_id, &data.value(), &cause.id, &index)
+    // Generic, so each kind of entitlement is serialized straight from its type (no JSON tree
+    // between the struct and the event's bytes).
+    fn event<T: serde::Serialize>(
+        cause: &Envelope,
+        claim: &str,
+        ty: &str,
+        data: &T,
+        index: String,
+    ) -> Envelope {
+        Envelope::derived(SERVICE, ty, claim, data, &cause.id, &index)
             .expect("serializes")
             .caused_by(cause)
-    };
+    }
     for (carrier, grants) in packages {
         for (n, chunk) in grants.chunks(GRANTS_PER_EVENT).enumerate() {
             let data = DataPackageEntitlement {
@@ -391,6 +399,8 @@ pub fn entitlement_events(cause: &Envelope, e: &Evaluation) -> Vec<Pending> {
                 grants: chunk.to_vec(),
             };
             let env = event(
+                cause,
+                &d.claim_id,
                 types::ENTITLEMENT_DATA_PACKAGE,
                 &data,
                 format!("{carrier}:{n}"),
@@ -404,22 +414,16 @@ pub fn entitlement_events(cause: &Envelope, e: &Evaluation) -> Vec<Pending> {
             award_id: award_id.clone(),
             grants: chunk.to_vec(),
         };
-        let env = event(types::ENTITLEMENT_RESIDENT_POINTS, &data, n.to_string());
+        let env = event(
+            cause,
+            &d.claim_id,
+            types::ENTITLEMENT_RESIDENT_POINTS,
+            &data,
+            n.to_string(),
+        );
         out.push(Pending::publish(env, subjects::ENTITLEMENT_RESIDENT_POINTS));
     }
     out
-}
-
-mod erased {
-    /// An event's data, whatever its type (one closure builds both kinds of entitlement).
-    pub trait Data {
-        fn value(&self) -> serde_json::Value;
-    }
-    impl<T: serde::Serialize> Data for T {
-        fn value(&self) -> serde_json::Value {
-            serde_json::to_value(self).expect("serializes")
-        }
-    }
 }
 
 pub struct App {

@@ -23,7 +23,7 @@ use huiqi_events::payloads::{
 };
 use huiqi_events::{subjects, types, Envelope};
 use huiqi_policy::{Entitlement, Evaluation, History, PolicySet};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use tokio_util::sync::CancellationToken;
 
 pub const SERVICE: &str = "award";
@@ -71,8 +71,8 @@ pub struct State {
     /// Verified claims not decided yet: waiting for a check reply that has not arrived (a
     /// redelivery after a restart can bring it after the verified marker).
     verified: HashMap<String, (Envelope, ClaimVerified)>,
-    decided: HashSet<String>,
-    applicants: HashMap<String, String>,
+    /// Decided claims, with their applicant (entitlement events name only the claim).
+    decided: HashMap<String, String>,
     /// Claims with a supplementary award, and the version it was decided under.
     supplemented: HashMap<String, String>,
     /// Approved decisions with money whose payment order has not followed in the fold, with
@@ -179,7 +179,7 @@ impl State {
 
     /// A check reply arrived for a claim not yet decided.
     pub fn on_check(&mut self, event_id: &str, r: CheckRecorded) {
-        if !self.decided.contains(&r.claim_id) {
+        if !self.decided.contains_key(&r.claim_id) {
             self.facts
                 .entry(r.claim_id.clone())
                 .or_default()
@@ -192,10 +192,9 @@ impl State {
     /// dropped.
     pub fn on_decision(&mut self, d: &AwardDecision) {
         self.history.add(&d.claim_id, &d.applicant_uscc, &d.counts);
-        self.applicants
+        self.decided
             .insert(d.claim_id.clone(), d.applicant_uscc.clone());
         self.facts.remove(&d.claim_id);
-        self.decided.insert(d.claim_id.clone());
     }
 
     /// Moves the check records a verified claim carries into the claim's facts.
@@ -207,7 +206,7 @@ impl State {
 
     /// The applicant of a decided claim (entitlement events name only the claim).
     fn applicant_of(&self, claim_id: &str) -> String {
-        self.applicants.get(claim_id).cloned().unwrap_or_default()
+        self.decided.get(claim_id).cloned().unwrap_or_default()
     }
 
     /// The live path's fold of one evaluation: the same effects as applying its events.
@@ -219,7 +218,7 @@ impl State {
     }
 
     pub fn is_decided(&self, claim_id: &str) -> bool {
-        self.decided.contains(claim_id)
+        self.decided.contains_key(claim_id)
     }
 
     /// The first check reply `v` promises that has not arrived, if any.

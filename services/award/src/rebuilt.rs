@@ -163,3 +163,87 @@ impl AnswerCheck {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use huiqi_events::payloads::DataPackageGrant;
+
+    fn package(id_index: &str, claim: &str, phones: &[&str]) -> Envelope {
+        let data = DataPackageEntitlement {
+            claim_id: claim.into(),
+            award_id: crate::award_id_for(claim),
+            grants: phones
+                .iter()
+                .map(|p| DataPackageGrant {
+                    phone: p.to_string(),
+                    carrier: "mobile".into(),
+                    gigabytes: 10,
+                })
+                .collect(),
+        };
+        Envelope::derived(
+            crate::SERVICE,
+            types::ENTITLEMENT_DATA_PACKAGE,
+            claim,
+            &data,
+            "verified-1",
+            id_index,
+        )
+        .unwrap()
+    }
+
+    /// The expected event itself is only struck off (its grants counted at the decision); an
+    /// event under another id is read: kept for `missing`, and counted only for a claim whose
+    /// decision did not count its grants.
+    #[test]
+    fn only_an_unexpected_entitlement_event_is_read_and_kept() {
+        let mut state = State::default();
+        let mut check = AnswerCheck::default();
+        let expected = package("mobile:0", "C-1", &["13800000001"]);
+        let missing = package("mobile:1", "C-1", &["13800000002"]);
+        for p in [&expected, &missing] {
+            check.derived += 1;
+            let pending = Pending::publish(p.clone(), "entitlements");
+            check
+                .expected
+                .insert(p.id.clone(), (check.derived, pending));
+        }
+        check.counted.insert("C-1".into());
+
+        check.entitlement(&mut state, &expected).unwrap();
+        assert!(check.logged.is_empty(), "the expected event is not kept");
+        assert_eq!(check.expected.len(), 1);
+        assert_eq!(state.history.len(), 0, "counted at the decision, not again");
+
+        // The other derived event is absent by id; an old-form event holds its grant.
+        let old_form = package("v1-0", "C-1", &["13800000002"]);
+        check.entitlement(&mut state, &old_form).unwrap();
+        assert_eq!(check.logged["C-1"].len(), 1);
+        assert_eq!(state.history.len(), 0, "the claim's grants were counted");
+        assert!(
+            check.missing().is_empty(),
+            "its grant is logged: not missing"
+        );
+
+        // A claim whose decision could not be derived: its logged events count as they come.
+        let other = package("mobile:0", "C-2", &["13800000003"]);
+        check.entitlement(&mut state, &other).unwrap();
+        assert_eq!(state.history.len(), 1);
+    }
+
+    /// A derived event whose grants the log holds under no id is what `missing` returns.
+    #[test]
+    fn a_derived_event_absent_by_id_and_by_grant_is_missing() {
+        let mut check = AnswerCheck::default();
+        let absent = package("mobile:0", "C-1", &["13800000001"]);
+        check.derived += 1;
+        check.expected.insert(
+            absent.id.clone(),
+            (1, Pending::publish(absent.clone(), "entitlements")),
+        );
+        let found = check.missing();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].envelope.id, absent.id);
+    }
+}

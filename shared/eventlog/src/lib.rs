@@ -508,9 +508,9 @@ impl Appending {
         }
     }
 
-    /// Writes the records to the active segment (synced) and puts their references into `out`.
-    /// `writer` is the one behind the log's commit lock (opened here at the first commit).
-    /// Returns the events to publish.
+    /// Writes the records to the active segment (synced) and puts their references into `out`;
+    /// `writing` is what is behind the log's commit lock (its segment file opened here at the
+    /// first commit; the buffer kept for the next). Returns the events to publish.
     fn write(
         self,
         segments: &Segments,

@@ -47,12 +47,8 @@ impl Entries {
     fn push(&mut self, entry: Entry) {
         match self {
             Entries::Many(es) => es.push(entry),
-            Entries::One(_) => {
-                let Entries::One(first) = std::mem::replace(self, Entries::Many(Vec::new())) else {
-                    unreachable!("matched One")
-                };
-                *self = Entries::Many(vec![first, entry]);
-            }
+            // A key's second count (rare): the first entry's two shared strings are cloned.
+            Entries::One(first) => *self = Entries::Many(vec![first.clone(), entry]),
         }
     }
 

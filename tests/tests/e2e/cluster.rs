@@ -13,7 +13,6 @@ use huiqi_bus::NatsCluster;
 use huiqi_e2e::procs::{submit, Deployment};
 use std::time::Duration;
 
-/// The stream's leader and its replicas as (name, current) — read with a fresh admin login.
 /// Submits the first wave and waits until work is in flight everywhere: some payouts
 /// settled, most not yet.
 async fn submit_until_paying(
@@ -30,6 +29,7 @@ async fn submit_until_paying(
     assert!(started, "no payouts within two minutes");
 }
 
+/// The stream's leader and its replicas as (name, current) — read with a fresh admin login.
 async fn placement(d: &Deployment) -> Option<(String, Vec<(String, bool)>)> {
     let client = d.options("admin").connect("test-placement").await.ok()?;
     let js = async_nats::jetstream::new(client);
@@ -291,12 +291,12 @@ async fn two_instances_work_a_partition_each_and_one_takes_the_others_over() {
     }
     // Each split service: partition 0 worked by instance 1, partition 1 by instance 2.
     let split = Deployment::split_services();
-    let split = d
+    let working = d
         .wait_until(Duration::from_secs(60), || async {
             d.held_by(&split, 0, 1).await && d.held_by(&split, 1, 2).await
         })
         .await;
-    assert!(split, "{}", lease_story(&d, "award"));
+    assert!(working, "{}", lease_story(&d, "award"));
     let portal = d.js("portal").await;
     publish_malformed(&portal, malformed).await;
     let waves: Vec<_> = events.chunks(events.len().div_ceil(2)).collect();
